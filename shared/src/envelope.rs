@@ -1,0 +1,241 @@
+//! Envelopes: the payload of `telemetry` and `transactions` (CONTRACT §4).
+
+use std::io::{Read, Write};
+
+use flate2::Compression as Level;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::WireError;
+use crate::ids::{DeviceId, SpoolId};
+use crate::limits::{ENVELOPE_VERSION, MAX_DECOMPRESSED_BYTES, MAX_PAYLOAD_BYTES};
+use crate::record::Record;
+use crate::time::Timestamp;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    pub device: DeviceId,
+    pub spool: SpoolId,
+    pub sent_at: Timestamp,
+    pub records: Vec<Record>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain JSON.
+    None,
+    /// Always gzip, at this level (0–9).
+    Gzip(u32),
+    /// Gzip at this level when that makes the payload smaller.
+    Auto(u32),
+}
+
+/// Encodes finished envelope JSON for the wire.
+pub fn encode(json: &[u8], compression: Compression) -> Vec<u8> {
+    match compression {
+        Compression::None => json.to_vec(),
+        Compression::Gzip(level) => gzip(json, level),
+        Compression::Auto(level) => {
+            let zipped = gzip(json, level);
+            if zipped.len() < json.len() { zipped } else { json.to_vec() }
+        }
+    }
+}
+
+fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Level::new(level));
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+/// Decodes and validates a payload received on `topic_device`'s topic.
+///
+/// Checks, in order: size, gzip, JSON shape, version, device, and every record.
+pub fn decode(payload: &[u8], topic_device: &DeviceId) -> Result<Envelope, WireError> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(WireError::Oversize { bytes: payload.len(), limit: MAX_PAYLOAD_BYTES });
+    }
+    let unzipped;
+    let json: &[u8] = if payload.starts_with(&GZIP_MAGIC) {
+        unzipped = gunzip(payload)?;
+        &unzipped
+    } else {
+        payload
+    };
+    let env: Envelope = match serde_json::from_slice(json) {
+        Ok(env) => env,
+        Err(e) => {
+            // A newer version may well have another shape: say so rather than blame a field.
+            return Err(match probe_version(json) {
+                Some(v) if v != serde_json::json!(ENVELOPE_VERSION) => {
+                    WireError::UnknownVersion(v.to_string())
+                }
+                _ => WireError::from_json(&e, json),
+            });
+        }
+    };
+    if env.v != ENVELOPE_VERSION {
+        return Err(WireError::UnknownVersion(env.v.to_string()));
+    }
+    if env.device != *topic_device {
+        return Err(WireError::DeviceMismatch {
+            topic: topic_device.to_string(),
+            envelope: env.device.to_string(),
+        });
+    }
+    if env.records.is_empty() {
+        return Err(WireError::invalid("records", "must not be empty"));
+    }
+    for record in &env.records {
+        if record.seq == 0 {
+            return Err(WireError::invalid("seq", "starts at 1"));
+        }
+        record.body.validate()?;
+    }
+    Ok(env)
+}
+
+fn gunzip(payload: &[u8]) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(payload.len() * 8);
+    let limit = MAX_DECOMPRESSED_BYTES as u64 + 1;
+    GzDecoder::new(payload)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| WireError::BadGzip(e.to_string()))?;
+    if out.len() > MAX_DECOMPRESSED_BYTES {
+        return Err(WireError::Oversize { bytes: out.len(), limit: MAX_DECOMPRESSED_BYTES });
+    }
+    Ok(out)
+}
+
+fn probe_version(json: &[u8]) -> Option<serde_json::Value> {
+    #[derive(Deserialize)]
+    struct Probe {
+        v: serde_json::Value,
+    }
+    serde_json::from_slice::<Probe>(json).ok().map(|p| p.v)
+}
+
+/// Builds envelope JSON from records already serialised by
+/// [`crate::record::Unsequenced::to_spool_json`], without parsing them again.
+///
+/// The agent keeps records in its spool as JSON; splicing the `seq` in is what lets it
+/// drain a large backlog at the speed of gzip rather than of serde.
+#[derive(Debug)]
+pub struct EnvelopeWriter {
+    buf: String,
+    records: usize,
+}
+
+impl EnvelopeWriter {
+    pub fn new(device: &DeviceId, spool: &SpoolId, sent_at: Timestamp) -> Self {
+        // Ids are [A-Za-z0-9_-] only, so they need no JSON escaping.
+        let buf = format!(
+            r#"{{"v":{ENVELOPE_VERSION},"device":"{device}","spool":"{spool}","sent_at":"{sent_at}","records":["#
+        );
+        Self { buf, records: 0 }
+    }
+
+    /// Appends a record. `spool_json` must be an object starting with `{"ts":`.
+    pub fn push(&mut self, seq: u64, spool_json: &str) {
+        if self.records > 0 {
+            self.buf.push(',');
+        }
+        self.buf.push_str("{\"seq\":");
+        self.buf.push_str(&seq.to_string());
+        self.buf.push(',');
+        self.buf.push_str(spool_json.strip_prefix('{').unwrap_or(spool_json));
+        self.records += 1;
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.buf.len() + 2
+    }
+
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    pub fn finish(mut self) -> String {
+        self.buf.push_str("]}");
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{RecordBody, Unsequenced};
+
+    fn ids() -> (DeviceId, SpoolId) {
+        (DeviceId::new("ws-001").expect("id"), SpoolId::new("01JD3W6Q3X8F2M7C9K4N5P6R8T").expect("id"))
+    }
+
+    fn reading(t: f64) -> Unsequenced {
+        let ts = Timestamp::parse("2026-11-22T09:59:58Z").expect("ts");
+        Unsequenced::new(ts, RecordBody::Reading {
+            sensor: "bme280".into(),
+            metrics: [("temperature_c".to_owned(), t)].into(),
+        })
+    }
+
+    #[test]
+    fn writer_output_decodes_identically_plain_and_gzipped() {
+        let (device, spool) = ids();
+        let mut w = EnvelopeWriter::new(&device, &spool, Timestamp::now());
+        for seq in 1..=300 {
+            w.push(seq, &reading(seq as f64 / 10.0).to_spool_json().expect("json"));
+        }
+        let json = w.finish();
+        let plain = decode(json.as_bytes(), &device).expect("plain");
+        let zipped = encode(json.as_bytes(), Compression::Auto(6));
+        assert_eq!(&zipped[..2], &GZIP_MAGIC, "300 readings compress");
+        assert_eq!(decode(&zipped, &device).expect("gzip"), plain);
+        assert_eq!(plain.records.len(), 300);
+        assert_eq!(plain.records[41].seq, 42);
+    }
+
+    #[test]
+    fn auto_keeps_plain_when_gzip_is_larger() {
+        assert_eq!(encode(b"{}", Compression::Auto(6)), b"{}");
+    }
+
+    #[test]
+    fn decode_rejections() {
+        let (device, spool) = ids();
+        let mut w = EnvelopeWriter::new(&device, &spool, Timestamp::now());
+        w.push(1, &reading(1.0).to_spool_json().expect("json"));
+        let good = w.finish();
+        let other = DeviceId::new("ws-002").expect("id");
+        let cases: Vec<(Vec<u8>, &DeviceId, &str)> = vec![
+            (vec![b'x'; MAX_PAYLOAD_BYTES + 1], &device, "oversize"),
+            (vec![0x1f, 0x8b, 0, 1, 2], &device, "bad_gzip"),
+            (b"hello".to_vec(), &device, "not_json"),
+            (good.replace("\"v\":1", "\"v\":2").into_bytes(), &device, "unknown_version"),
+            (good.replace("\"v\":1", "\"v\":\"x\"").into_bytes(), &device, "unknown_version"),
+            (good.clone().into_bytes(), &other, "device_mismatch"),
+            (good.replace("21", "NaN").replace(":1.0", ":NaN").into_bytes(), &device, "non_finite_metric"),
+            (good.replace(":1.0", ":1e999").into_bytes(), &device, "non_finite_metric"),
+            (good.replace("\"sensor\":\"bme280\",", "").into_bytes(), &device, "missing_field"),
+            (good.replace("\"seq\":1", "\"seq\":0").into_bytes(), &device, "invalid_field"),
+        ];
+        for (payload, dev, want) in cases {
+            let got = decode(&payload, dev).map(|_| ()).map_err(|e| e.reason_code());
+            assert_eq!(got, Err(want), "{}", String::from_utf8_lossy(&payload[..payload.len().min(120)]));
+        }
+        assert!(decode(good.as_bytes(), &device).is_ok());
+    }
+
+    #[test]
+    fn gzip_bomb_is_oversize() {
+        let bomb = encode(&vec![b' '; MAX_DECOMPRESSED_BYTES + 10], Compression::Gzip(9));
+        assert!(bomb.len() < MAX_PAYLOAD_BYTES);
+        let (device, _) = ids();
+        assert_eq!(decode(&bomb, &device).map_err(|e| e.reason_code()), Err("oversize"));
+    }
+}

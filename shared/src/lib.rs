@@ -1,0 +1,21 @@
+//! The Ferry wire format (CONTRACT §3–4): the only place that knows how records,
+//! envelopes and topics look on the wire.
+//!
+//! Producers build [`Record`]s, check them with [`Record::validate`], and frame them with
+//! [`EnvelopeWriter`]; consumers call [`decode`], which detects gzip by its magic bytes,
+//! enforces the limits in [`limits`] and validates every record.
+
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod record;
+pub mod time;
+pub mod topic;
+
+pub use envelope::{Compression, Envelope, EnvelopeWriter, decode, encode};
+pub use error::WireError;
+pub use ids::{DeviceId, IdError, SpoolId, TxId};
+pub use record::{EventLevel, Record, RecordBody, Txn, TxnOp};
+pub use time::Timestamp;
+pub use topic::{Stream, Topic, TopicError};
