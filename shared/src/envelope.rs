@@ -41,7 +41,11 @@ pub fn encode(json: &[u8], compression: Compression) -> Vec<u8> {
         Compression::Gzip(level) => gzip(json, level),
         Compression::Auto(level) => {
             let zipped = gzip(json, level);
-            if zipped.len() < json.len() { zipped } else { json.to_vec() }
+            if zipped.len() < json.len() {
+                zipped
+            } else {
+                json.to_vec()
+            }
         }
     }
 }
@@ -58,7 +62,10 @@ fn gzip(data: &[u8], level: u32) -> Vec<u8> {
 /// Checks, in order: size, gzip, JSON shape, version, device, and every record.
 pub fn decode(payload: &[u8], topic_device: &DeviceId) -> Result<Envelope, WireError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(WireError::Oversize { bytes: payload.len(), limit: MAX_PAYLOAD_BYTES });
+        return Err(WireError::Oversize {
+            bytes: payload.len(),
+            limit: MAX_PAYLOAD_BYTES,
+        });
     }
     let unzipped;
     let json: &[u8] = if payload.starts_with(&GZIP_MAGIC) {
@@ -108,7 +115,10 @@ fn gunzip(payload: &[u8]) -> Result<Vec<u8>, WireError> {
         .read_to_end(&mut out)
         .map_err(|e| WireError::BadGzip(e.to_string()))?;
     if out.len() > MAX_DECOMPRESSED_BYTES {
-        return Err(WireError::Oversize { bytes: out.len(), limit: MAX_DECOMPRESSED_BYTES });
+        return Err(WireError::Oversize {
+            bytes: out.len(),
+            limit: MAX_DECOMPRESSED_BYTES,
+        });
     }
     Ok(out)
 }
@@ -149,7 +159,8 @@ impl EnvelopeWriter {
         self.buf.push_str("{\"seq\":");
         self.buf.push_str(&seq.to_string());
         self.buf.push(',');
-        self.buf.push_str(spool_json.strip_prefix('{').unwrap_or(spool_json));
+        self.buf
+            .push_str(spool_json.strip_prefix('{').unwrap_or(spool_json));
         self.records += 1;
     }
 
@@ -173,15 +184,21 @@ mod tests {
     use crate::record::{RecordBody, Unsequenced};
 
     fn ids() -> (DeviceId, SpoolId) {
-        (DeviceId::new("ws-001").expect("id"), SpoolId::new("01JD3W6Q3X8F2M7C9K4N5P6R8T").expect("id"))
+        (
+            DeviceId::new("ws-001").expect("id"),
+            SpoolId::new("01JD3W6Q3X8F2M7C9K4N5P6R8T").expect("id"),
+        )
     }
 
     fn reading(t: f64) -> Unsequenced {
         let ts = Timestamp::parse("2026-11-22T09:59:58Z").expect("ts");
-        Unsequenced::new(ts, RecordBody::Reading {
-            sensor: "bme280".into(),
-            metrics: [("temperature_c".to_owned(), t)].into(),
-        })
+        Unsequenced::new(
+            ts,
+            RecordBody::Reading {
+                sensor: "bme280".into(),
+                metrics: [("temperature_c".to_owned(), t)].into(),
+            },
+        )
     }
 
     #[test]
@@ -189,7 +206,10 @@ mod tests {
         let (device, spool) = ids();
         let mut w = EnvelopeWriter::new(&device, &spool, Timestamp::now());
         for seq in 1..=300 {
-            w.push(seq, &reading(seq as f64 / 10.0).to_spool_json().expect("json"));
+            w.push(
+                seq,
+                &reading(seq as f64 / 10.0).to_spool_json().expect("json"),
+            );
         }
         let json = w.finish();
         let plain = decode(json.as_bytes(), &device).expect("plain");
@@ -216,26 +236,65 @@ mod tests {
             (vec![b'x'; MAX_PAYLOAD_BYTES + 1], &device, "oversize"),
             (vec![0x1f, 0x8b, 0, 1, 2], &device, "bad_gzip"),
             (b"hello".to_vec(), &device, "not_json"),
-            (good.replace("\"v\":1", "\"v\":2").into_bytes(), &device, "unknown_version"),
-            (good.replace("\"v\":1", "\"v\":\"x\"").into_bytes(), &device, "unknown_version"),
+            (
+                good.replace("\"v\":1", "\"v\":2").into_bytes(),
+                &device,
+                "unknown_version",
+            ),
+            (
+                good.replace("\"v\":1", "\"v\":\"x\"").into_bytes(),
+                &device,
+                "unknown_version",
+            ),
             (good.clone().into_bytes(), &other, "device_mismatch"),
-            (good.replace("21", "NaN").replace(":1.0", ":NaN").into_bytes(), &device, "non_finite_metric"),
-            (good.replace(":1.0", ":1e999").into_bytes(), &device, "non_finite_metric"),
-            (good.replace("\"sensor\":\"bme280\",", "").into_bytes(), &device, "missing_field"),
-            (good.replace("\"seq\":1", "\"seq\":0").into_bytes(), &device, "invalid_field"),
+            (
+                good.replace("21", "NaN")
+                    .replace(":1.0", ":NaN")
+                    .into_bytes(),
+                &device,
+                "non_finite_metric",
+            ),
+            (
+                good.replace(":1.0", ":1e999").into_bytes(),
+                &device,
+                "non_finite_metric",
+            ),
+            (
+                good.replace("\"sensor\":\"bme280\",", "").into_bytes(),
+                &device,
+                "missing_field",
+            ),
+            (
+                good.replace("\"seq\":1", "\"seq\":0").into_bytes(),
+                &device,
+                "invalid_field",
+            ),
         ];
         for (payload, dev, want) in cases {
-            let got = decode(&payload, dev).map(|_| ()).map_err(|e| e.reason_code());
-            assert_eq!(got, Err(want), "{}", String::from_utf8_lossy(&payload[..payload.len().min(120)]));
+            let got = decode(&payload, dev)
+                .map(|_| ())
+                .map_err(|e| e.reason_code());
+            assert_eq!(
+                got,
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(&payload[..payload.len().min(120)])
+            );
         }
         assert!(decode(good.as_bytes(), &device).is_ok());
     }
 
     #[test]
     fn gzip_bomb_is_oversize() {
-        let bomb = encode(&vec![b' '; MAX_DECOMPRESSED_BYTES + 10], Compression::Gzip(9));
+        let bomb = encode(
+            &vec![b' '; MAX_DECOMPRESSED_BYTES + 10],
+            Compression::Gzip(9),
+        );
         assert!(bomb.len() < MAX_PAYLOAD_BYTES);
         let (device, _) = ids();
-        assert_eq!(decode(&bomb, &device).map_err(|e| e.reason_code()), Err("oversize"));
+        assert_eq!(
+            decode(&bomb, &device).map_err(|e| e.reason_code()),
+            Err("oversize")
+        );
     }
 }

@@ -41,7 +41,10 @@ impl WireError {
     }
 
     pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
-        Self::InvalidField { field: field.to_owned(), reason: reason.into() }
+        Self::InvalidField {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
     }
 
     /// Maps a serde_json failure to the most useful reason. serde_json refuses `NaN` and
@@ -56,14 +59,19 @@ impl WireError {
                     let field = rest.split('`').next().unwrap_or_default();
                     return Self::MissingField(field.to_owned());
                 }
-                Self::InvalidField { field: "envelope".into(), reason: msg }
+                Self::InvalidField {
+                    field: "envelope".into(),
+                    reason: msg,
+                }
             }
-            Category::Syntax if msg.contains("number out of range") => {
-                Self::NonFiniteMetric { metric: format!("(unparsed: {msg})") }
-            }
+            Category::Syntax if msg.contains("number out of range") => Self::NonFiniteMetric {
+                metric: format!("(unparsed: {msg})"),
+            },
             Category::Syntax | Category::Eof | Category::Io => {
                 if has_non_finite_token(text) {
-                    Self::NonFiniteMetric { metric: format!("(unparsed: {msg})") }
+                    Self::NonFiniteMetric {
+                        metric: format!("(unparsed: {msg})"),
+                    }
                 } else {
                     Self::NotJson(msg)
                 }
@@ -82,6 +90,8 @@ fn has_non_finite_token(text: &[u8]) -> bool {
             .is_some_and(|b| matches!(b, b':' | b',' | b'[' | b'-'))
     };
     [&b"NaN"[..], b"Infinity"].iter().any(|token| {
-        text.windows(token.len()).enumerate().any(|(i, w)| w == *token && at_value_start(i))
+        text.windows(token.len())
+            .enumerate()
+            .any(|(i, w)| w == *token && at_value_start(i))
     })
 }

@@ -111,7 +111,9 @@ impl RecordBody {
                 for (name, value) in metrics {
                     text("metrics", name)?;
                     if !value.is_finite() {
-                        return Err(WireError::NonFiniteMetric { metric: name.clone() });
+                        return Err(WireError::NonFiniteMetric {
+                            metric: name.clone(),
+                        });
                     }
                 }
                 Ok(())
@@ -147,7 +149,10 @@ impl Txn {
         if let Some(currency) = &self.currency
             && !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()))
         {
-            return Err(WireError::invalid("currency", "must be an ISO 4217 code like EUR"));
+            return Err(WireError::invalid(
+                "currency",
+                "must be an ISO 4217 code like EUR",
+            ));
         }
         if let Some(receipt) = &self.receipt {
             text("receipt", receipt)?;
@@ -161,14 +166,16 @@ impl Txn {
             }
             TxnOp::Reverse => match &self.reverses {
                 None => Err(WireError::MissingField("reverses".into())),
-                Some(r) if *r == self.tx_id => {
-                    Err(WireError::invalid("reverses", "a transaction cannot reverse itself"))
-                }
+                Some(r) if *r == self.tx_id => Err(WireError::invalid(
+                    "reverses",
+                    "a transaction cannot reverse itself",
+                )),
                 Some(_) => Ok(()),
             },
-            _ if self.reverses.is_some() => {
-                Err(WireError::invalid("reverses", "only allowed with op \"reverse\""))
-            }
+            _ if self.reverses.is_some() => Err(WireError::invalid(
+                "reverses",
+                "only allowed with op \"reverse\"",
+            )),
             _ => Ok(()),
         }
     }
@@ -183,10 +190,13 @@ impl Unsequenced {
     /// [`crate::EnvelopeWriter::push`] later splices the `seq` in without reparsing.
     pub fn to_spool_json(&self) -> Result<String, WireError> {
         self.body.validate()?;
-        let json = serde_json::to_string(self)
-            .map_err(|e| WireError::invalid("record", e.to_string()))?;
+        let json =
+            serde_json::to_string(self).map_err(|e| WireError::invalid("record", e.to_string()))?;
         if json.len() > MAX_RECORD_BYTES {
-            return Err(WireError::RecordTooLarge { bytes: json.len(), limit: MAX_RECORD_BYTES });
+            return Err(WireError::RecordTooLarge {
+                bytes: json.len(),
+                limit: MAX_RECORD_BYTES,
+            });
         }
         Ok(json)
     }
@@ -197,7 +207,10 @@ fn text(field: &str, value: &str) -> Result<(), WireError> {
         return Err(WireError::invalid(field, "must not be empty"));
     }
     if value.len() > MAX_TEXT_LEN {
-        return Err(WireError::invalid(field, format!("longer than {MAX_TEXT_LEN} bytes")));
+        return Err(WireError::invalid(
+            field,
+            format!("longer than {MAX_TEXT_LEN} bytes"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(WireError::invalid(field, "contains control characters"));
@@ -227,22 +240,92 @@ mod tests {
 
     #[test]
     fn txn_rules() {
-        let reverse_ok = Txn { reverses: Some(TxId::new("t-0").expect("id")), ..txn(TxnOp::Reverse) };
+        let reverse_ok = Txn {
+            reverses: Some(TxId::new("t-0").expect("id")),
+            ..txn(TxnOp::Reverse)
+        };
         let cases: Vec<(Txn, Option<&str>)> = vec![
             (txn(TxnOp::Stamp), None),
-            (Txn { qty: None, ..txn(TxnOp::Stamp) }, Some("missing_field")),
-            (Txn { qty: Some(0), ..txn(TxnOp::Stamp) }, Some("invalid_field")),
-            (Txn { qty: None, amount_minor: Some(450), ..txn(TxnOp::Earn) }, None),
-            (Txn { qty: None, ..txn(TxnOp::Earn) }, Some("missing_field")),
-            (Txn { amount_minor: Some(-1), ..txn(TxnOp::Earn) }, Some("invalid_field")),
-            (Txn { qty: None, ..txn(TxnOp::Redeem) }, Some("missing_field")),
+            (
+                Txn {
+                    qty: None,
+                    ..txn(TxnOp::Stamp)
+                },
+                Some("missing_field"),
+            ),
+            (
+                Txn {
+                    qty: Some(0),
+                    ..txn(TxnOp::Stamp)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    qty: None,
+                    amount_minor: Some(450),
+                    ..txn(TxnOp::Earn)
+                },
+                None,
+            ),
+            (
+                Txn {
+                    qty: None,
+                    ..txn(TxnOp::Earn)
+                },
+                Some("missing_field"),
+            ),
+            (
+                Txn {
+                    amount_minor: Some(-1),
+                    ..txn(TxnOp::Earn)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    qty: None,
+                    ..txn(TxnOp::Redeem)
+                },
+                Some("missing_field"),
+            ),
             (txn(TxnOp::Reverse), Some("missing_field")),
             (reverse_ok.clone(), None),
-            (Txn { reverses: Some(TxId::new("t-1").expect("id")), ..txn(TxnOp::Reverse) }, Some("invalid_field")),
-            (Txn { op: TxnOp::Stamp, ..reverse_ok }, Some("invalid_field")),
-            (Txn { card: String::new(), ..txn(TxnOp::Stamp) }, Some("invalid_field")),
-            (Txn { currency: Some("eur".into()), ..txn(TxnOp::Stamp) }, Some("invalid_field")),
-            (Txn { currency: Some("EUR".into()), ..txn(TxnOp::Stamp) }, None),
+            (
+                Txn {
+                    reverses: Some(TxId::new("t-1").expect("id")),
+                    ..txn(TxnOp::Reverse)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    op: TxnOp::Stamp,
+                    ..reverse_ok
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    card: String::new(),
+                    ..txn(TxnOp::Stamp)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    currency: Some("eur".into()),
+                    ..txn(TxnOp::Stamp)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    currency: Some("EUR".into()),
+                    ..txn(TxnOp::Stamp)
+                },
+                None,
+            ),
         ];
         for (i, (t, want)) in cases.into_iter().enumerate() {
             let got = t.validate().err().map(|e| e.reason_code());
@@ -256,15 +339,27 @@ mod tests {
             sensor: "s".into(),
             metrics: [("t".to_owned(), f64::NAN)].into(),
         };
-        assert_eq!(body.validate().map_err(|e| e.reason_code()), Err("non_finite_metric"));
+        assert_eq!(
+            body.validate().map_err(|e| e.reason_code()),
+            Err("non_finite_metric")
+        );
     }
 
     #[test]
     fn spool_json_has_ts_first_and_no_seq() {
         let ts = Timestamp::parse("2026-11-22T09:59:58Z").expect("ts");
-        let json = Unsequenced::new(ts, RecordBody::Scan { reader: "r".into(), card: "C".into() })
-            .to_spool_json()
-            .expect("json");
-        assert_eq!(json, r#"{"ts":"2026-11-22T09:59:58.000Z","type":"scan","reader":"r","card":"C"}"#);
+        let json = Unsequenced::new(
+            ts,
+            RecordBody::Scan {
+                reader: "r".into(),
+                card: "C".into(),
+            },
+        )
+        .to_spool_json()
+        .expect("json");
+        assert_eq!(
+            json,
+            r#"{"ts":"2026-11-22T09:59:58.000Z","type":"scan","reader":"r","card":"C"}"#
+        );
     }
 }

@@ -19,7 +19,12 @@ pub enum Stream {
 }
 
 impl Stream {
-    pub const ALL: [Stream; 4] = [Self::Telemetry, Self::Transactions, Self::Status, Self::Cards];
+    pub const ALL: [Stream; 4] = [
+        Self::Telemetry,
+        Self::Transactions,
+        Self::Status,
+        Self::Cards,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,7 +67,10 @@ impl Topic {
             .into_iter()
             .find(|k| k.as_str() == stream)
             .ok_or_else(|| TopicError::Stream(stream.to_owned()))?;
-        Ok(Self { device: DeviceId::new(device)?, stream })
+        Ok(Self {
+            device: DeviceId::new(device)?,
+            stream,
+        })
     }
 
     /// The subscription filter for one stream of every device.
@@ -86,7 +94,10 @@ mod tests {
         let t = Topic::new(DeviceId::new("ws-001").expect("id"), Stream::Telemetry);
         assert_eq!(t.to_string(), "ferry/v1/ws-001/telemetry");
         assert_eq!(Topic::parse(&t.to_string()), Ok(t));
-        assert_eq!(Topic::filter_all(Stream::Transactions), "ferry/v1/+/transactions");
+        assert_eq!(
+            Topic::filter_all(Stream::Transactions),
+            "ferry/v1/+/transactions"
+        );
     }
 
     #[test]
@@ -95,11 +106,17 @@ mod tests {
             ("other/v1/ws/telemetry", TopicError::Prefix),
             ("ferry/v1/ws-001", TopicError::Shape),
             ("ferry/v1/ws-001/nope", TopicError::Stream("nope".into())),
-            ("ferry/v1/ws-001/telemetry/x", TopicError::Stream("telemetry/x".into())),
+            (
+                "ferry/v1/ws-001/telemetry/x",
+                TopicError::Stream("telemetry/x".into()),
+            ),
         ];
         for (topic, want) in cases {
             assert_eq!(Topic::parse(topic), Err(want), "{topic}");
         }
-        assert!(matches!(Topic::parse("ferry/v1/a b/status"), Err(TopicError::Device(_))));
+        assert!(matches!(
+            Topic::parse("ferry/v1/a b/status"),
+            Err(TopicError::Device(_))
+        ));
     }
 }

@@ -8,12 +8,18 @@ use std::path::PathBuf;
 use ferry_shared::{DeviceId, EnvelopeWriter, SpoolId, Timestamp, decode};
 
 fn fixtures(kind: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1").join(kind);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/v1")
+        .join(kind);
     let mut files: Vec<_> = fs::read_dir(&dir)
         .expect("fixture dir")
         .map(|e| {
             let path = e.expect("entry").path();
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
             (name, fs::read(&path).expect("read"))
         })
         .collect();
@@ -40,7 +46,9 @@ fn valid_fixtures_round_trip() {
 fn invalid_fixtures_are_refused_with_their_reason() {
     for (name, bytes) in fixtures("invalid") {
         let want = name.split("--").next().expect("reason prefix");
-        let got = decode(&bytes, &device()).map(|_| ()).map_err(|e| e.reason_code());
+        let got = decode(&bytes, &device())
+            .map(|_| ())
+            .map_err(|e| e.reason_code());
         assert_eq!(got, Err(want), "{name}");
     }
 }

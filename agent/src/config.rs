@@ -1,0 +1,385 @@
+//! Agent configuration (CONTRACT §2): TOML, with `FERRY_A__B` environment overrides, checked
+//! in full at startup so that a bad value fails with the key that holds it.
+
+use std::path::{Path, PathBuf};
+
+use ferry_shared::DeviceId;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("config: {0}")]
+    Shape(String),
+    #[error("config key {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub device_id: DeviceId,
+    pub data_dir: PathBuf,
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://HOST:PORT` (plain TCP) or `mqtts://HOST:PORT` (mutual TLS).
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// ALPN protocols. Defaults to `["x-amzn-mqtt-ca"]` on port 443, which IoT Core needs there.
+    pub alpn: Option<Vec<String>>,
+    #[serde(default = "defaults::keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// IoT Core allows 100 publishes per second per connection and drops the excess.
+    #[serde(default = "defaults::publishes_per_s")]
+    pub publishes_per_s: u32,
+    /// IoT Core allows 512 KiB/s per connection.
+    #[serde(default = "defaults::bytes_per_s")]
+    pub bytes_per_s: u32,
+    /// Unacknowledged QoS 1 publishes; IoT Core allows at most 100.
+    #[serde(default = "defaults::max_inflight")]
+    pub max_inflight: u16,
+    /// gzip level 0–9 for envelopes.
+    #[serde(default = "defaults::gzip_level")]
+    pub gzip_level: u32,
+    /// How often the retained status message is refreshed.
+    #[serde(default = "defaults::status_interval_s")]
+    pub status_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    #[serde(default = "defaults::max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: defaults::max_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    Simulator(SimulatorConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    pub profile: SimulatorProfile,
+    #[serde(default = "defaults::interval_ms")]
+    pub interval_ms: u64,
+    /// 0 = unlimited; otherwise this many records per run of the process.
+    #[serde(default)]
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulatorProfile {
+    /// `reading` records from a simulated weather station.
+    Weather,
+    /// `txn` records from a simulated till.
+    Pos,
+}
+
+mod defaults {
+    pub fn keep_alive_s() -> u64 {
+        30
+    }
+    pub fn publishes_per_s() -> u32 {
+        100
+    }
+    pub fn bytes_per_s() -> u32 {
+        512 * 1024
+    }
+    pub fn max_inflight() -> u16 {
+        100
+    }
+    pub fn gzip_level() -> u32 {
+        6
+    }
+    pub fn status_interval_s() -> u64 {
+        60
+    }
+    pub fn max_bytes() -> u64 {
+        256 * 1024 * 1024
+    }
+    pub fn interval_ms() -> u64 {
+        1000
+    }
+}
+
+/// Where and how to reach the broker, parsed from `mqtt.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl MqttConfig {
+    pub fn broker(&self) -> Result<BrokerAddr, ConfigError> {
+        let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = self.url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(invalid("mqtt.url", "must start with mqtt:// or mqtts://"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| invalid("mqtt.url", format!("port {port:?} is not a number")))?;
+                (host, port)
+            }
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(invalid("mqtt.url", "needs a host, like mqtts://HOST:8883"));
+        }
+        Ok(BrokerAddr {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
+
+    /// ALPN protocols to offer: the configured ones, else IoT Core's on port 443.
+    pub fn alpn_protocols(&self, port: u16) -> Vec<String> {
+        match &self.alpn {
+            Some(list) => list.clone(),
+            None if port == 443 => vec!["x-amzn-mqtt-ca".to_owned()],
+            None => Vec::new(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads `path`, applies `FERRY_*` overrides from the process environment, and checks it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, std::env::vars())
+    }
+
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        apply_env(&mut table, env)?;
+        // Deserialising from text (not from the Value) keeps toml's messages, which quote
+        // the offending line and so name the key.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Shape(e.to_string()))?;
+        let config: Self =
+            toml::from_str(&merged).map_err(|e| ConfigError::Shape(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let broker = self.mqtt.broker()?;
+        if broker.tls {
+            for (key, value) in [
+                ("mqtt.ca_file", &self.mqtt.ca_file),
+                ("mqtt.cert_file", &self.mqtt.cert_file),
+                ("mqtt.key_file", &self.mqtt.key_file),
+            ] {
+                match value {
+                    None => return Err(invalid(key, "required when mqtt.url is mqtts://")),
+                    Some(p) if !p.is_file() => {
+                        return Err(invalid(
+                            key,
+                            format!("{} is not a readable file", p.display()),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let m = &self.mqtt;
+        if !(30..=1200).contains(&m.keep_alive_s) {
+            return Err(invalid(
+                "mqtt.keep_alive_s",
+                "IoT Core accepts 30 to 1200 seconds",
+            ));
+        }
+        if m.publishes_per_s == 0 {
+            return Err(invalid("mqtt.publishes_per_s", "must be at least 1"));
+        }
+        if (m.bytes_per_s as usize) < ferry_shared::limits::MAX_PAYLOAD_BYTES {
+            return Err(invalid(
+                "mqtt.bytes_per_s",
+                "must be at least 131072, one full payload",
+            ));
+        }
+        if m.max_inflight == 0 {
+            return Err(invalid("mqtt.max_inflight", "must be at least 1"));
+        }
+        if m.gzip_level > 9 {
+            return Err(invalid("mqtt.gzip_level", "must be 0 to 9"));
+        }
+        if m.status_interval_s == 0 {
+            return Err(invalid("mqtt.status_interval_s", "must be at least 1"));
+        }
+        if self.spool.max_bytes < 1024 * 1024 {
+            return Err(invalid("spool.max_bytes", "must be at least 1 MiB"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// `FERRY_MQTT__URL=...` sets `mqtt.url`. A value takes the type of the key it replaces in
+/// the file; a key the file lacks gets a TOML literal when the value parses as one (a number
+/// or boolean), else a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(path) = name.strip_prefix("FERRY_") else {
+            continue;
+        };
+        if path == "LOG" {
+            continue;
+        }
+        let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        let (last, parents) = keys.split_last().ok_or_else(|| invalid_env(&name))?;
+        let mut node = &mut *table;
+        for key in parents {
+            let child = node
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = child.as_table_mut().ok_or_else(|| invalid_env(&name))?;
+        }
+        let value = match node.get(last) {
+            Some(toml::Value::String(_)) => toml::Value::String(raw),
+            _ if looks_literal(&raw) => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(raw)),
+            _ => toml::Value::String(raw),
+        };
+        node.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+fn looks_literal(raw: &str) -> bool {
+    raw == "true" || raw == "false" || raw.parse::<f64>().is_ok()
+}
+
+fn invalid_env(name: &str) -> ConfigError {
+    ConfigError::Shape(format!(
+        "environment override {name} does not name a config key"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+device_id = "ws-001"
+data_dir = "/tmp/ferry"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[[sources]]
+type = "simulator"
+profile = "weather"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = AgentConfig::parse(BASE, []).expect("valid");
+        assert_eq!(c.mqtt.publishes_per_s, 100);
+        assert_eq!(c.spool.max_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.mqtt.broker().expect("url").port, 1883);
+    }
+
+    #[test]
+    fn env_overrides_keep_the_key_type() {
+        let c = AgentConfig::parse(
+            BASE,
+            env(&[
+                ("FERRY_MQTT__URL", "mqtt://10.0.0.1:1884"),
+                ("FERRY_SPOOL__MAX_BYTES", "2097152"),
+                ("FERRY_DEVICE_ID", "123"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.mqtt.broker().expect("url").port, 1884);
+        assert_eq!(c.spool.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(c.device_id.as_str(), "123");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (("FERRY_MQTT__URL", "http://x"), "mqtt.url"),
+            (("FERRY_MQTT__URL", "mqtts://x:8883"), "mqtt.ca_file"),
+            (("FERRY_MQTT__KEEP_ALIVE_S", "5"), "mqtt.keep_alive_s"),
+            (("FERRY_SPOOL__MAX_BYTES", "10"), "spool.max_bytes"),
+            (("FERRY_DEVICE_ID", "bad id"), "device_id"),
+            (("FERRY_MQTT__TYPO", "1"), "typo"),
+            (("FERRY_SPOOL__MAX_BYTES", "lots"), "max_bytes"),
+        ];
+        for (vars, key) in cases {
+            let err = AgentConfig::parse(BASE, env(&[vars]))
+                .expect_err("must fail")
+                .to_string();
+            assert!(err.contains(key), "{vars:?}: {err:?} does not name {key}");
+        }
+    }
+
+    #[test]
+    fn alpn_defaults_to_iot_core_on_443() {
+        let c = AgentConfig::parse(BASE, []).expect("valid");
+        assert_eq!(c.mqtt.alpn_protocols(443), vec!["x-amzn-mqtt-ca"]);
+        assert!(c.mqtt.alpn_protocols(8883).is_empty());
+    }
+}

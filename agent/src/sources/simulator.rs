@@ -1,0 +1,148 @@
+//! The built-in generator for demos, tests and benchmarks (CONTRACT §2).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_shared::record::Unsequenced;
+use ferry_shared::{DeviceId, RecordBody, Timestamp, TxId, Txn, TxnOp};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{SimulatorConfig, SimulatorProfile};
+use crate::spool::{NewRecord, Spool, SpoolError};
+
+/// Records per append when `interval_ms = 0`: enough to amortise the group commit.
+const FAST_BATCH: u64 = 500;
+
+pub struct Simulator {
+    cfg: SimulatorConfig,
+    device: DeviceId,
+    /// Distinguishes two simulators of one agent in their output.
+    index: usize,
+    /// Makes tx_ids unique across runs of the process, as CONTRACT §4 requires.
+    run_id: String,
+    made: u64,
+}
+
+impl Simulator {
+    pub fn new(cfg: SimulatorConfig, device: DeviceId, index: usize) -> Self {
+        Self {
+            cfg,
+            device,
+            index,
+            run_id: ulid::Ulid::new().to_string(),
+            made: 0,
+        }
+    }
+
+    pub async fn run(mut self, spool: Spool, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let batch = if self.cfg.interval_ms == 0 {
+            FAST_BATCH
+        } else {
+            1
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.interval_ms.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while self.remaining() > 0 {
+            if self.cfg.interval_ms > 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+            } else if shutdown.is_cancelled() {
+                break;
+            }
+            let n = batch.min(self.remaining());
+            let records = (0..n)
+                .map(|_| self.next_record())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            match spool.append(records).await {
+                Ok(_) => self.made += n,
+                Err(SpoolError::Full { needed, max }) => {
+                    warn!(
+                        needed,
+                        max, "simulator: spool full of transactions; retrying in 1 s"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e).context("simulator could not append to the spool"),
+            }
+        }
+        info!(
+            source = self.index,
+            records = self.made,
+            "simulator finished"
+        );
+        Ok(())
+    }
+
+    fn remaining(&self) -> u64 {
+        if self.cfg.count == 0 {
+            u64::MAX
+        } else {
+            self.cfg.count - self.made.min(self.cfg.count)
+        }
+    }
+
+    fn next_record(&self) -> anyhow::Result<NewRecord> {
+        let n = self.made;
+        let body = match self.cfg.profile {
+            SimulatorProfile::Weather => weather(n),
+            SimulatorProfile::Pos => pos(&self.device, &self.run_id, self.index, n)?,
+        };
+        Ok(NewRecord::new(&Unsequenced::new(Timestamp::now(), body))?)
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn weather(n: u64) -> RecordBody {
+    let mut rng = rand::rng();
+    let day = (n as f64 / 600.0).sin();
+    RecordBody::Reading {
+        sensor: "bme280".into(),
+        metrics: [
+            (
+                "temperature_c".to_owned(),
+                round1(12.0 + 6.0 * day + rng.random_range(-0.3..0.3)),
+            ),
+            (
+                "humidity_pct".to_owned(),
+                round1(60.0 - 15.0 * day + rng.random_range(-1.0..1.0)),
+            ),
+            (
+                "pressure_hpa".to_owned(),
+                round1(1013.0 + rng.random_range(-2.0..2.0)),
+            ),
+        ]
+        .into(),
+    }
+}
+
+fn pos(device: &DeviceId, run_id: &str, index: usize, n: u64) -> anyhow::Result<RecordBody> {
+    let mut rng = rand::rng();
+    let card = format!("C-{:04}", rng.random_range(0..200));
+    let receipt = format!("R-{index}-{n:06}");
+    let tx_id = TxId::new(format!("{device}:{run_id}:{receipt}"))?;
+    let earn = n % 4 == 3;
+    Ok(RecordBody::Txn(Txn {
+        tx_id,
+        op: if earn { TxnOp::Earn } else { TxnOp::Stamp },
+        program: if earn {
+            "points".into()
+        } else {
+            "coffee".into()
+        },
+        card,
+        store: format!("S-{device}"),
+        qty: if earn { None } else { Some(1) },
+        amount_minor: earn.then(|| rng.random_range(150..2500)),
+        currency: earn.then(|| "EUR".into()),
+        receipt: Some(receipt),
+        reverses: None,
+        offline: false,
+    }))
+}

@@ -1,0 +1,195 @@
+//! The spool: a SQLite outbox in which every record is durable before anything is
+//! acknowledged, and from which a record is deleted only on its PUBACK.
+//!
+//! One thread ([`writer`]) owns the only writing connection. Callers send it operations over
+//! a bounded channel; operations that queue up together commit in one transaction, with one
+//! fsync (group commit). Readers ([`reader`]) use their own read-only connections, which WAL
+//! lets run beside the writer, in this process or in `ferry-agent status`.
+
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use ferry_shared::record::Unsequenced;
+use ferry_shared::{SpoolId, WireError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use reader::{PendingRow, SpoolReader, SpoolStatus};
+
+/// Records of the two classes drain and evict differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// `txn` records: drained first, never evicted.
+    Transaction = 0,
+    /// `reading`, `scan` and `event` records: evicted oldest first over `spool.max_bytes`.
+    Telemetry = 1,
+}
+
+impl Class {
+    pub const DRAIN_ORDER: [Class; 2] = [Class::Transaction, Class::Telemetry];
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool full: transactions would take {needed} of the {max} bytes allowed")]
+    Full { needed: u64, max: u64 },
+    #[error("invalid record: {0}")]
+    Invalid(#[from] WireError),
+    #[error("spool database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("spool database: pragma {name} reads back {got:?}, not {want:?}")]
+    Pragma {
+        name: String,
+        want: String,
+        got: String,
+    },
+    #[error("spool database has schema version {0}, newer than this agent; refusing to touch it")]
+    FutureSchema(i64),
+    #[error("spool database has a bad identity row: {0}")]
+    Identity(String),
+    #[error("no spool at {0} (has the agent run with this data_dir?)")]
+    Missing(PathBuf),
+    #[error("spool I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("spool writer has stopped")]
+    Closed,
+}
+
+/// A record ready for the spool: validated and serialised, but without a seq yet.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    class: Class,
+    json: String,
+}
+
+impl NewRecord {
+    pub fn new(record: &Unsequenced) -> Result<Self, WireError> {
+        let class = if record.body.is_txn() {
+            Class::Transaction
+        } else {
+            Class::Telemetry
+        };
+        Ok(Self {
+            class,
+            json: record.to_spool_json()?,
+        })
+    }
+}
+
+/// The seqs given to one append: `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// Acknowledges records `first..=last` of one class. Records of the other class in that
+/// range, and rows already gone, are untouched, which is what makes a range a safe ack for
+/// a batch that was read as `class = ? AND seq > ? ORDER BY seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckRange {
+    pub class: Class,
+    pub first: u64,
+    pub last: u64,
+}
+
+enum Op {
+    Append {
+        records: Vec<NewRecord>,
+        reply: oneshot::Sender<Result<Appended, SpoolError>>,
+    },
+    Ack {
+        range: AckRange,
+        reply: oneshot::Sender<Result<u64, SpoolError>>,
+    },
+}
+
+/// A cheap, cloneable handle to the spool.
+#[derive(Clone)]
+pub struct Spool {
+    ops: mpsc::Sender<Op>,
+    id: SpoolId,
+    path: PathBuf,
+    last_seq: watch::Receiver<u64>,
+}
+
+/// Joins the writer thread; returned by [`Spool::open`] so that shutdown can wait for the
+/// last commit after every handle is dropped.
+#[must_use = "join the writer at shutdown"]
+pub struct WriterThread(JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("spool writer thread panicked");
+        }
+    }
+}
+
+impl Spool {
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join(schema::FILE_NAME)
+    }
+
+    /// Opens or creates the spool in `data_dir`, recovering what an earlier run left.
+    pub fn open(data_dir: &Path, max_bytes: u64) -> Result<(Spool, WriterThread), SpoolError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = Self::path_in(data_dir);
+        let conn = schema::open_writer(&path)?;
+        let id = schema::spool_id(&conn)?;
+        let state = writer::WriterState::load(&conn, max_bytes)?;
+        let (last_seq_tx, last_seq) = watch::channel(state.last_seq);
+        let (ops, rx) = mpsc::channel(1024);
+        let thread = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer::run(conn, state, rx, last_seq_tx))?;
+        Ok((
+            Spool {
+                ops,
+                id,
+                path,
+                last_seq,
+            },
+            WriterThread(thread),
+        ))
+    }
+
+    pub fn id(&self) -> &SpoolId {
+        &self.id
+    }
+
+    /// Appends records; returns once they are committed and fsynced.
+    pub async fn append(&self, records: Vec<NewRecord>) -> Result<Appended, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Append { records, reply })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Deletes acknowledged records; returns how many there still were.
+    pub async fn ack(&self, range: AckRange) -> Result<u64, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Ack { range, reply })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// The highest seq committed so far; changes after every commit that appended.
+    pub fn last_seq(&self) -> watch::Receiver<u64> {
+        self.last_seq.clone()
+    }
+
+    pub fn reader(&self) -> Result<SpoolReader, SpoolError> {
+        SpoolReader::open(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests;

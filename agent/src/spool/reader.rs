@@ -1,0 +1,103 @@
+//! Read-only views of the spool: pending rows for the uplink, figures for `status`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::{Class, SpoolError, schema};
+
+pub struct SpoolReader {
+    conn: Connection,
+}
+
+/// A spooled record: its seq and its JSON without the seq.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub seq: u64,
+    pub json: String,
+}
+
+/// The spool part of CONTRACT §1's `status` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpoolStatus {
+    pub spool: String,
+    pub last_seq: u64,
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub pending_transactions: u64,
+    pub oldest_pending_age_s: f64,
+    pub evicted_total: u64,
+}
+
+impl SpoolReader {
+    pub fn open(path: &Path) -> Result<Self, SpoolError> {
+        Ok(Self {
+            conn: schema::open_reader(path)?,
+        })
+    }
+
+    /// Up to `limit` rows of `class` after `after_seq`, oldest first, stopping early once
+    /// their JSON passes `max_bytes` (the row that passes it is included).
+    pub fn pending(
+        &self,
+        class: Class,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<PendingRow>, SpoolError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, body FROM records WHERE class = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![class as i64, after_seq as i64, limit as i64])?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let body: Vec<u8> = row.get(1)?;
+            let json = String::from_utf8(body)
+                .map_err(|e| SpoolError::Identity(format!("row {seq} is not UTF-8: {e}")))?;
+            bytes += json.len();
+            out.push(PendingRow {
+                seq: seq as u64,
+                json,
+            });
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn status(&self) -> Result<SpoolStatus, SpoolError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let (spool, last_seq, evicted_total): (String, i64, i64) = tx.query_row(
+            "SELECT spool_id, last_seq, evicted_total FROM spool WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let (pending, pending_bytes, oldest): (i64, i64, Option<i64>) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0), \
+             (SELECT appended_at FROM records ORDER BY seq LIMIT 1) FROM records",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let pending_transactions: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM records WHERE class = ?1",
+            [Class::Transaction as i64],
+            |r| r.get(0),
+        )?;
+        tx.finish()?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let oldest_pending_age_s = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+        Ok(SpoolStatus {
+            spool,
+            last_seq: last_seq as u64,
+            pending: pending as u64,
+            pending_bytes: pending_bytes as u64,
+            pending_transactions: pending_transactions as u64,
+            oldest_pending_age_s,
+            evicted_total: evicted_total as u64,
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Opening the spool database: pragmas that are read back, embedded migrations, and the
+//! quarantine of a corrupt file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_shared::SpoolId;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use tracing::error;
+
+use super::SpoolError;
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_spool.sql")];
+
+pub const FILE_NAME: &str = "spool.db";
+
+/// Opens (creating if needed) the writer's connection.
+pub fn open_writer(path: &Path) -> Result<Connection, SpoolError> {
+    match try_open_writer(path) {
+        Err(SpoolError::Sqlite(e)) if is_corruption(&e) => {
+            let moved = quarantine(path)?;
+            // Loud on purpose: records in the quarantined file are not lost, but they are no
+            // longer being sent, and an operator has to look at them.
+            error!(
+                spool = %path.display(),
+                quarantined = %moved.display(),
+                error = %e,
+                "SPOOL DATABASE IS CORRUPT: moved it aside and starting a new spool with a new spool id"
+            );
+            try_open_writer(path)
+        }
+        other => other,
+    }
+}
+
+fn try_open_writer(path: &Path) -> Result<Connection, SpoolError> {
+    let mut conn = Connection::open(path)?;
+    set_pragma(&conn, "journal_mode", "wal", "wal")?;
+    // FULL: every commit is fsynced to the WAL before we acknowledge anything.
+    set_pragma(&conn, "synchronous", "FULL", "2")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    migrate(&mut conn)?;
+    ensure_identity(&conn)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection, for the uplink and for `ferry-agent status`, which may run
+/// while another process writes.
+pub fn open_reader(path: &Path) -> Result<Connection, SpoolError> {
+    if !path.exists() {
+        return Err(SpoolError::Missing(path.to_owned()));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn set_pragma(conn: &Connection, name: &str, value: &str, want: &str) -> Result<(), SpoolError> {
+    conn.pragma_update(None, name, value)?;
+    let got: String = conn.pragma_query_value(None, name, |row| {
+        row.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(s) => s.to_lowercase(),
+            other => format!("{other:?}"),
+        })
+    })?;
+    if got != want {
+        return Err(SpoolError::Pragma {
+            name: name.to_owned(),
+            want: want.to_owned(),
+            got,
+        });
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(SpoolError::FutureSchema(version));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn ensure_identity(conn: &Connection) -> Result<(), SpoolError> {
+    let exists: Option<i64> = conn
+        .query_row("SELECT id FROM spool WHERE id = 1", [], |r| r.get(0))
+        .optional()?;
+    if exists.is_none() {
+        conn.execute(
+            "INSERT INTO spool (id, spool_id, created_at, last_seq, evicted_total) VALUES (1, ?1, ?2, 0, 0)",
+            (ulid::Ulid::new().to_string(), chrono::Utc::now().timestamp_millis()),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn spool_id(conn: &Connection) -> Result<SpoolId, SpoolError> {
+    let id: String = conn.query_row("SELECT spool_id FROM spool WHERE id = 1", [], |r| r.get(0))?;
+    SpoolId::new(id).map_err(|e| SpoolError::Identity(e.to_string()))
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// Moves the database and its WAL aside; never deletes them.
+fn quarantine(path: &Path) -> Result<PathBuf, SpoolError> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let target = path.with_extension(format!("db.corrupt-{stamp}"));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            std::fs::rename(&from, format!("{}{suffix}", target.display()))?;
+        }
+    }
+    Ok(target)
+}

@@ -1,0 +1,225 @@
+use ferry_shared::record::Unsequenced;
+use ferry_shared::{RecordBody, Timestamp, TxId, Txn, TxnOp};
+
+use super::*;
+
+fn reading(i: u64) -> NewRecord {
+    let body = RecordBody::Reading {
+        sensor: "s".into(),
+        metrics: [("t".to_owned(), i as f64)].into(),
+    };
+    NewRecord::new(&Unsequenced::new(Timestamp::now(), body)).expect("valid")
+}
+
+fn txn(i: u64) -> NewRecord {
+    let body = RecordBody::Txn(Txn {
+        tx_id: TxId::new(format!("t-{i}")).expect("id"),
+        op: TxnOp::Stamp,
+        program: "coffee".into(),
+        card: "C-1".into(),
+        store: "S-1".into(),
+        qty: Some(1),
+        amount_minor: None,
+        currency: None,
+        receipt: Some("x".repeat(200)),
+        reverses: None,
+        offline: false,
+    });
+    NewRecord::new(&Unsequenced::new(Timestamp::now(), body)).expect("valid")
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[tokio::test]
+async fn seqs_are_gap_free_and_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), 64 * MIB).expect("open");
+    let id = spool.id().clone();
+    let a = spool
+        .append((0..10).map(reading).collect())
+        .await
+        .expect("append");
+    let b = spool.append(vec![txn(1)]).await.expect("append");
+    assert_eq!((a.first, a.last, b.first, b.last), (1, 10, 11, 11));
+    let deleted = spool
+        .ack(AckRange {
+            class: Class::Telemetry,
+            first: 1,
+            last: 11,
+        })
+        .await
+        .expect("ack");
+    assert_eq!(
+        deleted, 10,
+        "the txn inside the range is of the other class"
+    );
+    drop(spool);
+    writer.join();
+
+    let (spool, writer) = Spool::open(dir.path(), 64 * MIB).expect("reopen");
+    assert_eq!(spool.id(), &id, "spool id is kept with the database");
+    let c = spool.append(vec![reading(0)]).await.expect("append");
+    assert_eq!(c.first, 12, "seq continues after acked rows were deleted");
+    let status = spool.reader().expect("reader").status().expect("status");
+    assert_eq!(
+        (status.last_seq, status.pending, status.pending_transactions),
+        (12, 2, 1)
+    );
+    drop(spool);
+    writer.join();
+}
+
+#[tokio::test]
+async fn transactions_drain_first_in_seq_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), 64 * MIB).expect("open");
+    spool
+        .append(vec![reading(1), txn(1), reading(2), txn(2)])
+        .await
+        .expect("append");
+    let r = spool.reader().expect("reader");
+    let seqs = |class| {
+        r.pending(class, 0, 10, usize::MAX)
+            .expect("pending")
+            .iter()
+            .map(|p| p.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(Class::Transaction), vec![2, 4]);
+    assert_eq!(seqs(Class::Telemetry), vec![1, 3]);
+    assert_eq!(Class::DRAIN_ORDER[0], Class::Transaction);
+    drop(spool);
+    writer.join();
+}
+
+#[tokio::test]
+async fn over_cap_evicts_oldest_telemetry_and_never_transactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), MIB).expect("open");
+    // The class of every seq, in order, as a model of what the spool must keep.
+    let mut classes = Vec::new();
+    for round in 0..100u64 {
+        spool
+            .append((0..200).map(|i| reading(round * 200 + i)).collect())
+            .await
+            .expect("append");
+        classes.extend([Class::Telemetry; 200]);
+        if round % 4 == 0 {
+            spool.append(vec![txn(round)]).await.expect("txn fits");
+            classes.push(Class::Transaction);
+        }
+    }
+    let r = spool.reader().expect("reader");
+    let status = r.status().expect("status");
+    let seqs_of = |class| {
+        (1..)
+            .zip(&classes)
+            .filter(|(_, c)| **c == class)
+            .map(|(s, _)| s)
+            .collect::<Vec<u64>>()
+    };
+    let pending = |class| {
+        r.pending(class, 0, 100_000, usize::MAX)
+            .expect("pending")
+            .iter()
+            .map(|p| p.seq)
+            .collect::<Vec<_>>()
+    };
+
+    assert!(status.pending_bytes <= MIB, "{status:?}");
+    assert!(status.evicted_total > 0, "{status:?}");
+    assert_eq!(
+        pending(Class::Transaction),
+        seqs_of(Class::Transaction),
+        "no transaction evicted"
+    );
+    let telemetry = seqs_of(Class::Telemetry);
+    assert_eq!(
+        pending(Class::Telemetry),
+        telemetry[status.evicted_total as usize..],
+        "oldest evicted first"
+    );
+    assert_eq!(status.pending + status.evicted_total, status.last_seq);
+    drop(spool);
+    writer.join();
+}
+
+#[tokio::test]
+async fn transactions_beyond_the_cap_are_refused_not_evicted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), MIB).expect("open");
+    let mut accepted = 0u64;
+    let full = loop {
+        match spool.append(vec![txn(accepted)]).await {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 100_000, "never refused");
+    };
+    assert!(matches!(full, SpoolError::Full { .. }), "{full}");
+    let status = spool.reader().expect("reader").status().expect("status");
+    assert_eq!(status.pending_transactions, accepted);
+    assert_eq!(status.last_seq, accepted, "a refused append takes no seq");
+    // Telemetry still flows, evicting itself.
+    spool
+        .append(vec![reading(1)])
+        .await
+        .expect("telemetry still accepted");
+    drop(spool);
+    writer.join();
+}
+
+#[tokio::test]
+async fn corrupt_database_is_quarantined_not_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = Spool::path_in(dir.path());
+    std::fs::write(&path, vec![0x42; 8192]).expect("write garbage");
+    let (spool, writer) = Spool::open(dir.path(), MIB).expect("opens a new spool");
+    assert_eq!(
+        spool.append(vec![reading(1)]).await.expect("append").first,
+        1
+    );
+    let quarantined: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(
+        std::fs::read(quarantined[0].path()).expect("read"),
+        vec![0x42; 8192]
+    );
+    drop(spool);
+    writer.join();
+}
+
+#[test]
+fn pragmas_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = schema::open_writer(&Spool::path_in(dir.path())).expect("open");
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .expect("pragma");
+    let sync: i64 = conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .expect("pragma");
+    assert_eq!((mode.as_str(), sync), ("wal", 2));
+}
+
+#[tokio::test]
+async fn status_reads_while_the_writer_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), 64 * MIB).expect("open");
+    spool
+        .append((0..100).map(reading).collect())
+        .await
+        .expect("append");
+    let other = SpoolReader::open(&Spool::path_in(dir.path())).expect("second reader");
+    assert_eq!(other.status().expect("status").pending, 100);
+    assert!(matches!(
+        SpoolReader::open(&dir.path().join("nope.db")),
+        Err(SpoolError::Missing(_))
+    ));
+    drop(spool);
+    writer.join();
+}

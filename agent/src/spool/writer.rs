@@ -1,0 +1,263 @@
+//! The writer thread: group commit, gap-free seqs, byte caps and eviction.
+
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, warn};
+
+use super::{AckRange, Appended, Class, NewRecord, Op, SpoolError};
+
+/// Upper bound of records in one group commit, so one transaction stays short.
+const MAX_GROUP_RECORDS: usize = 20_000;
+
+/// What the writer knows without asking SQLite. Loaded once at startup (recovery) and kept
+/// in step with every commit; restored from a copy when a commit fails.
+#[derive(Debug, Clone)]
+pub struct WriterState {
+    pub last_seq: u64,
+    evicted_total: u64,
+    txn_bytes: u64,
+    telemetry_bytes: u64,
+    max_bytes: u64,
+}
+
+impl WriterState {
+    pub fn load(conn: &Connection, max_bytes: u64) -> Result<Self, SpoolError> {
+        let (last_seq, evicted_total): (i64, i64) = conn.query_row(
+            "SELECT last_seq, evicted_total FROM spool WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let bytes_of = |class: Class| -> Result<u64, SpoolError> {
+            let n: i64 = conn.query_row(
+                "SELECT COALESCE(SUM(length(body)), 0) FROM records WHERE class = ?1",
+                [class as i64],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
+        };
+        Ok(Self {
+            last_seq: last_seq as u64,
+            evicted_total: evicted_total as u64,
+            txn_bytes: bytes_of(Class::Transaction)?,
+            telemetry_bytes: bytes_of(Class::Telemetry)?,
+            max_bytes,
+        })
+    }
+}
+
+pub fn run(
+    mut conn: Connection,
+    mut state: WriterState,
+    mut ops: mpsc::Receiver<Op>,
+    last_seq: watch::Sender<u64>,
+) {
+    while let Some(first) = ops.blocking_recv() {
+        let mut group = vec![first];
+        let mut records = group_records(&group[0]);
+        while records < MAX_GROUP_RECORDS {
+            match ops.try_recv() {
+                Ok(op) => {
+                    records += group_records(&op);
+                    group.push(op);
+                }
+                Err(_) => break,
+            }
+        }
+        let before = state.clone();
+        match commit_group(&mut conn, &mut state, group) {
+            Ok(replies) => {
+                if state.last_seq != before.last_seq {
+                    last_seq.send_replace(state.last_seq);
+                }
+                for reply in replies {
+                    reply.send();
+                }
+            }
+            Err((e, replies)) => {
+                error!(error = %e, "spool commit failed; nothing in this group was acknowledged");
+                state = before;
+                let msg = e.to_string();
+                for reply in replies {
+                    reply.fail(&msg);
+                }
+            }
+        }
+    }
+}
+
+fn group_records(op: &Op) -> usize {
+    match op {
+        Op::Append { records, .. } => records.len(),
+        Op::Ack { .. } => 1,
+    }
+}
+
+/// A reply held back until the group's commit is durable.
+enum Reply {
+    Appended(
+        tokio::sync::oneshot::Sender<Result<Appended, SpoolError>>,
+        Result<Appended, SpoolError>,
+    ),
+    Acked(tokio::sync::oneshot::Sender<Result<u64, SpoolError>>, u64),
+}
+
+impl Reply {
+    fn send(self) {
+        // A caller that went away no longer needs its answer; the commit stands.
+        match self {
+            Reply::Appended(tx, result) => drop(tx.send(result)),
+            Reply::Acked(tx, deleted) => drop(tx.send(Ok(deleted))),
+        }
+    }
+
+    fn fail(self, msg: &str) {
+        let err = || SpoolError::Io(std::io::Error::other(format!("commit failed: {msg}")));
+        match self {
+            Reply::Appended(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Acked(tx, _) => drop(tx.send(Err(err()))),
+        }
+    }
+}
+
+fn commit_group(
+    conn: &mut Connection,
+    state: &mut WriterState,
+    group: Vec<Op>,
+) -> Result<Vec<Reply>, (SpoolError, Vec<Reply>)> {
+    let mut replies = Vec::with_capacity(group.len());
+    let result = (|| -> Result<(), SpoolError> {
+        let tx = conn.transaction()?;
+        let now = chrono::Utc::now().timestamp_millis();
+        for op in group {
+            match op {
+                Op::Append { records, reply } => {
+                    let result = append(&tx, state, &records, now);
+                    replies.push(Reply::Appended(reply, result));
+                }
+                Op::Ack { range, reply } => {
+                    let deleted = ack(&tx, state, range)?;
+                    replies.push(Reply::Acked(reply, deleted));
+                }
+            }
+        }
+        evict_over_cap(&tx, state)?;
+        tx.execute(
+            "UPDATE spool SET last_seq = ?1, evicted_total = ?2 WHERE id = 1",
+            params![state.last_seq as i64, state.evicted_total as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(replies),
+        Err(e) => Err((e, replies)),
+    }
+}
+
+/// Appends one caller's records, all or none. Only a SQLite error aborts the whole group;
+/// a full spool refuses just this caller.
+fn append(
+    tx: &rusqlite::Transaction<'_>,
+    state: &mut WriterState,
+    records: &[NewRecord],
+    now: i64,
+) -> Result<Appended, SpoolError> {
+    let txn_bytes: u64 = records
+        .iter()
+        .filter(|r| r.class == Class::Transaction)
+        .map(|r| r.json.len() as u64)
+        .sum();
+    if txn_bytes > 0 && state.txn_bytes + txn_bytes > state.max_bytes {
+        return Err(SpoolError::Full {
+            needed: state.txn_bytes + txn_bytes,
+            max: state.max_bytes,
+        });
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO records (seq, class, appended_at, body) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let first = state.last_seq + 1;
+    for (i, r) in records.iter().enumerate() {
+        stmt.execute(params![
+            (first + i as u64) as i64,
+            r.class as i64,
+            now,
+            r.json.as_bytes()
+        ])?;
+        match r.class {
+            Class::Transaction => state.txn_bytes += r.json.len() as u64,
+            Class::Telemetry => state.telemetry_bytes += r.json.len() as u64,
+        }
+    }
+    state.last_seq += records.len() as u64;
+    Ok(Appended {
+        first,
+        last: state.last_seq,
+    })
+}
+
+fn ack(
+    tx: &rusqlite::Transaction<'_>,
+    state: &mut WriterState,
+    range: AckRange,
+) -> Result<u64, SpoolError> {
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM records WHERE class = ?1 AND seq BETWEEN ?2 AND ?3 RETURNING length(body)",
+    )?;
+    let lengths = stmt
+        .query_map(
+            params![range.class as i64, range.first as i64, range.last as i64],
+            |r| r.get::<_, i64>(0),
+        )?
+        .collect::<Result<Vec<i64>, _>>()?;
+    let freed: u64 = lengths.iter().map(|&n| n as u64).sum();
+    match range.class {
+        Class::Transaction => state.txn_bytes -= freed,
+        Class::Telemetry => state.telemetry_bytes -= freed,
+    }
+    Ok(lengths.len() as u64)
+}
+
+/// Over `max_bytes`, deletes the oldest telemetry until the spool fits again.
+fn evict_over_cap(
+    tx: &rusqlite::Transaction<'_>,
+    state: &mut WriterState,
+) -> Result<(), SpoolError> {
+    let total = state.txn_bytes + state.telemetry_bytes;
+    if total <= state.max_bytes {
+        return Ok(());
+    }
+    let excess = total - state.max_bytes;
+    let mut freed = 0u64;
+    let mut count = 0u64;
+    let mut upto = None;
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, length(body) FROM records WHERE class = ?1 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([Class::Telemetry as i64])?;
+        while let Some(row) = rows.next()? {
+            let (seq, len): (i64, i64) = (row.get(0)?, row.get(1)?);
+            freed += len as u64;
+            count += 1;
+            upto = Some(seq);
+            if freed >= excess {
+                break;
+            }
+        }
+    }
+    let Some(upto) = upto else {
+        return Ok(());
+    };
+    tx.prepare_cached("DELETE FROM records WHERE class = ?1 AND seq <= ?2")?
+        .execute(params![Class::Telemetry as i64, upto])?;
+    state.telemetry_bytes -= freed;
+    state.evicted_total += count;
+    warn!(
+        evicted = count,
+        bytes = freed,
+        up_to_seq = upto,
+        "spool over max_bytes: evicted oldest telemetry"
+    );
+    Ok(())
+}

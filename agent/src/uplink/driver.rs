@@ -1,0 +1,120 @@
+//! Drives rumqttc's `EventLoop` in a task of its own and turns what it yields into the
+//! few events the uplink acts on.
+//!
+//! rumqttc forgets everything on a reconnect without a session, emits no "reconnected"
+//! event, and loops hot if polled again at once after an error. So: every error is a
+//! `Disconnected` that the uplink must answer before anything else happens; then requests
+//! that were still queued are purged, the driver backs off with jitter, and only then
+//! reconnects. The uplink therefore never has a publish of an old connection in flight when
+//! it sees the next `ConnAck`.
+
+use std::time::Duration;
+
+use rand::Rng;
+use rumqttc::{Event, EventLoop, Incoming, Outgoing};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub enum DriverEvent {
+    /// A new connection, always with a fresh session.
+    Connected,
+    /// The request sent `n` publishes ago went out with this packet id.
+    Published(u16),
+    PubAck(u16),
+    Message(rumqttc::Publish),
+    /// The connection is gone; reply once nothing more will be published until `Connected`.
+    Disconnected {
+        error: String,
+        resume: oneshot::Sender<()>,
+    },
+}
+
+pub async fn run(
+    mut eventloop: EventLoop,
+    events: mpsc::Sender<DriverEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let polled = tokio::select! {
+            polled = eventloop.poll() => polled,
+            // Without this the driver would keep reconnecting after the uplink has gone.
+            _ = events.closed() => return,
+        };
+        let event = match polled {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                failures = 0;
+                DriverEvent::Connected
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => DriverEvent::Published(pkid),
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => DriverEvent::PubAck(ack.pkid),
+            Ok(Event::Incoming(Incoming::Publish(p))) => DriverEvent::Message(p),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                debug!("mqtt disconnect sent");
+                return;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                let (resume, resumed) = oneshot::channel();
+                let error = e.to_string();
+                if events
+                    .send(DriverEvent::Disconnected { error, resume })
+                    .await
+                    .is_err()
+                    || resumed.await.is_err()
+                {
+                    return;
+                }
+                // Requests queued before the uplink heard of the disconnect belong to the
+                // old connection; the uplink will resend their records from the spool.
+                eventloop.clean();
+                eventloop.pending.clear();
+                let delay = backoff(failures);
+                failures = failures.saturating_add(1);
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Exponential backoff with jitter in [d/2, d]: spreads a fleet's reconnects after an
+/// outage, and stays above IoT Core's one CONNECT per second per client id.
+fn backoff(failures: u32) -> Duration {
+    let ceiling = BACKOFF_MIN
+        .saturating_mul(1u32 << failures.min(5))
+        .min(BACKOFF_MAX);
+    let ms = ceiling.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms)).max(BACKOFF_MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        for failures in 0..40 {
+            let d = backoff(failures);
+            assert!(d >= BACKOFF_MIN && d <= BACKOFF_MAX, "{failures}: {d:?}");
+        }
+        let late: Vec<_> = (0..50).map(|_| backoff(10)).collect();
+        assert!(
+            late.iter().any(|d| *d != late[0]),
+            "jitter varies the delay"
+        );
+        assert!(late.iter().all(|d| *d >= BACKOFF_MAX / 2));
+    }
+}

@@ -1,0 +1,304 @@
+//! The uplink: drains the spool to the broker over MQTT, QoS 1, and deletes records only on
+//! their PUBACK.
+//!
+//! Three tasks: the `driver` owns rumqttc's event loop; this module's loop decides what to
+//! publish (`Batcher`), when (`Pacer`) and what each PubAck acknowledges (`Tracker`); an
+//! acker applies acknowledgements to the spool so that a slow commit never stalls the loop.
+
+mod batcher;
+mod connect;
+mod driver;
+mod pacer;
+mod tracker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, QoS};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::AgentConfig;
+use crate::spool::{AckRange, Spool};
+use batcher::{Batch, Batcher};
+use driver::DriverEvent;
+use pacer::Pacer;
+use tracker::Tracker;
+
+pub use connect::ConnectError;
+
+/// Counters for logs and, later, `/metrics`.
+#[derive(Debug, Default)]
+pub struct UplinkMetrics {
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub publishes: AtomicU64,
+    pub payload_bytes: AtomicU64,
+    pub records_acked: AtomicU64,
+}
+
+/// The retained message on `ferry/v1/{device}/status`; the will sends it with `online: false`.
+#[derive(Debug, Serialize)]
+struct StatusMessage<'a> {
+    online: bool,
+    device: &'a str,
+    agent_version: &'static str,
+    at: String,
+    #[serde(flatten)]
+    spool: Option<crate::spool::SpoolStatus>,
+}
+
+impl<'a> StatusMessage<'a> {
+    fn new(online: bool, device: &'a str, spool: Option<crate::spool::SpoolStatus>) -> Self {
+        Self {
+            online,
+            device,
+            agent_version: env!("CARGO_PKG_VERSION"),
+            at: ferry_shared::Timestamp::now().to_string(),
+            spool,
+        }
+    }
+
+    fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+struct Uplink {
+    cfg: AgentConfig,
+    client: AsyncClient,
+    spool: Spool,
+    tracker: Tracker,
+    pacer: Pacer,
+    batcher: Option<Batcher>,
+    /// A built envelope that rumqttc's request channel had no room for yet.
+    stashed: Option<Batch>,
+    connected: bool,
+    /// Nothing left to send on this connection until the spool grows or we reconnect.
+    drained: bool,
+    acks: mpsc::Sender<AckRange>,
+    metrics: Arc<UplinkMetrics>,
+    status_topic: String,
+}
+
+pub async fn run(
+    cfg: AgentConfig,
+    spool: Spool,
+    metrics: Arc<UplinkMetrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let will = StatusMessage::new(false, cfg.device_id.as_str(), None).to_vec();
+    let (client, eventloop) = connect::client(&cfg, will).await?;
+    let (events_tx, mut events) = mpsc::channel(256);
+    let driver_stop = CancellationToken::new();
+    let driver = tokio::spawn(driver::run(eventloop, events_tx, driver_stop.clone()));
+    let (acks, ack_rx) = mpsc::channel(1024);
+    let acker = tokio::spawn(run_acker(spool.clone(), ack_rx, metrics.clone()));
+
+    let batcher = Batcher::new(
+        spool.reader().context("opening the spool for reading")?,
+        cfg.device_id.clone(),
+        spool.id().clone(),
+        cfg.mqtt.gzip_level,
+    );
+    let status_topic =
+        ferry_shared::Topic::new(cfg.device_id.clone(), ferry_shared::Stream::Status).to_string();
+    let mut up = Uplink {
+        pacer: Pacer::new(cfg.mqtt.publishes_per_s, cfg.mqtt.bytes_per_s),
+        cfg,
+        client,
+        spool,
+        tracker: Tracker::default(),
+        batcher: Some(batcher),
+        stashed: None,
+        connected: false,
+        drained: false,
+        acks,
+        metrics,
+        status_topic,
+    };
+    let mut appended = up.spool.last_seq();
+    let mut status_every =
+        tokio::time::interval(Duration::from_secs(up.cfg.mqtt.status_interval_s));
+    let mut retry_stash = Instant::now();
+
+    loop {
+        let can_send = up.connected
+            && (!up.drained || up.stashed.is_some())
+            && up.tracker.in_flight() < usize::from(up.cfg.mqtt.max_inflight);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = events.recv() => match event {
+                Some(event) => up.on_event(event),
+                None => {
+                    error!("mqtt driver stopped unexpectedly");
+                    break;
+                }
+            },
+            _ = sleep_until(up.pacer.ready_at().max(retry_stash)), if can_send => {
+                if !up.send_next().await? {
+                    // rumqttc's channel is full: give its event loop a moment.
+                    retry_stash = Instant::now() + Duration::from_millis(5);
+                }
+            }
+            changed = appended.changed(), if up.drained && up.connected => {
+                if changed.is_err() {
+                    break;
+                }
+                up.drained = false;
+            }
+            _ = status_every.tick(), if up.connected => up.publish_status(true),
+        }
+    }
+
+    up.shut_down(driver, driver_stop).await;
+    drop(up.acks);
+    if acker.await.is_err() {
+        error!("spool acker panicked");
+    }
+    Ok(())
+}
+
+impl Uplink {
+    fn on_event(&mut self, event: DriverEvent) {
+        match event {
+            DriverEvent::Connected => {
+                self.connected = true;
+                self.drained = false;
+                self.tracker.reset();
+                self.stashed = None;
+                if let Some(b) = self.batcher.as_mut() {
+                    b.rewind();
+                }
+                self.metrics.connects.fetch_add(1, Ordering::Relaxed);
+                info!(device = %self.cfg.device_id, "mqtt connected; resending everything unacknowledged");
+                self.publish_status(true);
+            }
+            DriverEvent::Published(pkid) => self.tracker.published(pkid),
+            DriverEvent::PubAck(pkid) => {
+                if let Some(range) = self.tracker.acked(pkid)
+                    && self.acks.try_send(range).is_err()
+                {
+                    // The records stay spooled and go again after the next reconnect.
+                    warn!(
+                        first = range.first,
+                        last = range.last,
+                        "ack queue full; records will be resent"
+                    );
+                }
+            }
+            DriverEvent::Message(p) => debug!(topic = %p.topic, "ignoring message"),
+            DriverEvent::Disconnected { error, resume } => {
+                if self.connected {
+                    self.metrics.disconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                debug!(%error, "uplink paused until reconnect");
+                self.connected = false;
+                self.tracker.reset();
+                self.stashed = None;
+                let _ = resume.send(());
+            }
+        }
+    }
+
+    /// Publishes the next envelope. Returns false when rumqttc had no room for it.
+    async fn send_next(&mut self) -> anyhow::Result<bool> {
+        let batch = match self.stashed.take() {
+            Some(batch) => batch,
+            None => {
+                let Some(mut batcher) = self.batcher.take() else {
+                    anyhow::bail!("uplink batcher lost");
+                };
+                let (batcher, next) = tokio::task::spawn_blocking(move || {
+                    let next = batcher.next();
+                    (batcher, next)
+                })
+                .await
+                .context("batcher task")?;
+                self.batcher = Some(batcher);
+                match next.context("reading the spool")? {
+                    Some(batch) => batch,
+                    None => {
+                        self.drained = true;
+                        return Ok(true);
+                    }
+                }
+            }
+        };
+        match self
+            .client
+            .try_publish(&batch.topic, QoS::AtLeastOnce, false, batch.payload.clone())
+        {
+            Ok(()) => {
+                self.tracker.requested(Some(batch.records));
+                self.pacer.sent(batch.payload.len());
+                self.metrics.publishes.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .payload_bytes
+                    .fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
+                debug!(
+                    records = batch.count,
+                    bytes = batch.payload.len(),
+                    "envelope published"
+                );
+                Ok(true)
+            }
+            Err(_) => {
+                self.stashed = Some(batch);
+                Ok(false)
+            }
+        }
+    }
+
+    fn publish_status(&mut self, online: bool) {
+        let figures = self.spool.reader().ok().and_then(|r| r.status().ok());
+        let payload = StatusMessage::new(online, self.cfg.device_id.as_str(), figures).to_vec();
+        match self
+            .client
+            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, payload)
+        {
+            Ok(()) => self.tracker.requested(None),
+            Err(e) => debug!(error = %e, "status not published this time"),
+        }
+    }
+
+    /// Says offline (a clean disconnect sends no will), then disconnects, briefly waiting
+    /// for the driver to flush both.
+    async fn shut_down(
+        &mut self,
+        mut driver: tokio::task::JoinHandle<()>,
+        stop: CancellationToken,
+    ) {
+        stop.cancel();
+        if !self.connected {
+            driver.abort();
+            return;
+        }
+        self.publish_status(false);
+        let _ = self.client.try_disconnect();
+        if tokio::time::timeout(Duration::from_secs(3), &mut driver)
+            .await
+            .is_err()
+        {
+            warn!("mqtt driver did not stop within 3 s");
+            driver.abort();
+        }
+    }
+}
+
+async fn run_acker(spool: Spool, mut acks: mpsc::Receiver<AckRange>, metrics: Arc<UplinkMetrics>) {
+    while let Some(range) = acks.recv().await {
+        match spool.ack(range).await {
+            Ok(deleted) => {
+                metrics.records_acked.fetch_add(deleted, Ordering::Relaxed);
+            }
+            // Not fatal: the records stay spooled and are resent, which receivers dedupe.
+            Err(e) => error!(error = %e, "could not delete acknowledged records"),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Pairs publishes with the records they carry.
+//!
+//! rumqttc's `publish()` returns no packet id. Requests leave in the order they were made,
+//! so the n-th `Outgoing::Publish(pkid)` belongs to the n-th publish we requested; its
+//! `PubAck(pkid)` then acknowledges exactly those records.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::spool::AckRange;
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Requested but not yet given a packet id; `None` for messages that carry no records.
+    requested: VecDeque<Option<AckRange>>,
+    awaiting_ack: HashMap<u16, Option<AckRange>>,
+}
+
+impl Tracker {
+    pub fn requested(&mut self, records: Option<AckRange>) {
+        self.requested.push_back(records);
+    }
+
+    pub fn published(&mut self, pkid: u16) {
+        if let Some(records) = self.requested.pop_front() {
+            // QoS 0 publishes have pkid 0 and get no PubAck; we send none of those.
+            if pkid != 0 {
+                self.awaiting_ack.insert(pkid, records);
+            }
+        }
+    }
+
+    /// The records a PubAck acknowledges, if it acknowledges any.
+    pub fn acked(&mut self, pkid: u16) -> Option<AckRange> {
+        self.awaiting_ack.remove(&pkid).flatten()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.requested.len() + self.awaiting_ack.len()
+    }
+
+    /// Forgets everything: after a disconnect, unacknowledged records are resent from the
+    /// spool, never from here.
+    pub fn reset(&mut self) {
+        self.requested.clear();
+        self.awaiting_ack.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Class;
+
+    fn range(first: u64) -> Option<AckRange> {
+        Some(AckRange {
+            class: Class::Telemetry,
+            first,
+            last: first + 9,
+        })
+    }
+
+    #[test]
+    fn pairs_in_request_order_and_acks_out_of_order() {
+        let mut t = Tracker::default();
+        t.requested(range(1));
+        t.requested(None);
+        t.requested(range(11));
+        t.published(7);
+        t.published(8);
+        assert_eq!(t.in_flight(), 3);
+        t.published(9);
+        assert_eq!(t.acked(9), range(11));
+        assert_eq!(t.acked(8), None, "status message carries no records");
+        assert_eq!(t.acked(7), range(1));
+        assert_eq!(t.acked(7), None, "a repeated PubAck acknowledges nothing");
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn reset_forgets_everything() {
+        let mut t = Tracker::default();
+        t.requested(range(1));
+        t.published(1);
+        t.requested(range(2));
+        t.reset();
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.acked(1), None);
+    }
+}
