@@ -35,13 +35,15 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     let sources_stop = shutdown.child_token();
     let mut sources = sources::spawn_all(&cfg.sources, &cfg.device_id, &spool, &sources_stop);
     let metrics = Arc::new(uplink::UplinkMetrics::default());
-    let uplink = tokio::spawn(uplink::run(cfg, spool.clone(), metrics, shutdown.clone()));
+    let mut uplink = tokio::spawn(uplink::run(cfg, spool.clone(), metrics, shutdown.clone()));
 
-    let mut outcome = Ok(());
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        done = uplink_finished(&uplink) => outcome = done,
-    }
+    // The uplink runs until shutdown; if it ends first, that is the error to report.
+    let ended_early = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        joined = &mut uplink => Some(joined),
+    };
+    let shutdown_requested = shutdown.is_cancelled();
     sources_stop.cancel();
     while let Some(joined) = sources.join_next().await {
         match joined {
@@ -51,24 +53,18 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         }
     }
     shutdown.cancel();
-    match uplink.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => outcome = outcome.and(Err(e)),
-        Err(e) => outcome = outcome.and(Err(anyhow::anyhow!("uplink task panicked: {e}"))),
-    }
+    // Both may be ready at once after a signal: the uplink ends *because* of shutdown.
+    let early = ended_early.is_some() && !shutdown_requested;
+    let outcome = match ended_early {
+        Some(joined) => joined,
+        None => uplink.await,
+    };
     drop(spool);
     tokio::task::spawn_blocking(move || writer.join()).await?;
     info!("agent stopped");
-    outcome
-}
-
-/// Resolves only if the uplink ends on its own, which is an error: it should run until
-/// shutdown.
-async fn uplink_finished(
-    handle: &tokio::task::JoinHandle<anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    while !handle.is_finished() {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    match outcome {
+        Ok(Ok(())) if early => Err(anyhow::anyhow!("uplink stopped before shutdown")),
+        Ok(result) => result,
+        Err(e) => Err(anyhow::anyhow!("uplink task panicked: {e}")),
     }
-    Err(anyhow::anyhow!("uplink stopped before shutdown"))
 }

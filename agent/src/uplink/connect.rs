@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use aws_iot_device_sdk_rust::AWSIoTAsyncClient;
-use aws_iot_device_sdk_rust::settings::{AWSIoTSettings, MQTTMaxPacketSize, MQTTOptionsOverrides};
+use aws_iot_device_sdk_rust::settings::{AWSIoTSettings, MQTTOptionsOverrides};
 use ferry_shared::limits::MAX_PAYLOAD_BYTES;
-use rumqttc::{AsyncClient, EventLoop, LastWill, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
 use crate::config::AgentConfig;
 
@@ -20,6 +20,8 @@ const PACKET_OVERHEAD: usize = 1024;
 /// wait behind a full window of envelopes.
 const STATUS_SLOTS: u16 = 4;
 
+const CONNECT_TIMEOUT_S: u64 = 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("mqtt settings: {0}")]
@@ -28,64 +30,82 @@ pub enum ConnectError {
     Tls(String),
 }
 
+/// Requests rumqttc may queue before its event loop takes them; the uplink never has more
+/// than its window outstanding, so this only absorbs bursts of status messages.
+const REQUEST_CHANNEL: usize = 64;
+
 pub async fn client(
     cfg: &AgentConfig,
     will_payload: Vec<u8>,
 ) -> Result<(AsyncClient, EventLoop), ConnectError> {
     let broker = cfg.mqtt.broker()?;
+    // rumqttc sizes its inflight table when the event loop is made, so this one must be set
+    // up front; the rest is applied to the event loop's options below, for both paths.
+    let inflight = cfg.mqtt.max_inflight.saturating_add(STATUS_SLOTS);
+    let (client, mut eventloop) = if broker.tls {
+        let overrides = MQTTOptionsOverrides {
+            port: Some(broker.port),
+            inflight: Some(inflight),
+            ..Default::default()
+        };
+        let path = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        let settings = AWSIoTSettings::new(
+            cfg.device_id.to_string(),
+            path(&cfg.mqtt.ca_file),
+            path(&cfg.mqtt.cert_file),
+            path(&cfg.mqtt.key_file),
+            broker.host.clone(),
+            Some(overrides),
+        );
+        let (iot, (eventloop, _unused_broadcast)) = AWSIoTAsyncClient::new(settings)
+            .await
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        (iot.get_client().await, eventloop)
+    } else {
+        // Not through the SDK: it reads the certificate files even when told the transport
+        // is plain TCP.
+        let mut options =
+            MqttOptions::new(cfg.device_id.to_string(), broker.host.clone(), broker.port);
+        options.set_inflight(inflight);
+        AsyncClient::new(options, REQUEST_CHANNEL)
+    };
+
     let status_topic =
         ferry_shared::Topic::new(cfg.device_id.clone(), ferry_shared::Stream::Status).to_string();
     let max_packet = MAX_PAYLOAD_BYTES + PACKET_OVERHEAD;
-    let overrides = MQTTOptionsOverrides {
-        port: Some(broker.port),
-        // Always a fresh session: the spool is the outbox, and after every ConnAck we resend
-        // all that is unacknowledged ourselves. A resumed session would have rumqttc resend
-        // too, and break the pairing of packet ids with records.
-        clean_session: Some(true),
-        keep_alive: Some(Duration::from_secs(cfg.mqtt.keep_alive_s)),
-        max_packet_size: Some(MQTTMaxPacketSize::new(max_packet, max_packet)),
-        request_channel_capacity: None,
-        pending_throttle: None,
-        inflight: Some(cfg.mqtt.max_inflight.saturating_add(STATUS_SLOTS)),
-        last_will: Some(LastWill::new(
+    let options = &mut eventloop.mqtt_options;
+    // Always a fresh session: the spool is the outbox, and after every ConnAck we resend all
+    // that is unacknowledged ourselves. A resumed session would have rumqttc resend too, and
+    // break the pairing of packet ids with records.
+    options
+        .set_clean_session(true)
+        .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s))
+        .set_max_packet_size(max_packet, max_packet)
+        .set_last_will(LastWill::new(
             status_topic,
             will_payload,
             QoS::AtLeastOnce,
             true,
-        )),
-        conn_timeout: Some(10),
-        transport: (!broker.tls).then_some(Transport::Tcp),
-    };
-    let path = |p: &Option<std::path::PathBuf>| {
-        p.as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    };
-    let settings = AWSIoTSettings::new(
-        cfg.device_id.to_string(),
-        path(&cfg.mqtt.ca_file),
-        path(&cfg.mqtt.cert_file),
-        path(&cfg.mqtt.key_file),
-        broker.host.clone(),
-        Some(overrides),
-    );
-    let (iot, (mut eventloop, _unused_broadcast)) = AWSIoTAsyncClient::new(settings)
-        .await
-        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        ));
     let alpn = cfg.mqtt.alpn_protocols(broker.port);
     if !alpn.is_empty()
         && let Transport::Tls(TlsConfiguration::Simple {
             ca, client_auth, ..
-        }) = eventloop.mqtt_options.transport()
+        }) = options.transport()
     {
         let alpn = Some(alpn.into_iter().map(String::into_bytes).collect());
-        eventloop
-            .mqtt_options
-            .set_transport(Transport::Tls(TlsConfiguration::Simple {
-                ca,
-                alpn,
-                client_auth,
-            }));
+        options.set_transport(Transport::Tls(TlsConfiguration::Simple {
+            ca,
+            alpn,
+            client_auth,
+        }));
     }
-    Ok((iot.get_client().await, eventloop))
+    eventloop
+        .network_options
+        .set_connection_timeout(CONNECT_TIMEOUT_S);
+    Ok((client, eventloop))
 }

@@ -1,0 +1,130 @@
+//! A real Mosquitto broker, started on a random 127.0.0.1 port.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::certs::TestPki;
+
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn binary() -> PathBuf {
+    for candidate in [
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+    ] {
+        if Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!("mosquitto is not installed: run `apt-get install -y mosquitto` (.ci/run does this)");
+}
+
+impl Mosquitto {
+    /// A plain-TCP broker. Persistence is on, so that a stop and start keeps the collector's
+    /// persistent session and what was queued for it, as a real broker outage would.
+    pub fn start() -> Self {
+        Self::start_on(crate::free_port(), None)
+    }
+
+    /// A broker that requires a client certificate signed by `pki`'s CA.
+    pub fn start_tls(pki: &TestPki) -> Self {
+        Self::start_on(crate::free_port(), Some(pki))
+    }
+
+    /// A broker on a given port, e.g. one an agent was already told to use.
+    pub fn start_on(port: u16, pki: Option<&TestPki>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir for mosquitto");
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {}/\n\
+             max_queued_messages 0\n\
+             max_packet_size 262144\n\
+             log_dest stderr\n\
+             log_type error\n\
+             log_type warning\n\
+             log_type notice\n",
+            dir.path().display()
+        );
+        if let Some(pki) = pki {
+            conf.push_str(&format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+                pki.ca.display(),
+                pki.server_cert.display(),
+                pki.server_key.display()
+            ));
+        }
+        let mut file = std::fs::File::create(dir.path().join("mosquitto.conf")).expect("conf");
+        file.write_all(conf.as_bytes()).expect("write conf");
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
+        broker.resume();
+        broker
+    }
+
+    /// Stops the broker politely (it saves its persistence file), keeping the port.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::agent::signal(&child, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same configuration and persistence.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log file");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning mosquitto");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {}: {}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
