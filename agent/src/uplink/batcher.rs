@@ -9,8 +9,10 @@ use tracing::error;
 
 use crate::spool::{AckRange, Class, PendingRow, SpoolError, SpoolReader};
 
-/// Most records read for one envelope; keeps a pathological compression ratio in check.
-const MAX_ROWS: usize = 20_000;
+/// Most records read for one envelope, and most raw JSON built for one: together they bound
+/// the memory an envelope takes, however well the records compress.
+const MAX_ROWS: usize = 10_000;
+const MAX_RAW_BYTES: usize = 1024 * 1024;
 
 /// Aim a little under the limit, so that a guess from the last ratio rarely overshoots.
 const TARGET_FILL: f64 = 0.92;
@@ -53,7 +55,8 @@ impl Batcher {
     /// The next envelope, or `None` when everything has been sent on this connection.
     pub fn next(&mut self) -> Result<Option<Batch>, SpoolError> {
         for class in Class::DRAIN_ORDER {
-            let raw_target = (MAX_PAYLOAD_BYTES as f64 * self.ratio * TARGET_FILL) as usize;
+            let raw_target =
+                ((MAX_PAYLOAD_BYTES as f64 * self.ratio * TARGET_FILL) as usize).min(MAX_RAW_BYTES);
             let mut rows =
                 self.reader
                     .pending(class, self.cursor[class as usize], MAX_ROWS, raw_target)?;

@@ -210,49 +210,50 @@ impl Uplink {
     async fn send_next(&mut self) -> anyhow::Result<bool> {
         let batch = match self.stashed.take() {
             Some(batch) => batch,
-            None => {
-                let Some(mut batcher) = self.batcher.take() else {
-                    anyhow::bail!("uplink batcher lost");
-                };
-                let (batcher, next) = tokio::task::spawn_blocking(move || {
-                    let next = batcher.next();
-                    (batcher, next)
-                })
-                .await
-                .context("batcher task")?;
-                self.batcher = Some(batcher);
-                match next.context("reading the spool")? {
-                    Some(batch) => batch,
-                    None => {
-                        self.drained = true;
-                        return Ok(true);
-                    }
-                }
-            }
+            None => match self.build().await? {
+                Some(batch) => batch,
+                None => return Ok(true),
+            },
         };
-        match self
-            .client
-            .try_publish(&batch.topic, QoS::AtLeastOnce, false, batch.payload.clone())
+        if let Err(_full) =
+            self.client
+                .try_publish(&batch.topic, QoS::AtLeastOnce, false, batch.payload.clone())
         {
-            Ok(()) => {
-                self.tracker.requested(Some(batch.records));
-                self.pacer.sent(batch.payload.len());
-                self.metrics.publishes.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .payload_bytes
-                    .fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
-                debug!(
-                    records = batch.count,
-                    bytes = batch.payload.len(),
-                    "envelope published"
-                );
-                Ok(true)
-            }
-            Err(_) => {
-                self.stashed = Some(batch);
-                Ok(false)
-            }
+            self.stashed = Some(batch);
+            return Ok(false);
         }
+        self.tracker.requested(Some(batch.records));
+        self.pacer.sent(batch.payload.len());
+        self.metrics.publishes.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .payload_bytes
+            .fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
+        debug!(
+            records = batch.count,
+            bytes = batch.payload.len(),
+            "envelope published"
+        );
+        // Build the next envelope now, while the pacer makes us wait anyway.
+        self.stashed = self.build().await?;
+        Ok(true)
+    }
+
+    /// Reads and encodes the next envelope off the async threads; `None` (and `drained`)
+    /// when everything has been sent on this connection.
+    async fn build(&mut self) -> anyhow::Result<Option<Batch>> {
+        let Some(mut batcher) = self.batcher.take() else {
+            anyhow::bail!("uplink batcher lost");
+        };
+        let (batcher, next) = tokio::task::spawn_blocking(move || {
+            let next = batcher.next();
+            (batcher, next)
+        })
+        .await
+        .context("batcher task")?;
+        self.batcher = Some(batcher);
+        let next = next.context("reading the spool")?;
+        self.drained = next.is_none();
+        Ok(next)
     }
 
     fn publish_status(&mut self, online: bool) {
