@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferry-cloud", version, about = "Ferry's cloud half: ingest, lake, loyalty core, dashboards")]
+#[command(
+    name = "ferry-cloud",
+    version,
+    about = "Ferry's cloud half: ingest, lake, loyalty core, dashboards"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,6 +58,8 @@ fn main() -> ExitCode {
         Command::All { .. } => "all",
         Command::Dev { .. } => "dev",
     };
-    eprintln!("ferry-cloud {role}: not built yet; this release ships the agent only (see README.md)");
+    eprintln!(
+        "ferry-cloud {role}: not built yet; this release ships the agent only (see README.md)"
+    );
     ExitCode::from(2)
 }

@@ -93,8 +93,9 @@ impl AgentProc {
                 .arg(&self.config)
                 .output()
                 .expect("running ferry-agent status");
-            let missing = String::from_utf8_lossy(&out.stderr).contains("no spool at");
-            if !missing || tries == 100 {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let starting = stderr.contains("no spool at") || stderr.contains("being created");
+            if !starting || tries == 100 {
                 break out;
             }
             tries += 1;

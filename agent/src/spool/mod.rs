@@ -52,6 +52,8 @@ pub enum SpoolError {
     Identity(String),
     #[error("no spool at {0} (has the agent run with this data_dir?)")]
     Missing(PathBuf),
+    #[error("the spool is being created; try again in a moment")]
+    BeingCreated,
     #[error("spool I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("spool writer has stopped")]

@@ -70,6 +70,13 @@ impl SpoolReader {
     }
 
     pub fn status(&self) -> Result<SpoolStatus, SpoolError> {
+        self.read_status().map_err(|e| match e {
+            SpoolError::Sqlite(e) if schema::is_being_created(&e) => SpoolError::BeingCreated,
+            other => other,
+        })
+    }
+
+    fn read_status(&self) -> Result<SpoolStatus, SpoolError> {
         let tx = self.conn.unchecked_transaction()?;
         let (spool, last_seq, evicted_total): (String, i64, i64) = tx.query_row(
             "SELECT spool_id, last_seq, evicted_total FROM spool WHERE id = 1",

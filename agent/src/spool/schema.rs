@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_shared::SpoolId;
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tracing::error;
 
 use super::SpoolError;
@@ -40,7 +40,6 @@ fn try_open_writer(path: &Path) -> Result<Connection, SpoolError> {
     set_pragma(&conn, "synchronous", "FULL", "2")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     migrate(&mut conn)?;
-    ensure_identity(&conn)?;
     Ok(conn)
 }
 
@@ -88,23 +87,32 @@ fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i == 0 {
+            // In the same transaction as the tables, so no reader ever sees a spool
+            // without its identity.
+            create_identity(&tx)?;
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
     }
     Ok(())
 }
 
-fn ensure_identity(conn: &Connection) -> Result<(), SpoolError> {
-    let exists: Option<i64> = conn
-        .query_row("SELECT id FROM spool WHERE id = 1", [], |r| r.get(0))
-        .optional()?;
-    if exists.is_none() {
-        conn.execute(
-            "INSERT INTO spool (id, spool_id, created_at, last_seq, evicted_total) VALUES (1, ?1, ?2, 0, 0)",
-            (ulid::Ulid::new().to_string(), chrono::Utc::now().timestamp_millis()),
-        )?;
-    }
+fn create_identity(conn: &Connection) -> Result<(), SpoolError> {
+    conn.execute(
+        "INSERT INTO spool (id, spool_id, created_at, last_seq, evicted_total) VALUES (1, ?1, ?2, 0, 0)",
+        (ulid::Ulid::new().to_string(), chrono::Utc::now().timestamp_millis()),
+    )?;
     Ok(())
+}
+
+/// Tells a spool that its writer is still creating from any other failure.
+pub fn is_being_created(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::QueryReturnedNoRows => true,
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.starts_with("no such table"),
+        _ => false,
+    }
 }
 
 pub fn spool_id(conn: &Connection) -> Result<SpoolId, SpoolError> {
