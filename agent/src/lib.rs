@@ -35,15 +35,20 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     let sources_stop = shutdown.child_token();
     let mut sources = sources::spawn_all(&cfg.sources, &cfg.device_id, &spool, &sources_stop);
     let metrics = Arc::new(uplink::UplinkMetrics::default());
-    let mut uplink = tokio::spawn(uplink::run(cfg, spool.clone(), metrics, shutdown.clone()));
+    let uplink_stop = CancellationToken::new();
+    let mut uplink = tokio::spawn(uplink::run(
+        cfg,
+        spool.clone(),
+        metrics,
+        uplink_stop.clone(),
+    ));
 
-    // The uplink runs until shutdown; if it ends first, that is the error to report.
+    // The uplink runs until we stop it, after the sources; if it ends first, that is the
+    // error to report.
     let ended_early = tokio::select! {
-        biased;
         _ = shutdown.cancelled() => None,
         joined = &mut uplink => Some(joined),
     };
-    let shutdown_requested = shutdown.is_cancelled();
     sources_stop.cancel();
     while let Some(joined) = sources.join_next().await {
         match joined {
@@ -52,9 +57,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
             Err(e) => error!(error = %e, "source task panicked"),
         }
     }
-    shutdown.cancel();
-    // Both may be ready at once after a signal: the uplink ends *because* of shutdown.
-    let early = ended_early.is_some() && !shutdown_requested;
+    uplink_stop.cancel();
+    let early = ended_early.is_some();
     let outcome = match ended_early {
         Some(joined) => joined,
         None => uplink.await,

@@ -59,14 +59,19 @@ impl Simulator {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             match spool.append(records).await {
                 Ok(_) => self.made += n,
-                Err(SpoolError::Full { needed, max }) => {
-                    warn!(
-                        needed,
-                        max, "simulator: spool full of transactions; retrying in 1 s"
-                    );
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                Err(SpoolError::Closed) => {
+                    return Err(SpoolError::Closed)
+                        .context("simulator could not append to the spool");
                 }
-                Err(e) => return Err(e).context("simulator could not append to the spool"),
+                // Full of transactions, or a failed commit (disk full): nothing was stored,
+                // so try the same records again rather than give up.
+                Err(e) => {
+                    warn!(error = %e, "simulator: append refused; retrying in 1 s");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
             }
         }
         info!(

@@ -48,7 +48,9 @@ struct StatusMessage<'a> {
     online: bool,
     device: &'a str,
     agent_version: &'static str,
-    at: String,
+    /// Absent in the will, which the broker sends long after it was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<String>,
     #[serde(flatten)]
     spool: Option<crate::spool::SpoolStatus>,
 }
@@ -59,7 +61,7 @@ impl<'a> StatusMessage<'a> {
             online,
             device,
             agent_version: env!("CARGO_PKG_VERSION"),
-            at: ferry_shared::Timestamp::now().to_string(),
+            at: online.then(|| ferry_shared::Timestamp::now().to_string()),
             spool,
         }
     }
@@ -157,6 +159,15 @@ pub async fn run(
     }
 
     up.shut_down(driver, driver_stop).await;
+    let m = &up.metrics;
+    info!(
+        connects = m.connects.load(Ordering::Relaxed),
+        disconnects = m.disconnects.load(Ordering::Relaxed),
+        publishes = m.publishes.load(Ordering::Relaxed),
+        payload_bytes = m.payload_bytes.load(Ordering::Relaxed),
+        records_acked = m.records_acked.load(Ordering::Relaxed),
+        "uplink stopped"
+    );
     drop(up.acks);
     if acker.await.is_err() {
         error!("spool acker panicked");
