@@ -125,38 +125,38 @@ pub async fn run(
         status_topic,
     };
     let mut appended = up.spool.last_seq();
-    let mut status_every =
-        tokio::time::interval(Duration::from_secs(up.cfg.mqtt.status_interval_s));
+    // The first status goes out on ConnAck; the interval only refreshes it.
+    let period = Duration::from_secs(up.cfg.mqtt.status_interval_s);
+    let mut status_every = tokio::time::interval_at(Instant::now() + period, period);
     let mut retry_stash = Instant::now();
 
-    loop {
+    let failure = loop {
         let can_send = up.connected
             && (!up.drained || up.stashed.is_some())
             && up.tracker.in_flight() < usize::from(up.cfg.mqtt.max_inflight);
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break None,
             event = events.recv() => match event {
                 Some(event) => up.on_event(event),
-                None => {
-                    error!("mqtt driver stopped unexpectedly");
-                    break;
-                }
+                None => break Some(anyhow::anyhow!("mqtt driver stopped unexpectedly")),
             },
             _ = sleep_until(up.pacer.ready_at().max(retry_stash)), if can_send => {
-                if !up.send_next().await? {
+                match up.send_next().await {
+                    Ok(true) => {}
                     // rumqttc's channel is full: give its event loop a moment.
-                    retry_stash = Instant::now() + Duration::from_millis(5);
+                    Ok(false) => retry_stash = Instant::now() + Duration::from_millis(5),
+                    Err(e) => break Some(e),
                 }
             }
             changed = appended.changed(), if up.drained && up.connected => {
                 if changed.is_err() {
-                    break;
+                    break Some(anyhow::anyhow!("spool writer stopped"));
                 }
                 up.drained = false;
             }
             _ = status_every.tick(), if up.connected => up.publish_status(true),
         }
-    }
+    };
 
     up.shut_down(driver, driver_stop).await;
     let m = &up.metrics;
@@ -172,7 +172,7 @@ pub async fn run(
     if acker.await.is_err() {
         error!("spool acker panicked");
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 impl Uplink {
