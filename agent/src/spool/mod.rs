@@ -98,10 +98,25 @@ pub struct AckRange {
     pub last: u64,
 }
 
+/// The outcome of [`Spool::append_once`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Once {
+    /// Appended now, under this seq.
+    Accepted { seq: u64 },
+    /// The key was accepted before; nothing was appended. Carries the original answer.
+    Replayed { tx_id: String, seq: u64 },
+}
+
 enum Op {
     Append {
         records: Vec<NewRecord>,
         reply: oneshot::Sender<Result<Appended, SpoolError>>,
+    },
+    AppendOnce {
+        key: String,
+        tx_id: String,
+        record: NewRecord,
+        reply: oneshot::Sender<Result<Once, SpoolError>>,
     },
     Ack {
         range: AckRange,
@@ -168,6 +183,28 @@ impl Spool {
         let (reply, rx) = oneshot::channel();
         self.ops
             .send(Op::Append { records, reply })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Appends one transaction under an idempotency key, unless the key was accepted
+    /// before. The key is stored in the same SQLite transaction as the record, so a crash
+    /// can never leave one without the other.
+    pub async fn append_once(
+        &self,
+        key: String,
+        tx_id: String,
+        record: NewRecord,
+    ) -> Result<Once, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.ops
+            .send(Op::AppendOnce {
+                key,
+                tx_id,
+                record,
+                reply,
+            })
             .await
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?

@@ -10,7 +10,10 @@ use tracing::error;
 
 use super::SpoolError;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_spool.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_spool.sql"),
+    include_str!("../../migrations/0002_idempotency.sql"),
+];
 
 pub const FILE_NAME: &str = "spool.db";
 

@@ -223,3 +223,108 @@ async fn status_reads_while_the_writer_runs() {
     drop(spool);
     writer.join();
 }
+
+#[tokio::test]
+async fn idempotency_key_appends_once_even_when_sent_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), 64 * MIB).expect("open");
+    // 16 concurrent submissions of one key land in one or a few group commits.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let spool = spool.clone();
+            tokio::spawn(async move {
+                spool
+                    .append_once("k-1".into(), format!("t-{i}"), txn(i))
+                    .await
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let mut replayed = Vec::new();
+    for t in tasks {
+        match t.await.expect("task").expect("append_once") {
+            Once::Accepted { seq } => accepted.push(seq),
+            Once::Replayed { tx_id, seq } => replayed.push((tx_id, seq)),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "exactly one submission appended");
+    let seq = accepted[0];
+    assert_eq!(replayed.len(), 15);
+    let first_tx_id = &replayed[0].0;
+    assert!(
+        replayed.iter().all(|(t, s)| t == first_tx_id && *s == seq),
+        "{replayed:?}"
+    );
+    assert_eq!(
+        spool
+            .reader()
+            .expect("reader")
+            .status()
+            .expect("status")
+            .last_seq,
+        1
+    );
+
+    // The key outlives the record's acknowledgement and a restart.
+    spool
+        .ack(AckRange {
+            class: Class::Transaction,
+            first: 1,
+            last: 1,
+        })
+        .await
+        .expect("ack");
+    drop(spool);
+    writer.join();
+    let (spool, writer) = Spool::open(dir.path(), 64 * MIB).expect("reopen");
+    let again = spool
+        .append_once("k-1".into(), "t-99".into(), txn(99))
+        .await
+        .expect("append_once");
+    assert_eq!(
+        again,
+        Once::Replayed {
+            tx_id: first_tx_id.clone(),
+            seq
+        }
+    );
+    let other = spool
+        .append_once("k-2".into(), "t-2".into(), txn(2))
+        .await
+        .expect("append_once");
+    assert_eq!(other, Once::Accepted { seq: 2 });
+    drop(spool);
+    writer.join();
+}
+
+#[tokio::test]
+async fn a_refused_key_is_not_remembered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), MIB).expect("open");
+    let mut n = 0;
+    while spool.append(vec![txn(n)]).await.is_ok() {
+        n += 1;
+    }
+    let refused = spool
+        .append_once("late".into(), "t-late".into(), txn(n + 1))
+        .await;
+    assert!(
+        matches!(refused, Err(SpoolError::Full { .. })),
+        "{refused:?}"
+    );
+    spool
+        .ack(AckRange {
+            class: Class::Transaction,
+            first: 1,
+            last: 10,
+        })
+        .await
+        .expect("ack");
+    let retried = spool
+        .append_once("late".into(), "t-late".into(), txn(n + 1))
+        .await
+        .expect("room again");
+    assert!(matches!(retried, Once::Accepted { .. }), "{retried:?}");
+    drop(spool);
+    writer.join();
+}

@@ -1,10 +1,10 @@
 //! The writer thread: group commit, gap-free seqs, byte caps and eviction.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
 
-use super::{AckRange, Appended, Class, NewRecord, Op, SpoolError};
+use super::{AckRange, Appended, Class, NewRecord, Once, Op, SpoolError};
 
 /// Upper bound of records in one group commit, so one transaction stays short.
 const MAX_GROUP_RECORDS: usize = 20_000;
@@ -88,12 +88,17 @@ pub fn run(
 fn group_records(op: &Op) -> usize {
     match op {
         Op::Append { records, .. } => records.len(),
+        Op::AppendOnce { .. } => 1,
         Op::Ack { .. } => 1,
     }
 }
 
 /// A reply held back until the group's commit is durable.
 enum Reply {
+    Once(
+        tokio::sync::oneshot::Sender<Result<Once, SpoolError>>,
+        Result<Once, SpoolError>,
+    ),
     Appended(
         tokio::sync::oneshot::Sender<Result<Appended, SpoolError>>,
         Result<Appended, SpoolError>,
@@ -106,6 +111,7 @@ impl Reply {
         // A caller that went away no longer needs its answer; the commit stands.
         match self {
             Reply::Appended(tx, result) => drop(tx.send(result)),
+            Reply::Once(tx, result) => drop(tx.send(result)),
             Reply::Acked(tx, deleted) => drop(tx.send(Ok(deleted))),
         }
     }
@@ -114,6 +120,7 @@ impl Reply {
         let err = || SpoolError::Io(std::io::Error::other(format!("commit failed: {msg}")));
         match self {
             Reply::Appended(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Once(tx, _) => drop(tx.send(Err(err()))),
             Reply::Acked(tx, _) => drop(tx.send(Err(err()))),
         }
     }
@@ -131,8 +138,17 @@ fn commit_group(
         for op in group {
             match op {
                 Op::Append { records, reply } => {
-                    let result = append(&tx, state, &records, now);
+                    let result = answer(append(&tx, state, &records, now))?;
                     replies.push(Reply::Appended(reply, result));
+                }
+                Op::AppendOnce {
+                    key,
+                    tx_id,
+                    record,
+                    reply,
+                } => {
+                    let result = append_once(&tx, state, &key, &tx_id, record, now)?;
+                    replies.push(Reply::Once(reply, result));
                 }
                 Op::Ack { range, reply } => {
                     let deleted = ack(&tx, state, range)?;
@@ -154,8 +170,8 @@ fn commit_group(
     }
 }
 
-/// Appends one caller's records, all or none. Only a SQLite error aborts the whole group;
-/// a full spool refuses just this caller.
+/// Appends one caller's records. A full spool refuses just this caller, before anything is
+/// written; any other error leaves rows behind and must abort the group (see [`answer`]).
 fn append(
     tx: &rusqlite::Transaction<'_>,
     state: &mut WriterState,
@@ -194,6 +210,50 @@ fn append(
         first,
         last: state.last_seq,
     })
+}
+
+/// Splits a refusal, which is that caller's answer while the group goes on, from a database
+/// failure, which must abort the whole group: rows of a half-done append must never commit.
+fn answer<T>(result: Result<T, SpoolError>) -> Result<Result<T, SpoolError>, SpoolError> {
+    match result {
+        Ok(v) => Ok(Ok(v)),
+        Err(refused @ SpoolError::Full { .. }) => Ok(Err(refused)),
+        Err(failure) => Err(failure),
+    }
+}
+
+/// Looks the key up and appends only if it is new. Runs inside the group's transaction, so
+/// a second use of a key in the same group sees the first.
+fn append_once(
+    tx: &rusqlite::Transaction<'_>,
+    state: &mut WriterState,
+    key: &str,
+    tx_id: &str,
+    record: NewRecord,
+    now: i64,
+) -> Result<Result<Once, SpoolError>, SpoolError> {
+    let seen: Option<(String, i64)> = tx
+        .prepare_cached("SELECT tx_id, seq FROM idempotency WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((tx_id, seq)) = seen {
+        return Ok(Ok(Once::Replayed {
+            tx_id,
+            seq: seq as u64,
+        }));
+    }
+    let appended = match answer(append(tx, state, &[record], now))? {
+        Ok(a) => a,
+        // Refused (full): the key is not stored, so a retry may yet succeed.
+        Err(refused) => return Ok(Err(refused)),
+    };
+    tx.prepare_cached(
+        "INSERT INTO idempotency (key, tx_id, seq, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![key, tx_id, appended.first as i64, now])?;
+    Ok(Ok(Once::Accepted {
+        seq: appended.first,
+    }))
 }
 
 fn ack(
