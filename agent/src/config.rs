@@ -38,6 +38,55 @@ pub struct AgentConfig {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// The local HTTP API for POS software; off when the table is absent.
+    #[serde(default)]
+    pub pos_api: Option<PosApiConfig>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PosApiConfig {
+    pub listen: std::net::SocketAddr,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+// By hand, so that the token never reaches a log through `{:?}`.
+impl std::fmt::Debug for PosApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PosApiConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+impl PosApiConfig {
+    /// The bearer token, from `token` or the first line of `token_file`.
+    pub fn token(&self) -> Result<String, ConfigError> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), None) => t.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| invalid("pos_api.token_file", format!("{}: {e}", path.display())))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "pos_api.token",
+                    "give token or token_file, not both",
+                ));
+            }
+            (None, None) => return Err(invalid("pos_api.token", "required (or token_file)")),
+        };
+        if token.is_empty() {
+            return Err(invalid("pos_api.token", "must not be empty"));
+        }
+        Ok(token)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +306,9 @@ impl AgentConfig {
         }
         if self.spool.max_bytes < 1024 * 1024 {
             return Err(invalid("spool.max_bytes", "must be at least 1 MiB"));
+        }
+        if let Some(pos) = &self.pos_api {
+            pos.token()?;
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));

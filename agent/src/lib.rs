@@ -4,6 +4,7 @@
 //! Nothing in between holds records in memory: the spool is the only queue.
 
 pub mod config;
+pub mod pos_api;
 pub mod sources;
 pub mod spool;
 pub mod status;
@@ -35,6 +36,21 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     let sources_stop = shutdown.child_token();
     let mut sources = sources::spawn_all(&cfg.sources, &cfg.device_id, &spool, &sources_stop);
     let metrics = Arc::new(uplink::UplinkMetrics::default());
+    if let Some(pos) = &cfg.pos_api {
+        let listener = tokio::net::TcpListener::bind(pos.listen)
+            .await
+            .with_context(|| format!("pos_api.listen: cannot listen on {}", pos.listen))?;
+        info!(listen = %pos.listen, "POS API listening");
+        let state = pos_api::PosState {
+            device: cfg.device_id.clone(),
+            spool: spool.clone(),
+            token: Arc::new(pos_api::Token::new(pos.token()?)),
+            uplink: metrics.clone(),
+            answers: Arc::default(),
+        };
+        // A source like the others: it stops taking transactions before the uplink stops.
+        sources.spawn(pos_api::serve(listener, state, sources_stop.clone()));
+    }
     let uplink_stop = CancellationToken::new();
     let mut uplink = tokio::spawn(uplink::run(
         cfg,

@@ -129,6 +129,7 @@ enum Op {
 pub struct Spool {
     ops: mpsc::Sender<Op>,
     id: SpoolId,
+    data_dir: PathBuf,
     path: PathBuf,
     last_seq: watch::Receiver<u64>,
 }
@@ -163,15 +164,21 @@ impl Spool {
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer::run(conn, state, rx, last_seq_tx))?;
+        let data_dir = data_dir.to_owned();
         Ok((
             Spool {
                 ops,
                 id,
+                data_dir,
                 path,
                 last_seq,
             },
             WriterThread(thread),
         ))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn id(&self) -> &SpoolId {

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use ferry_shared::record::Unsequenced;
+use ferry_shared::{RecordBody, Txn};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Class, SpoolError, schema};
@@ -64,6 +66,40 @@ impl SpoolReader {
             });
             if bytes >= max_bytes {
                 break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The answer given to an idempotency key, if it was accepted before.
+    pub fn idempotency_key(&self, key: &str) -> Result<Option<(String, u64)>, SpoolError> {
+        self.conn
+            .prepare_cached("SELECT tx_id, seq FROM idempotency WHERE key = ?1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// Pending transactions of one card, oldest first. Scans the pending transactions,
+    /// which are few on a till: they leave the spool on PUBACK.
+    pub fn pending_transactions_of(&self, card: &str) -> Result<Vec<Txn>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, body FROM records WHERE class = ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([Class::Transaction as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let body: Vec<u8> = row.get(1)?;
+            match serde_json::from_slice::<Unsequenced>(&body) {
+                Ok(Unsequenced {
+                    body: RecordBody::Txn(txn),
+                    ..
+                }) if txn.card == card => out.push(txn),
+                Ok(_) => {}
+                Err(e) => {
+                    let seq: i64 = row.get(0)?;
+                    tracing::warn!(seq, error = %e, "unreadable spooled transaction");
+                }
             }
         }
         Ok(out)

@@ -1,0 +1,46 @@
+//! One error type for the API: 4xx answers say why; 5xx answers log the cause and say little.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("estimated balance {balance} does not cover {wanted}")]
+    InsufficientBalance { balance: i64, wanted: u64 },
+    #[error("the spool cannot store another transaction")]
+    SpoolFull,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            Self::InsufficientBalance { .. } => (StatusCode::CONFLICT, "insufficient_balance"),
+            Self::SpoolFull => (StatusCode::INSUFFICIENT_STORAGE, "spool_full"),
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "POS API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        let body = json!({"error": {"code": code, "message": self.to_string()}});
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,110 @@
+//! `/v1/status` and `/metrics` (Prometheus text).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::{ApiError, PosState};
+use crate::spool::{SpoolReader, SpoolStatus};
+use crate::status::AgentStatus;
+
+async fn spool_status(state: &PosState) -> Result<SpoolStatus, ApiError> {
+    let path = crate::spool::Spool::path_in(state.spool.data_dir());
+    tokio::task::spawn_blocking(move || SpoolReader::open(&path)?.status())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+pub async fn status(State(state): State<PosState>) -> Result<Json<AgentStatus>, ApiError> {
+    let spool = spool_status(&state).await?;
+    Ok(Json(AgentStatus {
+        device_id: state.device.to_string(),
+        spool,
+    }))
+}
+
+pub async fn prometheus(State(state): State<PosState>) -> Result<String, ApiError> {
+    let s = spool_status(&state).await?;
+    let u = &state.uplink;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    gauge(
+        "ferry_spool_pending",
+        "Records not yet acknowledged by the broker.",
+        "gauge",
+        s.pending as f64,
+    );
+    gauge(
+        "ferry_spool_pending_bytes",
+        "Bytes of pending records.",
+        "gauge",
+        s.pending_bytes as f64,
+    );
+    gauge(
+        "ferry_spool_oldest_pending_age_seconds",
+        "Age of the oldest pending record.",
+        "gauge",
+        s.oldest_pending_age_s,
+    );
+    gauge(
+        "ferry_spool_evicted_total",
+        "Telemetry records evicted over spool.max_bytes.",
+        "counter",
+        s.evicted_total as f64,
+    );
+    gauge(
+        "ferry_spool_last_seq",
+        "Highest seq ever appended.",
+        "gauge",
+        s.last_seq as f64,
+    );
+    gauge(
+        "ferry_uplink_publishes_total",
+        "Envelopes published.",
+        "counter",
+        u.publishes.load(Ordering::Relaxed) as f64,
+    );
+    gauge(
+        "ferry_uplink_connects_total",
+        "MQTT connections made (reconnects included).",
+        "counter",
+        u.connects.load(Ordering::Relaxed) as f64,
+    );
+    gauge(
+        "ferry_uplink_records_acked_total",
+        "Records deleted on PUBACK.",
+        "counter",
+        u.records_acked.load(Ordering::Relaxed) as f64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ferry_pos_requests_total POS API answers by HTTP status.\n# TYPE ferry_pos_requests_total counter"
+    );
+    let answers = state.answers.lock().map(|a| a.clone()).unwrap_or_default();
+    for (code, n) in answers {
+        let _ = writeln!(out, "ferry_pos_requests_total{{status=\"{code}\"}} {n}");
+    }
+    Ok(out)
+}
+
+pub async fn count_answers(
+    State(state): State<PosState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Ok(mut answers) = state.answers.lock() {
+        *answers.entry(response.status().as_u16()).or_insert(0) += 1;
+    }
+    response
+}

@@ -1,0 +1,70 @@
+//! The local HTTP API for POS software (CONTRACT §7), on axum.
+//!
+//! A transaction is answered 202 only once it is durable in the spool; its idempotency key
+//! is stored in the same SQLite transaction (`Spool::append_once`).
+
+mod auth;
+mod cards;
+mod error;
+mod metrics;
+mod transactions;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::{get, post};
+use ferry_shared::DeviceId;
+use tokio_util::sync::CancellationToken;
+
+use crate::spool::Spool;
+use crate::uplink::UplinkMetrics;
+
+pub use auth::Token;
+pub use error::ApiError;
+
+/// What every handler shares: small handles, no locks held across `.await`.
+#[derive(Clone)]
+pub struct PosState {
+    pub device: DeviceId,
+    pub spool: Spool,
+    pub token: Arc<Token>,
+    pub uplink: Arc<UplinkMetrics>,
+    /// Answers given, by HTTP status, for `/metrics`.
+    pub answers: Arc<Mutex<BTreeMap<u16, u64>>>,
+}
+
+pub fn router(state: PosState) -> Router {
+    let authed = Router::new()
+        .route("/v1/transactions", post(transactions::submit))
+        .route("/v1/cards/{card}", get(cards::show))
+        .route("/v1/status", get(metrics::status))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .merge(authed)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::prometheus))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_answers,
+        ))
+        .with_state(state)
+}
+
+/// Serves until `shutdown`, finishing requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: PosState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

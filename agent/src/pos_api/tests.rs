@@ -1,0 +1,283 @@
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::spool::{Spool, SpoolReader, WriterThread};
+
+const TOKEN: &str = "s3cret-token";
+
+struct Api {
+    router: Router,
+    spool: Spool,
+    _writer: WriterThread,
+    _dir: tempfile::TempDir,
+}
+
+fn api(max_bytes: u64) -> Api {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), max_bytes).expect("spool");
+    let state = PosState {
+        device: DeviceId::new("pos-1").expect("id"),
+        spool: spool.clone(),
+        token: Arc::new(Token::new(TOKEN.into())),
+        uplink: Arc::default(),
+        answers: Arc::default(),
+    };
+    Api {
+        router: router(state),
+        spool,
+        _writer: writer,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .expect("request");
+        let res = self.router.clone().oneshot(req).await.expect("response");
+        let status = res.status();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    async fn post(&self, body: Value) -> (StatusCode, Value) {
+        self.call(
+            "POST",
+            "/v1/transactions",
+            Some(TOKEN),
+            Some(&body.to_string()),
+        )
+        .await
+    }
+}
+
+fn stamp(card: &str) -> Value {
+    json!({"op": "stamp", "program": "coffee", "card": card, "store": "S-01", "qty": 1})
+}
+
+#[tokio::test]
+async fn auth_missing_wrong_and_right() {
+    let api = api(64 << 20);
+    let body = stamp("C-1").to_string();
+    let cases = [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("wrong"), StatusCode::UNAUTHORIZED),
+        (Some("s3cret-tokeN"), StatusCode::UNAUTHORIZED),
+        (Some(""), StatusCode::UNAUTHORIZED),
+        (Some(TOKEN), StatusCode::ACCEPTED),
+    ];
+    for (token, want) in cases {
+        let (status, body) = api
+            .call("POST", "/v1/transactions", token, Some(&body))
+            .await;
+        assert_eq!(status, want, "{token:?}: {body}");
+        if want == StatusCode::UNAUTHORIZED {
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+    for path in ["/v1/status", "/v1/cards/C-1"] {
+        assert_eq!(
+            api.call("GET", path, None, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            api.call("GET", path, Some(TOKEN), None).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        api.call("GET", "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
+    let (status, metrics) = api.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = metrics.as_str().expect("text");
+    assert!(text.contains("ferry_spool_pending 1"), "{text}");
+    assert!(
+        text.contains("ferry_pos_requests_total{status=\"401\"} 6"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn every_invalid_input_gets_a_reason() {
+    let api = api(64 << 20);
+    let base = stamp("C-1");
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b.to_string()
+    };
+    let without = |k: &str| {
+        let mut b = base.clone();
+        b.as_object_mut().expect("object").remove(k);
+        b.to_string()
+    };
+    let cases: Vec<(String, &str)> = vec![
+        ("not json".into(), "invalid_json"),
+        ("{}".into(), "missing_field"),
+        (without("card"), "missing_field"),
+        (without("qty"), "missing_field"),
+        (with("op", json!("steal")), "invalid_field"),
+        (with("qty", json!(0)), "invalid_field"),
+        (with("qty", json!(-1)), "invalid_field"),
+        (with("qty", json!("1")), "invalid_field"),
+        (with("card", json!("")), "invalid_field"),
+        (with("store", json!("x".repeat(300))), "invalid_field"),
+        (with("currency", json!("eur")), "invalid_field"),
+        (with("amount_minor", json!(-5)), "invalid_field"),
+        (with("tx_id", json!("mine")), "unknown_field"),
+        (with("idempotency_key", json!("")), "invalid_field"),
+        (with("reverses", json!("pos-1:x")), "invalid_field"),
+        (
+            json!({"op": "reverse", "program": "coffee", "card": "C", "store": "S"}).to_string(),
+            "missing_field",
+        ),
+        (
+            json!({"op": "earn", "program": "points", "card": "C", "store": "S"}).to_string(),
+            "missing_field",
+        ),
+    ];
+    for (body, code) in cases {
+        let (status, answer) = api
+            .call("POST", "/v1/transactions", Some(TOKEN), Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
+    }
+    let last = api
+        .spool
+        .reader()
+        .expect("reader")
+        .status()
+        .expect("status")
+        .last_seq;
+    assert_eq!(last, 0, "nothing invalid was stored");
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_original_answer() {
+    let api = api(64 << 20);
+    let mut first = stamp("C-1");
+    first["idempotency_key"] = json!("till-1:R-0001");
+    let (status, accepted) = api.post(first.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let tx_id = accepted["tx_id"].as_str().expect("tx_id").to_owned();
+    assert!(tx_id.starts_with("pos-1:"), "{tx_id}");
+    assert_eq!(accepted["seq"], 1);
+
+    // The same key again, even with other content: the original answer, nothing stored.
+    let mut retry = first.clone();
+    retry["qty"] = json!(5);
+    let (status, replay) = api.post(retry).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replay, accepted);
+
+    let mut other = stamp("C-1");
+    other["idempotency_key"] = json!("till-1:R-0002");
+    let (status, second) = api.post(other).await;
+    assert_eq!(
+        (status, second["seq"].clone()),
+        (StatusCode::ACCEPTED, json!(2))
+    );
+    let reader = SpoolReader::open(&Spool::path_in(api.spool.data_dir())).expect("reader");
+    assert_eq!(
+        reader
+            .pending_transactions_of("C-1")
+            .expect("pending")
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn full_spool_answers_507_and_stores_nothing() {
+    let api = api(1 << 20);
+    let mut n = 0;
+    let last = loop {
+        let mut body = stamp("C-1");
+        body["receipt"] = json!("r".repeat(200));
+        let (status, answer) = api.post(body).await;
+        if status != StatusCode::ACCEPTED {
+            break (status, answer);
+        }
+        n += 1;
+        assert!(n < 50_000, "never full");
+    };
+    assert_eq!(last.0, StatusCode::INSUFFICIENT_STORAGE, "{}", last.1);
+    assert_eq!(last.1["error"]["code"], "spool_full");
+    let status = api
+        .spool
+        .reader()
+        .expect("reader")
+        .status()
+        .expect("status");
+    assert_eq!(
+        status.pending_transactions, n,
+        "every 202 is stored, the 507 is not"
+    );
+}
+
+#[tokio::test]
+async fn offline_redemption_rules() {
+    let api = api(64 << 20);
+    let redeem = |qty: u64, overdraft: bool| json!({"op": "redeem", "program": "coffee", "card": "C-9", "store": "S-01", "qty": qty, "allow_overdraft": overdraft});
+    // Nothing known of the card: the estimate is 0.
+    let (status, answer) = api.post(redeem(1, false)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["code"], "insufficient_balance");
+
+    // The cashier's override is accepted, and marked offline.
+    let (status, _) = api.post(redeem(1, true)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    for _ in 0..3 {
+        assert_eq!(api.post(stamp("C-9")).await.0, StatusCode::ACCEPTED);
+    }
+    // Estimate: -1 + 3 = 2 covers 2 but not 3.
+    assert_eq!(api.post(redeem(3, false)).await.0, StatusCode::CONFLICT);
+    assert_eq!(api.post(redeem(2, false)).await.0, StatusCode::ACCEPTED);
+
+    let (status, card) = api.call("GET", "/v1/cards/C-9", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(card["estimated_balances"]["coffee"], 0, "{card}");
+    let pending = card["pending"].as_array().expect("pending");
+    assert_eq!(pending.len(), 5);
+    for t in pending {
+        assert_eq!(
+            t["offline"].as_bool().unwrap_or(false),
+            t["op"] == "redeem",
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! `POST /v1/transactions`: a txn without `tx_id`, plus an optional `idempotency_key`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use ferry_shared::record::Unsequenced;
+use ferry_shared::{RecordBody, Timestamp, TxId, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, PosState, cards};
+use crate::spool::{NewRecord, Once, SpoolError, SpoolReader};
+
+/// What a POS sends. Unknown fields are refused, so a typo never silently drops data.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PosTransaction {
+    pub op: TxnOp,
+    pub program: String,
+    pub card: String,
+    pub store: String,
+    #[serde(default)]
+    pub qty: Option<u64>,
+    #[serde(default)]
+    pub amount_minor: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub receipt: Option<String>,
+    #[serde(default)]
+    pub reverses: Option<TxId>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// The cashier's override: redeem even when the offline estimate does not cover it.
+    #[serde(default)]
+    pub allow_overdraft: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub tx_id: String,
+    pub seq: u64,
+}
+
+const MAX_KEY_LEN: usize = 128;
+
+pub async fn submit(
+    State(state): State<PosState>,
+    body: Result<Json<PosTransaction>, JsonRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let Json(req) = body.map_err(rejection)?;
+    if let Some(key) = &req.idempotency_key
+        && (key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "idempotency_key: 1 to 128 characters without control characters",
+        ));
+    }
+    // A replay gets its original answer, whatever the balance says now.
+    if let Some(key) = &req.idempotency_key
+        && let Some((tx_id, seq)) = lookup_key(&state, key.clone()).await?
+    {
+        return Ok((StatusCode::OK, Json(Accepted { tx_id, seq })));
+    }
+
+    let tx_id = TxId::new(format!("{}:{}", state.device, ulid::Ulid::new()))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let txn = Txn {
+        tx_id: tx_id.clone(),
+        op: req.op,
+        program: req.program,
+        card: req.card,
+        store: req.store,
+        qty: req.qty,
+        amount_minor: req.amount_minor,
+        currency: req.currency,
+        receipt: req.receipt,
+        reverses: req.reverses,
+        // The agent never waits for the cloud's word before accepting a redemption.
+        offline: req.op == TxnOp::Redeem,
+    };
+    txn.validate()
+        .map_err(|e| ApiError::invalid(e.reason_code(), e.to_string()))?;
+    if txn.op == TxnOp::Redeem && !req.allow_overdraft {
+        let wanted = txn.qty.unwrap_or_default();
+        let balance = cards::estimate(&state, &txn.card, &txn.program).await?;
+        if balance < wanted as i64 {
+            return Err(ApiError::InsufficientBalance { balance, wanted });
+        }
+    }
+    let record = NewRecord::new(&Unsequenced::new(Timestamp::now(), RecordBody::Txn(txn)))
+        .map_err(|e| ApiError::invalid(e.reason_code(), e.to_string()))?;
+
+    let stored = match req.idempotency_key {
+        Some(key) => {
+            state
+                .spool
+                .append_once(key, tx_id.to_string(), record)
+                .await
+        }
+        None => state
+            .spool
+            .append(vec![record])
+            .await
+            .map(|a| Once::Accepted { seq: a.first }),
+    };
+    match stored {
+        Ok(Once::Accepted { seq }) => Ok((
+            StatusCode::ACCEPTED,
+            Json(Accepted {
+                tx_id: tx_id.to_string(),
+                seq,
+            }),
+        )),
+        Ok(Once::Replayed { tx_id, seq }) => Ok((StatusCode::OK, Json(Accepted { tx_id, seq }))),
+        Err(SpoolError::Full { .. }) => Err(ApiError::SpoolFull),
+        Err(e) => Err(ApiError::Internal(e.into())),
+    }
+}
+
+async fn lookup_key(state: &PosState, key: String) -> Result<Option<(String, u64)>, ApiError> {
+    let path = crate::spool::Spool::path_in(state.spool.data_dir());
+    tokio::task::spawn_blocking(move || SpoolReader::open(&path)?.idempotency_key(&key))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Turns axum's JSON rejections into the API's error shape, naming the field.
+fn rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::JsonDataError(e) => {
+            let message = e.body_text();
+            let code = if message.contains("missing field") {
+                "missing_field"
+            } else if message.contains("unknown field") {
+                "unknown_field"
+            } else {
+                "invalid_field"
+            };
+            ApiError::invalid(code, message)
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::invalid("invalid_json", e.body_text()),
+        JsonRejection::MissingJsonContentType(e) => {
+            ApiError::invalid("invalid_content_type", e.body_text())
+        }
+        other => ApiError::invalid("invalid_request", other.body_text()),
+    }
+}
