@@ -11,6 +11,7 @@ pub mod agent;
 pub mod broker;
 pub mod certs;
 pub mod collector;
+pub mod http;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

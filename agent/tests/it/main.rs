@@ -5,6 +5,7 @@ mod crash;
 mod mtls;
 mod outage;
 mod pacing;
+mod pos_crash;
 mod spool_full;
 
 use std::path::Path;
