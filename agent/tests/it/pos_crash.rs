@@ -17,6 +17,9 @@ const DISTINCT_KEYS: usize = 4_000;
 const CLIENTS: usize = 8;
 const TOKEN: &str = "pos-crash-token";
 
+/// Key -> every (status, tx_id) the agent answered for it.
+type Answers = BTreeMap<String, Vec<(u16, String)>>;
+
 /// Request `i`: the key repeats every DISTINCT_KEYS; every 97th key is invalid (qty 0).
 fn request(i: usize) -> (String, String, bool) {
     let k = i % DISTINCT_KEYS;
@@ -38,8 +41,7 @@ async fn sigkill_under_pos_load_keeps_exactly_one_txn_per_accepted_key() {
     let mut agent = agent(dir.path(), "pos-crash", &url, "", &rest);
     agent.start();
 
-    // key -> every (status, tx_id) the agent answered for it
-    let answers: Arc<Mutex<BTreeMap<String, Vec<(u16, String)>>>> = Arc::default();
+    let answers: Arc<Mutex<Answers>> = Arc::default();
     let deadline = Instant::now() + Duration::from_secs(240);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
