@@ -8,11 +8,23 @@ use std::time::Duration;
 /// POSTs `body` and returns the status code and body, or the I/O error when the agent
 /// gave no answer (refused, reset, or timed out).
 pub fn post_json(port: u16, path: &str, token: &str, body: &str) -> std::io::Result<(u16, String)> {
+    request(port, "POST", path, token, body)
+}
+
+/// Any request; an empty `body` sends none.
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
