@@ -11,7 +11,6 @@ use ferry_shared::{Txn, TxnOp};
 use serde::Serialize;
 
 use super::{ApiError, PosState};
-use crate::spool::SpoolReader;
 
 #[derive(Debug, Serialize)]
 pub struct CardView {
@@ -43,11 +42,7 @@ pub async fn estimate(state: &PosState, card: &str, program: &str) -> Result<i64
 }
 
 async fn pending_for(state: &PosState, card: String) -> Result<Vec<Txn>, ApiError> {
-    let path = crate::spool::Spool::path_in(state.spool.data_dir());
-    tokio::task::spawn_blocking(move || SpoolReader::open(&path)?.pending_transactions_of(&card))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))
+    state.read(move |r| r.pending_transactions_of(&card)).await
 }
 
 /// What pending transactions do to each program's balance. An `earn` given only as an

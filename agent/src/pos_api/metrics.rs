@@ -13,11 +13,7 @@ use crate::spool::{SpoolReader, SpoolStatus};
 use crate::status::AgentStatus;
 
 async fn spool_status(state: &PosState) -> Result<SpoolStatus, ApiError> {
-    let path = crate::spool::Spool::path_in(state.spool.data_dir());
-    tokio::task::spawn_blocking(move || SpoolReader::open(&path)?.status())
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))
+    state.read(SpoolReader::status).await
 }
 
 pub async fn status(State(state): State<PosState>) -> Result<Json<AgentStatus>, ApiError> {

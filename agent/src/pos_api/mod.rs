@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use ferry_shared::DeviceId;
 use tokio_util::sync::CancellationToken;
 
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError, SpoolReader};
 use crate::uplink::UplinkMetrics;
 
 pub use auth::Token;
@@ -32,6 +32,20 @@ pub struct PosState {
     pub uplink: Arc<UplinkMetrics>,
     /// Answers given, by HTTP status, for `/metrics`.
     pub answers: Arc<Mutex<BTreeMap<u16, u64>>>,
+}
+
+impl PosState {
+    /// Runs `read` on a fresh read-only spool connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&SpoolReader) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let path = Spool::path_in(self.spool.data_dir());
+        tokio::task::spawn_blocking(move || read(&SpoolReader::open(&path)?))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .map_err(|e| ApiError::Internal(e.into()))
+    }
 }
 
 pub fn router(state: PosState) -> Router {

@@ -9,7 +9,7 @@ use ferry_shared::{RecordBody, Timestamp, TxId, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, PosState, cards};
-use crate::spool::{NewRecord, Once, SpoolError, SpoolReader};
+use crate::spool::{NewRecord, Once, SpoolError};
 
 /// What a POS sends. Unknown fields are refused, so a typo never silently drops data.
 #[derive(Debug, Deserialize)]
@@ -59,7 +59,10 @@ pub async fn submit(
     }
     // A replay gets its original answer, whatever the balance says now.
     if let Some(key) = &req.idempotency_key
-        && let Some((tx_id, seq)) = lookup_key(&state, key.clone()).await?
+        && let Some((tx_id, seq)) = {
+            let key = key.clone();
+            state.read(move |r| r.idempotency_key(&key)).await?
+        }
     {
         return Ok((StatusCode::OK, Json(Accepted { tx_id, seq })));
     }
@@ -117,14 +120,6 @@ pub async fn submit(
         Err(SpoolError::Full { .. }) => Err(ApiError::SpoolFull),
         Err(e) => Err(ApiError::Internal(e.into())),
     }
-}
-
-async fn lookup_key(state: &PosState, key: String) -> Result<Option<(String, u64)>, ApiError> {
-    let path = crate::spool::Spool::path_in(state.spool.data_dir());
-    tokio::task::spawn_blocking(move || SpoolReader::open(&path)?.idempotency_key(&key))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// Turns axum's JSON rejections into the API's error shape, naming the field.

@@ -187,12 +187,7 @@ impl Spool {
 
     /// Appends records; returns once they are committed and fsynced.
     pub async fn append(&self, records: Vec<NewRecord>) -> Result<Appended, SpoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.ops
-            .send(Op::Append { records, reply })
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        rx.await.map_err(|_| SpoolError::Closed)?
+        self.call(|reply| Op::Append { records, reply }).await
     }
 
     /// Appends one transaction under an idempotency key, unless the key was accepted
@@ -204,24 +199,29 @@ impl Spool {
         tx_id: String,
         record: NewRecord,
     ) -> Result<Once, SpoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.ops
-            .send(Op::AppendOnce {
-                key,
-                tx_id,
-                record,
-                reply,
-            })
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        rx.await.map_err(|_| SpoolError::Closed)?
+        self.call(|reply| Op::AppendOnce {
+            key,
+            tx_id,
+            record,
+            reply,
+        })
+        .await
     }
 
     /// Deletes acknowledged records; returns how many there still were.
     pub async fn ack(&self, range: AckRange) -> Result<u64, SpoolError> {
+        self.call(|reply| Op::Ack { range, reply }).await
+    }
+
+    /// Sends one operation to the writer and waits for its answer, which comes only after
+    /// the group it joined has committed.
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, SpoolError>>) -> Op,
+    ) -> Result<T, SpoolError> {
         let (reply, rx) = oneshot::channel();
         self.ops
-            .send(Op::Ack { range, reply })
+            .send(op(reply))
             .await
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
