@@ -132,30 +132,44 @@ fn commit_group(
     group: Vec<Op>,
 ) -> Result<Vec<Reply>, (SpoolError, Vec<Reply>)> {
     let mut replies = Vec::with_capacity(group.len());
-    let result = (|| -> Result<(), SpoolError> {
-        let tx = conn.transaction()?;
-        let now = chrono::Utc::now().timestamp_millis();
-        for op in group {
-            match op {
-                Op::Append { records, reply } => {
-                    let result = answer(append(&tx, state, &records, now))?;
-                    replies.push(Reply::Appended(reply, result));
-                }
-                Op::AppendOnce {
-                    key,
-                    tx_id,
-                    record,
-                    reply,
-                } => {
-                    let result = append_once(&tx, state, &key, &tx_id, record, now)?;
-                    replies.push(Reply::Once(reply, result));
-                }
-                Op::Ack { range, reply } => {
-                    let deleted = ack(&tx, state, range)?;
-                    replies.push(Reply::Acked(reply, deleted));
-                }
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return Err((e.into(), group.into_iter().map(Op::into_reply).collect())),
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut ops = group.into_iter();
+    for op in ops.by_ref() {
+        let step = match op {
+            Op::Append { records, reply } => match answer(append(&tx, state, &records, now)) {
+                Ok(result) => Ok(Reply::Appended(reply, result)),
+                Err(e) => Err((e, Op::Append { records, reply }.into_reply())),
+            },
+            Op::AppendOnce {
+                key,
+                tx_id,
+                record,
+                reply,
+            } => match append_once(&tx, state, &key, &tx_id, record, now) {
+                Ok(result) => Ok(Reply::Once(reply, result)),
+                Err(e) => Err((e, Reply::Once(reply, Err(SpoolError::Closed)))),
+            },
+            Op::Ack { range, reply } => match ack(&tx, state, range) {
+                Ok(deleted) => Ok(Reply::Acked(reply, deleted)),
+                Err(e) => Err((e, Reply::Acked(reply, 0))),
+            },
+        };
+        match step {
+            Ok(reply) => replies.push(reply),
+            Err((e, failed)) => {
+                // Every caller of the group, the failed one and those not reached yet,
+                // hears of the failure; dropping the transaction rolls it all back.
+                replies.push(failed);
+                replies.extend(ops.map(Op::into_reply));
+                return Err((e, replies));
             }
         }
+    }
+    let finish = || -> Result<(), SpoolError> {
         evict_over_cap(&tx, state)?;
         tx.execute(
             "UPDATE spool SET last_seq = ?1, evicted_total = ?2 WHERE id = 1",
@@ -163,10 +177,21 @@ fn commit_group(
         )?;
         tx.commit()?;
         Ok(())
-    })();
-    match result {
+    };
+    match finish() {
         Ok(()) => Ok(replies),
         Err(e) => Err((e, replies)),
+    }
+}
+
+impl Op {
+    /// The reply slot of an operation that will not run; `Reply::fail` fills in why.
+    fn into_reply(self) -> Reply {
+        match self {
+            Op::Append { reply, .. } => Reply::Appended(reply, Err(SpoolError::Closed)),
+            Op::AppendOnce { reply, .. } => Reply::Once(reply, Err(SpoolError::Closed)),
+            Op::Ack { reply, .. } => Reply::Acked(reply, 0),
+        }
     }
 }
 
