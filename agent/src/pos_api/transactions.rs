@@ -58,11 +58,8 @@ pub async fn submit(
         ));
     }
     // A replay gets its original answer, whatever the balance says now.
-    if let Some(key) = &req.idempotency_key
-        && let Some((tx_id, seq)) = {
-            let key = key.clone();
-            state.read(move |r| r.idempotency_key(&key)).await?
-        }
+    if let Some(key) = req.idempotency_key.clone()
+        && let Some((tx_id, seq)) = state.read(move |r| r.idempotency_key(&key)).await?
     {
         return Ok((StatusCode::OK, Json(Accepted { tx_id, seq })));
     }
