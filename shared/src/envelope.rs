@@ -1,5 +1,6 @@
 //! Envelopes: the payload of `telemetry` and `transactions` (CONTRACT §4).
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 
 use flate2::Compression as Level;
@@ -157,7 +158,8 @@ impl EnvelopeWriter {
             self.buf.push(',');
         }
         self.buf.push_str("{\"seq\":");
-        self.buf.push_str(&seq.to_string());
+        // Straight into the buffer: this runs once per record on the drain's hot path.
+        let _ = write!(self.buf, "{seq}");
         self.buf.push(',');
         self.buf
             .push_str(spool_json.strip_prefix('{').unwrap_or(spool_json));

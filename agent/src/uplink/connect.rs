@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_iot_device_sdk_rust::AWSIoTAsyncClient;
 use aws_iot_device_sdk_rust::settings::{AWSIoTSettings, MQTTOptionsOverrides};
 use ferry_shared::limits::MAX_PAYLOAD_BYTES;
-use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, TlsConfiguration, Transport};
 
 use crate::config::AgentConfig;
 
@@ -34,9 +34,10 @@ pub enum ConnectError {
 /// than its window outstanding, so this only absorbs bursts of status messages.
 const REQUEST_CHANNEL: usize = 64;
 
+/// `will` is the retained offline status the broker publishes if we vanish.
 pub async fn client(
     cfg: &AgentConfig,
-    will_payload: Vec<u8>,
+    will: LastWill,
 ) -> Result<(AsyncClient, EventLoop), ConnectError> {
     let broker = cfg.mqtt.broker()?;
     // rumqttc sizes its inflight table when the event loop is made, so this one must be set
@@ -74,8 +75,6 @@ pub async fn client(
         AsyncClient::new(options, REQUEST_CHANNEL)
     };
 
-    let status_topic =
-        ferry_shared::Topic::new(cfg.device_id.clone(), ferry_shared::Stream::Status).to_string();
     let max_packet = MAX_PAYLOAD_BYTES + PACKET_OVERHEAD;
     let options = &mut eventloop.mqtt_options;
     // Always a fresh session: the spool is the outbox, and after every ConnAck we resend all
@@ -85,12 +84,7 @@ pub async fn client(
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s))
         .set_max_packet_size(max_packet, max_packet)
-        .set_last_will(LastWill::new(
-            status_topic,
-            will_payload,
-            QoS::AtLeastOnce,
-            true,
-        ));
+        .set_last_will(will);
     let alpn = cfg.mqtt.alpn_protocols(broker.port);
     if !alpn.is_empty()
         && let Transport::Tls(TlsConfiguration::Simple {

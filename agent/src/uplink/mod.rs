@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::{AsyncClient, LastWill, QoS};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -94,7 +94,14 @@ pub async fn run(
     metrics: Arc<UplinkMetrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let will = StatusMessage::new(false, cfg.device_id.as_str(), None).to_vec();
+    let status_topic =
+        ferry_shared::Topic::new(cfg.device_id.clone(), ferry_shared::Stream::Status).to_string();
+    let will = LastWill::new(
+        status_topic.clone(),
+        StatusMessage::new(false, cfg.device_id.as_str(), None).to_vec(),
+        QoS::AtLeastOnce,
+        true,
+    );
     let (client, eventloop) = connect::client(&cfg, will).await?;
     let (events_tx, mut events) = mpsc::channel(256);
     let driver_stop = CancellationToken::new();
@@ -108,8 +115,6 @@ pub async fn run(
         spool.id().clone(),
         cfg.mqtt.gzip_level,
     );
-    let status_topic =
-        ferry_shared::Topic::new(cfg.device_id.clone(), ferry_shared::Stream::Status).to_string();
     let mut up = Uplink {
         pacer: Pacer::new(cfg.mqtt.publishes_per_s, cfg.mqtt.bytes_per_s),
         cfg,
