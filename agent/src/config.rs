@@ -3,8 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_shared::DeviceId;
+use ferry_shared::limits::{MAX_RECORD_BYTES, MAX_TEXT_LEN};
+use ferry_shared::sensor_line::LineFormat;
+use ferry_shared::{DeviceId, TxId, TxnOp};
 use serde::Deserialize;
+
+pub use crate::sources::EdgeFilterConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -18,12 +22,12 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Shape(String),
     #[error("config key {key}: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid { key: String, problem: String },
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         problem: problem.into(),
     }
 }
@@ -137,6 +141,72 @@ impl Default for SpoolConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
     Simulator(SimulatorConfig),
+    /// A sensor streaming readings over serial (USB or UART).
+    Serial(SerialConfig),
+    /// A card reader at the till.
+    CardReader(CardReaderConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// The device, e.g. `/dev/ttyUSB0`; a udev symlink such as `/dev/serial/by-id/...`
+    /// survives re-plugging into another USB port.
+    pub path: PathBuf,
+    #[serde(default = "defaults::baud")]
+    pub baud: u32,
+    pub format: LineFormat,
+    /// The `sensor` of the readings.
+    pub sensor: String,
+    #[serde(default = "defaults::max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Thins readings before they are spooled; off when absent.
+    pub filter: Option<EdgeFilterConfig>,
+    /// Bad lines are reported as `event` records at most once per this many seconds.
+    #[serde(default = "defaults::report_window_s")]
+    pub report_window_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardReaderConfig {
+    pub path: PathBuf,
+    #[serde(default = "defaults::baud")]
+    pub baud: u32,
+    /// The `reader` of the scans.
+    pub reader: String,
+    /// A regular expression the whole card id must match, e.g. `C-[0-9]{4}`.
+    pub pattern: Option<String>,
+    /// The same card read again within this time is ignored.
+    #[serde(default = "defaults::debounce_ms")]
+    pub debounce_ms: u64,
+    #[serde(default = "defaults::card_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Turns every scan into a transaction as well.
+    pub on_scan: Option<ScanRule>,
+    #[serde(default = "defaults::report_window_s")]
+    pub report_window_s: u64,
+}
+
+impl CardReaderConfig {
+    /// The pattern, anchored at both ends: a card id matches whole or not at all.
+    pub fn compiled_pattern(&self) -> Result<Option<regex::Regex>, regex::Error> {
+        self.pattern
+            .as_deref()
+            .map(|p| regex::Regex::new(&format!("^(?:{p})$")))
+            .transpose()
+    }
+}
+
+/// `on_scan = { op = "stamp", program = "coffee", qty = 1, store = "S-01" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRule {
+    pub op: TxnOp,
+    pub program: String,
+    pub store: String,
+    #[serde(default = "defaults::qty")]
+    pub qty: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +253,24 @@ mod defaults {
     }
     pub fn interval_ms() -> u64 {
         1000
+    }
+    pub fn baud() -> u32 {
+        9600
+    }
+    pub fn max_line_bytes() -> usize {
+        1024
+    }
+    pub fn card_line_bytes() -> usize {
+        256
+    }
+    pub fn report_window_s() -> u64 {
+        60
+    }
+    pub fn debounce_ms() -> u64 {
+        2000
+    }
+    pub fn qty() -> u64 {
+        1
     }
 }
 
@@ -313,8 +401,88 @@ impl AgentConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        for (i, source) in self.sources.iter().enumerate() {
+            source
+                .validate()
+                .map_err(|(key, problem)| invalid(format!("sources[{i}].{key}"), problem))?;
+        }
         Ok(())
     }
+}
+
+impl SourceConfig {
+    /// The problem with this source, as (key within the source, message).
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        match self {
+            Self::Simulator(_) => Ok(()),
+            Self::Serial(c) => {
+                check_port(&c.path, c.baud, c.max_line_bytes, 16..=MAX_RECORD_BYTES / 2)?;
+                check_text("sensor", &c.sensor)?;
+                if let Some(filter) = &c.filter {
+                    filter.check()?;
+                }
+                check_window(c.report_window_s)
+            }
+            Self::CardReader(c) => {
+                check_port(&c.path, c.baud, c.max_line_bytes, 8..=MAX_TEXT_LEN)?;
+                check_text("reader", &c.reader)?;
+                c.compiled_pattern()
+                    .map_err(|e| ("pattern", format!("not a valid regular expression: {e}")))?;
+                if let Some(rule) = &c.on_scan {
+                    if !matches!(rule.op, TxnOp::Stamp | TxnOp::Earn) {
+                        return Err((
+                            "on_scan.op",
+                            "a scan can only \"stamp\" or \"earn\"; redemptions and reversals need the cashier (POS API)".into(),
+                        ));
+                    }
+                    let probe = rule.txn(
+                        TxId::new("probe").map_err(|e| ("on_scan", e.to_string()))?,
+                        "probe",
+                    );
+                    probe.validate().map_err(|e| ("on_scan", e.to_string()))?;
+                }
+                check_window(c.report_window_s)
+            }
+        }
+    }
+}
+
+fn check_port(
+    path: &Path,
+    baud: u32,
+    max_line_bytes: usize,
+    line_range: std::ops::RangeInclusive<usize>,
+) -> Result<(), (&'static str, String)> {
+    if path.as_os_str().is_empty() || path.to_str().is_none() {
+        return Err(("path", "must be a non-empty UTF-8 device path".into()));
+    }
+    if baud == 0 {
+        return Err(("baud", "must be at least 1".into()));
+    }
+    if !line_range.contains(&max_line_bytes) {
+        return Err((
+            "max_line_bytes",
+            format!("must be {} to {}", line_range.start(), line_range.end()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(key: &'static str, value: &str) -> Result<(), (&'static str, String)> {
+    if value.is_empty() || value.len() > MAX_TEXT_LEN || value.chars().any(char::is_control) {
+        return Err((
+            key,
+            format!("must be 1 to {MAX_TEXT_LEN} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_window(report_window_s: u64) -> Result<(), (&'static str, String)> {
+    if report_window_s == 0 {
+        return Err(("report_window_s", "must be at least 1".into()));
+    }
+    Ok(())
 }
 
 /// `FERRY_MQTT__URL=...` sets `mqtt.url`. A value takes the type of the key it replaces in

@@ -3,6 +3,7 @@
 //! [`run`] wires the parts: sources append to the [`spool::Spool`]; the [`uplink`] drains it.
 //! Nothing in between holds records in memory: the spool is the only queue.
 
+mod backoff;
 pub mod config;
 pub mod pos_api;
 pub mod sources;
@@ -34,7 +35,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     );
 
     let sources_stop = shutdown.child_token();
-    let mut sources = sources::spawn_all(&cfg.sources, &cfg.device_id, &spool, &sources_stop);
+    let source_metrics = Arc::new(sources::SourceMetrics::default());
+    let mut sources = sources::spawn_all(
+        &cfg.sources,
+        &cfg.device_id,
+        &spool,
+        &source_metrics,
+        &sources_stop,
+    )?;
     let metrics = Arc::new(uplink::UplinkMetrics::default());
     if let Some(pos) = &cfg.pos_api {
         let listener = tokio::net::TcpListener::bind(pos.listen)
@@ -46,6 +54,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
             spool: spool.clone(),
             token: Arc::new(pos_api::Token::new(pos.token()?)),
             uplink: metrics.clone(),
+            sources: source_metrics.clone(),
             answers: Arc::default(),
         };
         // A source like the others: it stops taking transactions before the uplink stops.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod record;
+pub mod sensor_line;
 pub mod time;
 pub mod topic;
 

@@ -82,15 +82,67 @@ pub async fn prometheus(State(state): State<PosState>) -> Result<String, ApiErro
         "counter",
         u.records_acked.load(Ordering::Relaxed) as f64,
     );
-    let _ = writeln!(
-        out,
-        "# HELP ferry_pos_requests_total POS API answers by HTTP status.\n# TYPE ferry_pos_requests_total counter"
+    let src = &state.sources;
+    for (name, help, counter) in [
+        (
+            "ferry_serial_readings_total",
+            "Sensor readings spooled.",
+            &src.readings,
+        ),
+        (
+            "ferry_serial_filtered_total",
+            "Sensor readings dropped by the edge filter.",
+            &src.filtered,
+        ),
+        ("ferry_card_scans_total", "Card scans spooled.", &src.scans),
+        (
+            "ferry_card_scans_debounced_total",
+            "Repeated card reads ignored within debounce_ms.",
+            &src.debounced,
+        ),
+        (
+            "ferry_serial_device_lost_total",
+            "Times a serial device vanished or could not be opened.",
+            &src.port_lost,
+        ),
+    ] {
+        gauge(
+            name,
+            help,
+            "counter",
+            counter.load(Ordering::Relaxed) as f64,
+        );
+    }
+    labelled(
+        &mut out,
+        "ferry_serial_bad_lines_total",
+        "Serial lines refused, by reason.",
+        "reason",
+        src.bad_lines(),
     );
     let answers = state.answers.lock().map(|a| a.clone()).unwrap_or_default();
-    for (code, n) in answers {
-        let _ = writeln!(out, "ferry_pos_requests_total{{status=\"{code}\"}} {n}");
-    }
+    labelled(
+        &mut out,
+        "ferry_pos_requests_total",
+        "POS API answers by HTTP status.",
+        "status",
+        answers,
+    );
     Ok(out)
+}
+
+/// A counter with one label, one line per value.
+fn labelled<K: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (K, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (key, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {n}");
+    }
 }
 
 pub async fn count_answers(

@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use ferry_shared::DeviceId;
 use tokio_util::sync::CancellationToken;
 
+use crate::sources::SourceMetrics;
 use crate::spool::{Spool, SpoolError, SpoolReader};
 use crate::uplink::UplinkMetrics;
 
@@ -30,6 +31,7 @@ pub struct PosState {
     pub spool: Spool,
     pub token: Arc<Token>,
     pub uplink: Arc<UplinkMetrics>,
+    pub sources: Arc<SourceMetrics>,
     /// Answers given, by HTTP status, for `/metrics`.
     pub answers: Arc<Mutex<BTreeMap<u16, u64>>>,
 }

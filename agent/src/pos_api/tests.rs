@@ -26,6 +26,7 @@ fn api(max_bytes: u64) -> Api {
         spool: spool.clone(),
         token: Arc::new(Token::new(TOKEN.into())),
         uplink: Arc::default(),
+        sources: Arc::default(),
         answers: Arc::default(),
     };
     Api {

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use rumqttc::{Event, EventLoop, Incoming, Outgoing};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -90,31 +89,7 @@ pub async fn run(
     }
 }
 
-/// Exponential backoff with jitter in [d/2, d]: spreads a fleet's reconnects after an
-/// outage, and stays above IoT Core's one CONNECT per second per client id.
+/// Stays above IoT Core's one CONNECT per second per client id.
 fn backoff(failures: u32) -> Duration {
-    let ceiling = BACKOFF_MIN
-        .saturating_mul(1u32 << failures.min(5))
-        .min(BACKOFF_MAX);
-    let ms = ceiling.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms)).max(BACKOFF_MIN)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        for failures in 0..40 {
-            let d = backoff(failures);
-            assert!(d >= BACKOFF_MIN && d <= BACKOFF_MAX, "{failures}: {d:?}");
-        }
-        let late: Vec<_> = (0..50).map(|_| backoff(10)).collect();
-        assert!(
-            late.iter().any(|d| *d != late[0]),
-            "jitter varies the delay"
-        );
-        assert!(late.iter().all(|d| *d >= BACKOFF_MAX / 2));
-    }
+    crate::backoff::jittered(BACKOFF_MIN, BACKOFF_MAX, failures)
 }
