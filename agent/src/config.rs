@@ -597,6 +597,70 @@ profile = "weather"
     }
 
     #[test]
+    fn serial_sources_parse_and_their_errors_name_the_key() {
+        let serial = |extra: &str| {
+            format!(
+                "{BASE}[[sources]]\ntype = \"serial\"\npath = \"/dev/ttyUSB0\"\nformat = \"kv\"\n\
+                 sensor = \"bme280\"\n{extra}"
+            )
+        };
+        let card = |extra: &str| {
+            format!(
+                "{BASE}[[sources]]\ntype = \"card_reader\"\npath = \"/dev/ttyACM0\"\n\
+                 reader = \"till\"\n{extra}"
+            )
+        };
+        let c = AgentConfig::parse(
+            &serial(
+                "[sources.filter]\nmin_interval_ms = 5000\ndeadband = { temperature_c = 0.2 }\n",
+            ),
+            [],
+        )
+        .expect("valid");
+        let SourceConfig::Serial(s) = &c.sources[1] else {
+            panic!("a serial source");
+        };
+        let filter = s.filter.as_ref().expect("filter");
+        assert_eq!(
+            (s.baud, s.max_line_bytes, filter.heartbeat_s),
+            (9600, 1024, 600)
+        );
+        assert_eq!(filter.deadband.get("temperature_c"), Some(&0.2));
+
+        let cases = [
+            (serial("baud = 0"), "sources[1].baud"),
+            (serial("max_line_bytes = 1"), "sources[1].max_line_bytes"),
+            (serial("report_window_s = 0"), "sources[1].report_window_s"),
+            (
+                serial("[sources.filter]\ndeadband = { t = -1.0 }"),
+                "sources[1].filter.deadband",
+            ),
+            (
+                serial("[sources.filter]\nheartbeat_s = 0"),
+                "sources[1].filter.heartbeat_s",
+            ),
+            (card("pattern = \"C-[0-9\""), "sources[1].pattern"),
+            (
+                card("on_scan = { op = \"redeem\", program = \"p\", store = \"s\" }"),
+                "sources[1].on_scan.op",
+            ),
+            (
+                card("on_scan = { op = \"stamp\", program = \"\", store = \"s\" }"),
+                "sources[1].on_scan",
+            ),
+            (
+                card("on_scan = { op = \"stamp\", program = \"p\", store = \"s\", qty = 0 }"),
+                "sources[1].on_scan",
+            ),
+            (card("max_line_bytes = 100000"), "sources[1].max_line_bytes"),
+        ];
+        for (text, key) in cases {
+            let err = AgentConfig::parse(&text, []).expect_err(key).to_string();
+            assert!(err.contains(key), "{err:?} does not name {key}");
+        }
+    }
+
+    #[test]
     fn alpn_defaults_to_iot_core_on_443() {
         let c = AgentConfig::parse(BASE, []).expect("valid");
         assert_eq!(c.mqtt.alpn_protocols(443), vec!["x-amzn-mqtt-ca"]);

@@ -6,6 +6,7 @@ mod mtls;
 mod outage;
 mod pacing;
 mod pos_crash;
+mod serial;
 mod spool_full;
 
 use std::path::Path;
