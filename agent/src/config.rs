@@ -274,41 +274,11 @@ mod defaults {
     }
 }
 
-/// Where and how to reach the broker, parsed from `mqtt.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddr {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
+pub use ferry_shared::config_env::BrokerAddr;
 
 impl MqttConfig {
     pub fn broker(&self) -> Result<BrokerAddr, ConfigError> {
-        let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = self.url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(invalid("mqtt.url", "must start with mqtt:// or mqtts://"));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| invalid("mqtt.url", format!("port {port:?} is not a number")))?;
-                (host, port)
-            }
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() || host.contains('/') {
-            return Err(invalid("mqtt.url", "needs a host, like mqtts://HOST:8883"));
-        }
-        Ok(BrokerAddr {
-            host: host.to_owned(),
-            port,
-            tls,
-        })
+        BrokerAddr::parse(&self.url).map_err(|problem| invalid("mqtt.url", problem))
     }
 
     /// ALPN protocols to offer: the configured ones, else IoT Core's on port 443.
@@ -337,7 +307,7 @@ impl AgentConfig {
     ) -> Result<Self, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        apply_env(&mut table, env)?;
+        ferry_shared::config_env::apply(&mut table, env).map_err(ConfigError::Shape)?;
         // Deserialising from text (not from the Value) keeps toml's messages, which quote
         // the offending line and so name the key.
         let merged = toml::to_string(&table).map_err(|e| ConfigError::Shape(e.to_string()))?;
@@ -483,52 +453,6 @@ fn check_window(report_window_s: u64) -> Result<(), (&'static str, String)> {
         return Err(("report_window_s", "must be at least 1".into()));
     }
     Ok(())
-}
-
-/// `FERRY_MQTT__URL=...` sets `mqtt.url`. A value takes the type of the key it replaces in
-/// the file; a key the file lacks gets a TOML literal when the value parses as one (a number
-/// or boolean), else a string.
-fn apply_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    for (name, raw) in env {
-        let Some(path) = name.strip_prefix("FERRY_") else {
-            continue;
-        };
-        if path == "LOG" {
-            continue;
-        }
-        let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
-        let (last, parents) = keys.split_last().ok_or_else(|| invalid_env(&name))?;
-        let mut node = &mut *table;
-        for key in parents {
-            let child = node
-                .entry(key.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            node = child.as_table_mut().ok_or_else(|| invalid_env(&name))?;
-        }
-        let value = match node.get(last) {
-            Some(toml::Value::String(_)) => toml::Value::String(raw),
-            _ if looks_literal(&raw) => toml::from_str::<toml::Table>(&format!("v = {raw}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or(toml::Value::String(raw)),
-            _ => toml::Value::String(raw),
-        };
-        node.insert(last.clone(), value);
-    }
-    Ok(())
-}
-
-fn looks_literal(raw: &str) -> bool {
-    raw == "true" || raw == "false" || raw.parse::<f64>().is_ok()
-}
-
-fn invalid_env(name: &str) -> ConfigError {
-    ConfigError::Shape(format!(
-        "environment override {name} does not name a config key"
-    ))
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! [`run`] wires the parts: sources append to the [`spool::Spool`]; the [`uplink`] drains it.
 //! Nothing in between holds records in memory: the spool is the only queue.
 
-mod backoff;
 pub mod config;
 pub mod pos_api;
 pub mod sources;

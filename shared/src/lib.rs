@@ -5,6 +5,8 @@
 //! [`EnvelopeWriter`]; consumers call [`decode`], which detects gzip by its magic bytes,
 //! enforces the limits in [`limits`] and validates every record.
 
+pub mod backoff;
+pub mod config_env;
 pub mod envelope;
 pub mod error;
 pub mod ids;

@@ -363,6 +363,15 @@ mod tests {
         );
     }
 
+    /// Found by the fuzzer: serde_json without `float_roundtrip` read this one ulp off.
+    #[test]
+    fn json_numbers_arrive_exactly() {
+        assert_eq!(
+            parse(LineFormat::Jsonl, br#"{"p": 2.22e226}"#),
+            Ok(metrics(&[("p", 2.22e226)]))
+        );
+    }
+
     #[test]
     fn kv_lines_round_trip() {
         let m = metrics(&[

@@ -4,6 +4,7 @@
 //! - [`certs::TestPki`]: a CA, server and client certificates made at test time.
 //! - [`collector::Collector`]: a subscriber that decodes every envelope and keeps what it saw.
 //! - [`agent::AgentProc`]: a `ferry-agent` process to start, SIGKILL, SIGTERM and query.
+//! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
 //!
 //! Nothing here is skipped silently: a missing binary fails the test with what to install.
 
@@ -12,6 +13,7 @@ pub mod broker;
 pub mod certs;
 pub mod collector;
 pub mod http;
+pub mod s3;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::framing::{Framed, LineFramer};
-use crate::backoff;
+use ferry_shared::backoff;
 
 /// How long one read waits before the thread looks at the stop token again.
 const READ_POLL: Duration = Duration::from_millis(100);

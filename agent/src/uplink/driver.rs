@@ -91,5 +91,5 @@ pub async fn run(
 
 /// Stays above IoT Core's one CONNECT per second per client id.
 fn backoff(failures: u32) -> Duration {
-    crate::backoff::jittered(BACKOFF_MIN, BACKOFF_MAX, failures)
+    ferry_shared::backoff::jittered(BACKOFF_MIN, BACKOFF_MAX, failures)
 }

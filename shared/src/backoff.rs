@@ -1,5 +1,5 @@
-//! Exponential backoff with jitter, for everything that reconnects: the MQTT driver and the
-//! serial ports.
+//! Exponential backoff with jitter, for everything that reconnects: the agent's MQTT driver
+//! and serial ports, the ingest's MQTT consumer and lake writer.
 
 use std::time::Duration;
 

@@ -1,0 +1,39 @@
+-- The ingest journal. Idempotent: run at every open.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- NDJSON lines of one partition from one admission; batch is set when sealed.
+CREATE TABLE IF NOT EXISTS chunks (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition         TEXT NOT NULL,
+    lines             BLOB NOT NULL,
+    records           INTEGER NOT NULL,
+    first_received_ms INTEGER NOT NULL,
+    batch             INTEGER
+);
+CREATE INDEX IF NOT EXISTS chunks_by_batch ON chunks (batch);
+
+-- Sealed lake objects. AUTOINCREMENT: an id, and so an object key, is never reused.
+CREATE TABLE IF NOT EXISTS batches (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition  TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    records    INTEGER NOT NULL
+);
+
+-- Seqs admitted per (device, spool), as ranges: "1-500,502-900".
+CREATE TABLE IF NOT EXISTS seen (
+    device TEXT NOT NULL,
+    spool  TEXT NOT NULL,
+    ranges TEXT NOT NULL,
+    PRIMARY KEY (device, spool)
+) WITHOUT ROWID;
+
+-- Transaction records handed to the loyalty router.
+CREATE TABLE IF NOT EXISTS routes (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx_id TEXT NOT NULL,
+    body  TEXT NOT NULL
+);

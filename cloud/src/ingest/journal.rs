@@ -1,0 +1,425 @@
+//! The ingest's local journal (SQLite): where a message's records are durable before the
+//! broker hears an acknowledgement, and where a lake object is planned before it is written.
+//!
+//! - `chunks`: NDJSON lines, grouped by partition, from one admission (many messages, one
+//!   transaction, one fsync). Deleted only once the object that holds them is in the lake.
+//! - `batches`: sealed lake objects: a partition, its chunks, and the object key, fixed
+//!   *before* the upload. After a crash the same chunks are written under the same key
+//!   again, so the lake never holds a batch twice (and `If-None-Match: *` makes the second
+//!   write a no-op). The ids are AUTOINCREMENT: a key is never reused for other lines.
+//! - `seen`: per (device, spool), the seqs admitted so far (`SeenSeqs`), updated in the same
+//!   transaction as the chunks, so a resend is recognised across restarts.
+//! - `routes`: transaction records for the loyalty router, in the same transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use ferry_shared::{DeviceId, SpoolId};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::seen::SeenSeqs;
+use crate::lake::Line;
+
+const SCHEMA: &str = include_str!("../../migrations/0001_journal.sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("ingest journal: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("ingest journal: pragma {name} reads back {got:?}, not {want:?}")]
+    Pragma {
+        name: &'static str,
+        want: &'static str,
+        got: String,
+    },
+    #[error("ingest journal: bad seen ranges for {device}/{spool}: {text:?}")]
+    Seen {
+        device: String,
+        spool: String,
+        text: String,
+    },
+}
+
+/// What one message brought, decoded and checked.
+#[derive(Debug)]
+pub enum Admission {
+    Records {
+        device: DeviceId,
+        spool: SpoolId,
+        records: Vec<Admitted>,
+    },
+    Reject {
+        reason: &'static str,
+        line: Line,
+    },
+}
+
+#[derive(Debug)]
+pub struct Admitted {
+    pub seq: u64,
+    pub line: Line,
+    /// `(tx_id, record JSON)` of a `txn`, for the loyalty router.
+    pub txn: Option<(String, String)>,
+}
+
+/// Lines of one partition, durable in the journal.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub id: i64,
+    pub partition: String,
+    pub lines: Vec<u8>,
+    pub records: u64,
+    pub first_received_ms: i64,
+}
+
+/// A lake object planned in the journal, not yet known to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub batch: i64,
+    pub partition: String,
+    pub key: String,
+    pub records: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct AdmitOutcome {
+    pub chunks: Vec<Chunk>,
+    pub records: u64,
+    pub duplicates: u64,
+    pub rejects: u64,
+}
+
+pub struct Journal {
+    conn: Connection,
+    instance: String,
+    seen: HashMap<(String, String), SeenSeqs>,
+    route_transactions: bool,
+}
+
+impl Journal {
+    pub fn open(dir: &Path, route_transactions: bool) -> Result<Self, JournalError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("{}: {e}", dir.display())),
+            )
+        })?;
+        let conn = Connection::open(dir.join("ingest.db"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(JournalError::Pragma {
+                name: "journal_mode",
+                want: "wal",
+                got: mode,
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        if sync != 2 {
+            return Err(JournalError::Pragma {
+                name: "synchronous",
+                want: "2 (FULL)",
+                got: sync.to_string(),
+            });
+        }
+        conn.execute_batch(SCHEMA)?;
+        let instance = match conn
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        {
+            Some(id) => id,
+            None => {
+                let id = ulid::Ulid::new().to_string().to_lowercase();
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('instance', ?1)",
+                    params![id],
+                )?;
+                id
+            }
+        };
+        let mut seen = HashMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT device, spool, ranges FROM seen")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let (device, spool, text): (String, String, String) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                let set = SeenSeqs::from_text(&text).ok_or_else(|| JournalError::Seen {
+                    device: device.clone(),
+                    spool: spool.clone(),
+                    text: text.clone(),
+                })?;
+                seen.insert((device, spool), set);
+            }
+        }
+        Ok(Self {
+            conn,
+            instance,
+            seen,
+            route_transactions,
+        })
+    }
+
+    /// This journal's id, part of every object key it plans.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Makes the new records of `admissions` (and every reject) durable in one transaction.
+    /// Records seen before are counted as duplicates and left out. When this returns `Ok`,
+    /// the messages may be acknowledged.
+    pub fn admit(
+        &mut self,
+        admissions: Vec<Admission>,
+        received_ms: i64,
+    ) -> Result<AdmitOutcome, JournalError> {
+        let mut outcome = AdmitOutcome::default();
+        let mut by_partition: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut touched: HashMap<(String, String), SeenSeqs> = HashMap::new();
+        let mut routes = Vec::new();
+        for admission in admissions {
+            match admission {
+                Admission::Reject { line, .. } => {
+                    outcome.rejects += 1;
+                    let entry = by_partition.entry(line.partition).or_default();
+                    entry.0.extend_from_slice(line.text.as_bytes());
+                    entry.1 += 1;
+                }
+                Admission::Records {
+                    device,
+                    spool,
+                    records,
+                } => {
+                    let key = (device.to_string(), spool.to_string());
+                    let set = touched
+                        .entry(key.clone())
+                        .or_insert_with(|| self.seen.get(&key).cloned().unwrap_or_default());
+                    for record in records {
+                        if !set.insert(record.seq) {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        outcome.records += 1;
+                        let entry = by_partition.entry(record.line.partition).or_default();
+                        entry.0.extend_from_slice(record.line.text.as_bytes());
+                        entry.1 += 1;
+                        if self.route_transactions
+                            && let Some(txn) = record.txn
+                        {
+                            routes.push(txn);
+                        }
+                    }
+                }
+            }
+        }
+
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO chunks (partition, lines, records, first_received_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (partition, (lines, records)) in by_partition {
+                insert.execute(params![partition, lines, records as i64, received_ms])?;
+                outcome.chunks.push(Chunk {
+                    id: tx.last_insert_rowid(),
+                    partition,
+                    lines,
+                    records,
+                    first_received_ms: received_ms,
+                });
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO seen (device, spool, ranges) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (device, spool) DO UPDATE SET ranges = excluded.ranges",
+            )?;
+            for ((device, spool), set) in &touched {
+                upsert.execute(params![device, spool, set.to_text()])?;
+            }
+            let mut route =
+                tx.prepare_cached("INSERT INTO routes (tx_id, body) VALUES (?1, ?2)")?;
+            for (tx_id, body) in &routes {
+                route.execute(params![tx_id, body])?;
+            }
+        }
+        tx.commit()?;
+        // Only now, with the transaction committed, does memory agree with the disk.
+        self.seen.extend(touched);
+        Ok(outcome)
+    }
+
+    /// Plans one lake object of `chunks` (all of `partition`), before it is written.
+    pub fn seal(
+        &mut self,
+        partition: &str,
+        chunk_ids: &[i64],
+        records: u64,
+    ) -> Result<Sealed, JournalError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO batches (partition, object_key, records) VALUES (?1, '', ?2)",
+            params![partition, records as i64],
+        )?;
+        let batch = tx.last_insert_rowid();
+        let key = format!("{partition}/{}-{batch:012}.ndjson.gz", self.instance);
+        tx.execute(
+            "UPDATE batches SET object_key = ?1 WHERE id = ?2",
+            params![key, batch],
+        )?;
+        {
+            let mut assign = tx.prepare_cached("UPDATE chunks SET batch = ?1 WHERE id = ?2")?;
+            for id in chunk_ids {
+                assign.execute(params![batch, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(Sealed {
+            batch,
+            partition: partition.to_owned(),
+            key,
+            records,
+        })
+    }
+
+    /// The batch's lake object is written: its lines leave the journal.
+    pub fn written(&mut self, batch: i64) -> Result<(), JournalError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM chunks WHERE batch = ?1", params![batch])?;
+        tx.execute("DELETE FROM batches WHERE id = ?1", params![batch])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Batches sealed but not known to be written, oldest first: a crash came between.
+    pub fn sealed(&self) -> Result<Vec<Sealed>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, partition, object_key, records FROM batches ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Sealed {
+                batch: r.get(0)?,
+                partition: r.get(1)?,
+                key: r.get(2)?,
+                records: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The lines of a sealed batch, in the order they were admitted.
+    pub fn batch_lines(&self, batch: i64) -> Result<Vec<Vec<u8>>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT lines FROM chunks WHERE batch = ?1 ORDER BY id")?;
+        let rows = stmt.query_map(params![batch], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Chunks in no batch yet, oldest first: at start they go back into open partitions.
+    pub fn unsealed(&self) -> Result<Vec<Chunk>, JournalError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, partition, lines, records, first_received_ms FROM chunks
+             WHERE batch IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Chunk {
+                id: r.get(0)?,
+                partition: r.get(1)?,
+                lines: r.get(2)?,
+                records: r.get::<_, i64>(3)? as u64,
+                first_received_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Transactions waiting for the loyalty router.
+    pub fn routes_pending(&self) -> Result<u64, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM routes", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::Line;
+
+    fn records(device: &str, seqs: &[u64]) -> Admission {
+        Admission::Records {
+            device: DeviceId::new(device).expect("id"),
+            spool: SpoolId::new("01JD3W6Q3X8F2M7C9K4N5P6R8T").expect("spool"),
+            records: seqs
+                .iter()
+                .map(|&seq| Admitted {
+                    seq,
+                    line: Line {
+                        partition: format!("raw/type=reading/dt=2026-11-22/hour={:02}", seq % 2),
+                        text: format!("{{\"seq\":{seq}}}\n"),
+                    },
+                    txn: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn resends_are_recognised_across_reopen_and_batches_survive_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut j = Journal::open(dir.path(), false).expect("open");
+        let instance = j.instance().to_owned();
+        let out = j
+            .admit(vec![records("a", &[1, 2, 3]), records("a", &[3, 4])], 1)
+            .expect("admit");
+        assert_eq!((out.records, out.duplicates, out.chunks.len()), (4, 1, 2));
+        let odd = out
+            .chunks
+            .iter()
+            .find(|c| c.partition.ends_with("01"))
+            .expect("odd");
+        let sealed = j
+            .seal(&odd.partition, &[odd.id], odd.records)
+            .expect("seal");
+        assert!(
+            sealed
+                .key
+                .starts_with("raw/type=reading/dt=2026-11-22/hour=01/")
+        );
+        assert!(sealed.key.ends_with(".ndjson.gz") && sealed.key.contains(&instance));
+        drop(j);
+
+        let mut j = Journal::open(dir.path(), false).expect("reopen");
+        assert_eq!(j.instance(), instance, "the instance id is kept");
+        assert_eq!(j.sealed().expect("sealed"), vec![sealed.clone()]);
+        assert_eq!(
+            j.batch_lines(sealed.batch).expect("lines").concat(),
+            b"{\"seq\":1}\n{\"seq\":3}\n"
+        );
+        let unsealed = j.unsealed().expect("unsealed");
+        assert_eq!(unsealed.len(), 1);
+        assert_eq!(unsealed[0].lines, b"{\"seq\":2}\n{\"seq\":4}\n");
+        let out = j
+            .admit(vec![records("a", &[1, 2, 3, 4, 5])], 2)
+            .expect("admit");
+        assert_eq!((out.records, out.duplicates), (1, 4));
+        j.written(sealed.batch).expect("written");
+        assert!(j.sealed().expect("sealed").is_empty());
+        let next = j.seal("p", &[], 0).expect("seal");
+        assert!(next.batch > sealed.batch, "batch ids are never reused");
+    }
+
+    #[test]
+    fn journal_mode_reads_back_wal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let j = Journal::open(dir.path(), false).expect("open");
+        let mode: String = j
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+    }
+}

@@ -1,0 +1,103 @@
+//! The ingest's counters, for `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    /// New records made durable in the journal.
+    pub records_in: AtomicU64,
+    /// Records in lake objects.
+    pub records_out: AtomicU64,
+    /// Records recognised as resends and left out.
+    pub duplicates: AtomicU64,
+    pub objects: AtomicU64,
+    /// Failed lake writes (each retried).
+    pub store_errors: AtomicU64,
+    /// Messages received and not yet acknowledged to the broker.
+    pub unacked: AtomicI64,
+    /// Age of the oldest record not yet in the lake, in milliseconds; 0 when none.
+    oldest_unflushed_ms: AtomicU64,
+    rejects: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl IngestMetrics {
+    pub fn reject(&self, reason: &'static str) {
+        if let Ok(mut map) = self.rejects.lock() {
+            *map.entry(reason).or_insert(0) += 1;
+        }
+    }
+
+    pub fn rejects(&self) -> BTreeMap<&'static str, u64> {
+        self.rejects.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn set_oldest_unflushed(&self, oldest: Option<Instant>) {
+        let ms = oldest.map_or(0, |t| t.elapsed().as_millis() as u64);
+        self.oldest_unflushed_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        for (name, help, kind, value) in [
+            (
+                "ferry_ingest_records_in_total",
+                "New records made durable in the journal.",
+                "counter",
+                load(&self.records_in),
+            ),
+            (
+                "ferry_ingest_records_out_total",
+                "Records written to lake objects.",
+                "counter",
+                load(&self.records_out),
+            ),
+            (
+                "ferry_ingest_duplicates_total",
+                "Resent records recognised and left out.",
+                "counter",
+                load(&self.duplicates),
+            ),
+            (
+                "ferry_ingest_objects_total",
+                "Lake objects written.",
+                "counter",
+                load(&self.objects),
+            ),
+            (
+                "ferry_ingest_store_errors_total",
+                "Failed lake writes, each retried.",
+                "counter",
+                load(&self.store_errors),
+            ),
+            (
+                "ferry_ingest_unacked_messages",
+                "Messages received and not yet acknowledged.",
+                "gauge",
+                self.unacked.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "ferry_ingest_oldest_unflushed_seconds",
+                "Age of the oldest record not yet in the lake.",
+                "gauge",
+                load(&self.oldest_unflushed_ms) / 1000.0,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ferry_ingest_rejects_total Payloads traced to errors/, by reason.\n# TYPE ferry_ingest_rejects_total counter"
+        );
+        for (reason, n) in self.rejects() {
+            let _ = writeln!(out, "ferry_ingest_rejects_total{{reason=\"{reason}\"}} {n}");
+        }
+    }
+}

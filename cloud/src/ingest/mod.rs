@@ -1,0 +1,309 @@
+//! `ferry-cloud ingest`: from MQTT to the data lake, every record once.
+//!
+//! Three tasks and the journal between them:
+//! - `mqtt::consume` drives the persistent MQTT session and hands each publish over;
+//! - the pipeline (here) decodes a group of messages, admits their new records into the
+//!   [`Journal`] in one transaction, and only then acknowledges them to the broker; it feeds
+//!   the records to the [`Batcher`] and, when a partition is due, seals it in the journal
+//!   (fixing its object key) before handing it to
+//! - the uploader, which writes it to the lake with `put_once`, retrying until it is there,
+//!   and reports back so the pipeline can drop its lines from the journal.
+//!
+//! When the lake is down, sealed batches queue (two at most) and the pipeline waits for
+//! room, so it stops taking messages and the broker keeps them: backpressure with bounded
+//! memory, and nothing acknowledged that is not durable.
+
+mod decode;
+mod journal;
+mod metrics;
+mod mqtt;
+mod seen;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferry_shared::Timestamp;
+use rumqttc::AsyncClient;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use journal::{Admission, Journal};
+pub use metrics::IngestMetrics;
+
+use crate::config::CloudConfig;
+use crate::lake::{Batcher, LakeStore, Limits, PutOutcome, Ready, gzip_lines};
+use mqtt::Incoming;
+
+/// Sealed batches waiting for the uploader; the pipeline waits beyond this.
+const UPLOAD_QUEUE: usize = 2;
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// A sealed batch on its way to the lake.
+#[derive(Debug)]
+struct Upload {
+    batch: i64,
+    key: String,
+    records: u64,
+    bytes: Vec<u8>,
+}
+
+pub async fn run(
+    cfg: CloudConfig,
+    metrics: Arc<IngestMetrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut journal = Journal::open(&cfg.data_dir, false)
+        .with_context(|| format!("opening the ingest journal in {}", cfg.data_dir.display()))?;
+    let store = Arc::new(LakeStore::from_config(&cfg.lake).await?);
+    let limits = Limits {
+        flush_bytes: cfg.lake.flush_bytes,
+        flush_interval: Duration::from_secs(cfg.lake.flush_interval_s),
+        max_open: cfg.lake.max_open_partitions,
+        max_buffer: cfg.lake.max_buffer_bytes,
+    };
+    info!(store = ?store, instance = journal.instance(), "ingest starting");
+
+    let (client, eventloop) = mqtt::client(&cfg)?;
+    let (admit_tx, mut admit_rx) = mpsc::channel::<Incoming>(4 * cfg.ingest.admit_batch);
+    let (upload_tx, upload_rx) = mpsc::channel::<Upload>(UPLOAD_QUEUE);
+    let (written_tx, mut written_rx) = mpsc::unbounded_channel::<(i64, u64)>();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let consumer_stop = shutdown.child_token();
+    tasks.spawn(mqtt::consume(
+        client.clone(),
+        eventloop,
+        mqtt::filters(&cfg),
+        admit_tx,
+        metrics.clone(),
+        consumer_stop.clone(),
+    ));
+    let uploader_stop = CancellationToken::new();
+    tasks.spawn(upload(
+        store,
+        upload_rx,
+        written_tx,
+        metrics.clone(),
+        uploader_stop.clone(),
+    ));
+    tasks.close();
+
+    let mut batcher = Batcher::new(limits);
+    let outcome = pipeline(
+        &mut journal,
+        &mut batcher,
+        &client,
+        &mut admit_rx,
+        &upload_tx,
+        &mut written_rx,
+        &cfg,
+        &metrics,
+        &shutdown,
+    )
+    .await;
+    consumer_stop.cancel();
+    uploader_stop.cancel();
+    tasks.wait().await;
+    // Whatever was admitted and not written stays in the journal for the next start.
+    let _ = client.disconnect().await;
+    info!("ingest stopped");
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pipeline(
+    journal: &mut Journal,
+    batcher: &mut Batcher,
+    client: &AsyncClient,
+    admit_rx: &mut mpsc::Receiver<Incoming>,
+    upload_tx: &mpsc::Sender<Upload>,
+    written_rx: &mut mpsc::UnboundedReceiver<(i64, u64)>,
+    cfg: &CloudConfig,
+    metrics: &IngestMetrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    // A crash may have come between sealing a batch and learning it was written: write it
+    // again, under the same key. Then the unsealed lines go back into open partitions.
+    for sealed in journal.sealed()? {
+        let lines = journal.batch_lines(sealed.batch)?;
+        let bytes = gzip_lines(lines.iter().map(Vec::as_slice));
+        let upload = Upload {
+            batch: sealed.batch,
+            key: sealed.key,
+            records: sealed.records,
+            bytes,
+        };
+        send_upload(upload_tx, upload, written_rx, journal, metrics, shutdown).await?;
+    }
+    let now_ms = Timestamp::now().unix_millis();
+    for chunk in journal.unsealed()? {
+        let age = Duration::from_millis((now_ms - chunk.first_received_ms).max(0) as u64);
+        let oldest = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        batcher.add(
+            &chunk.partition,
+            chunk.id,
+            &chunk.lines,
+            chunk.records,
+            oldest,
+        );
+    }
+
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut group = Vec::with_capacity(cfg.ingest.admit_batch);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some((batch, records)) = written_rx.recv() => written(journal, batch, records, metrics)?,
+            n = admit_rx.recv_many(&mut group, cfg.ingest.admit_batch) => {
+                if n == 0 {
+                    break;
+                }
+                admit(journal, batcher, client, &mut group, metrics)?;
+            }
+            _ = tick.tick() => {}
+        }
+        metrics.set_oldest_unflushed(batcher.oldest());
+        for ready in batcher.due(Instant::now()) {
+            let upload = seal(journal, ready)?;
+            send_upload(upload_tx, upload, written_rx, journal, metrics, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a group of messages, makes their new records durable, then acknowledges them.
+fn admit(
+    journal: &mut Journal,
+    batcher: &mut Batcher,
+    client: &AsyncClient,
+    group: &mut Vec<Incoming>,
+    metrics: &IngestMetrics,
+) -> anyhow::Result<()> {
+    let admissions: Vec<Admission> = group
+        .iter()
+        .map(|m| decode::admission(&m.publish.topic, &m.publish.payload, m.received))
+        .collect();
+    for a in &admissions {
+        if let Admission::Reject { reason, .. } = a {
+            metrics.reject(reason);
+        }
+    }
+    let received_ms = group
+        .iter()
+        .map(|m| m.received.unix_millis())
+        .min()
+        .unwrap_or_default();
+    let outcome = tokio::task::block_in_place(|| journal.admit(admissions, received_ms))
+        .context("ingest journal commit failed; nothing acknowledged")?;
+    metrics
+        .records_in
+        .fetch_add(outcome.records, Ordering::Relaxed);
+    metrics
+        .duplicates
+        .fetch_add(outcome.duplicates, Ordering::Relaxed);
+    let now = Instant::now();
+    for chunk in &outcome.chunks {
+        batcher.add(&chunk.partition, chunk.id, &chunk.lines, chunk.records, now);
+    }
+    // Durable: now the broker may forget them.
+    for message in group.drain(..) {
+        if let Err(e) = client.try_ack(&message.publish) {
+            // The session keeps the message; it comes again and is recognised as a resend.
+            warn!(error = %e, "ack not queued; the broker will redeliver");
+        }
+        metrics.unacked.fetch_sub(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn seal(journal: &mut Journal, ready: Ready) -> anyhow::Result<Upload> {
+    let sealed = tokio::task::block_in_place(|| {
+        journal.seal(&ready.partition, &ready.chunk_ids, ready.records)
+    })?;
+    Ok(Upload {
+        batch: sealed.batch,
+        key: sealed.key,
+        records: ready.records,
+        bytes: ready.bytes,
+    })
+}
+
+/// Queues a batch for the uploader; while the queue is full (the lake is slow or down),
+/// only written-batch reports are handled, so no new message is taken.
+async fn send_upload(
+    upload_tx: &mpsc::Sender<Upload>,
+    upload: Upload,
+    written_rx: &mut mpsc::UnboundedReceiver<(i64, u64)>,
+    journal: &mut Journal,
+    metrics: &IngestMetrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let send = upload_tx.send(upload);
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            sent = &mut send => {
+                return sent.map_err(|_| anyhow::anyhow!("the lake uploader stopped"));
+            }
+            Some((batch, records)) = written_rx.recv() => written(journal, batch, records, metrics)?,
+        }
+    }
+}
+
+fn written(
+    journal: &mut Journal,
+    batch: i64,
+    records: u64,
+    metrics: &IngestMetrics,
+) -> anyhow::Result<()> {
+    tokio::task::block_in_place(|| journal.written(batch))?;
+    metrics.records_out.fetch_add(records, Ordering::Relaxed);
+    metrics.objects.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes each batch until it is in the lake, then reports it.
+async fn upload(
+    store: Arc<LakeStore>,
+    mut queue: mpsc::Receiver<Upload>,
+    written: mpsc::UnboundedSender<(i64, u64)>,
+    metrics: Arc<IngestMetrics>,
+    stop: CancellationToken,
+) {
+    while let Some(batch) = tokio::select! {
+        _ = stop.cancelled() => None,
+        b = queue.recv() => b,
+    } {
+        let mut failures = 0;
+        loop {
+            match store.put_once(&batch.key, batch.bytes.clone()).await {
+                Ok(outcome) => {
+                    if outcome == PutOutcome::AlreadyThere {
+                        info!(key = %batch.key, "lake object was written before a restart");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                    if failures == 0 {
+                        error!(error = %e, "lake write failed; retrying until it succeeds");
+                    }
+                    let delay = ferry_shared::backoff::jittered(RETRY_MIN, RETRY_MAX, failures);
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        if written.send((batch.batch, batch.records)).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The data lake (CONTRACT §5): what a line is (`line`), how lines become gzip objects
+//! (`batcher`), and where objects go (`store`).
+
+mod batcher;
+mod line;
+mod store;
+
+pub use batcher::{Batcher, Limits, Ready, gzip_lines};
+pub use line::{Line, MAX_REJECT_PAYLOAD, record_line, reject_line};
+pub use store::{LakeStore, PutOutcome, StoreError};

@@ -1,0 +1,196 @@
+//! Where lake objects go: S3 (any S3-protocol server) or a local folder. The one operation is
+//! `put_once`: write an object under a key unless one is already there, so that writing a
+//! sealed batch again after a crash adds nothing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::config::{LakeConfig, LakeRoot};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// An object was at the key already: this batch was written before a crash.
+    AlreadyThere,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("lake folder {path}: {source}")]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("S3 put of {key}: {message}")]
+    S3 { key: String, message: String },
+}
+
+pub enum LakeStore {
+    Local(PathBuf),
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+    },
+}
+
+impl std::fmt::Debug for LakeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(root) => write!(f, "LakeStore::Local({})", root.display()),
+            Self::S3 { bucket, prefix, .. } => write!(f, "LakeStore::S3(s3://{bucket}/{prefix})"),
+        }
+    }
+}
+
+impl LakeStore {
+    pub async fn from_config(cfg: &LakeConfig) -> anyhow::Result<Self> {
+        Ok(match cfg.root()? {
+            LakeRoot::Local(root) => Self::Local(root),
+            LakeRoot::S3 { bucket, prefix } => {
+                // One TLS stack in the process: rustls with ring, as the MQTT side uses.
+                let http = aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https();
+                let mut loader =
+                    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+                if let Some(region) = &cfg.s3_region {
+                    loader = loader.region(aws_config::Region::new(region.clone()));
+                }
+                if let Some(endpoint) = &cfg.s3_endpoint {
+                    loader = loader.endpoint_url(endpoint);
+                }
+                let shared = loader.load().await;
+                let s3 = aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(cfg.s3_force_path_style)
+                    .build();
+                Self::S3 {
+                    client: aws_sdk_s3::Client::from_conf(s3),
+                    bucket,
+                    prefix,
+                }
+            }
+        })
+    }
+
+    pub async fn put_once(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
+        match self {
+            Self::Local(root) => {
+                let root = root.clone();
+                let key = key.to_owned();
+                tokio::task::spawn_blocking(move || put_local(&root, &key, &bytes))
+                    .await
+                    .map_err(|e| StoreError::Local {
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(e),
+                    })?
+            }
+            Self::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
+                let full = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}/{key}")
+                };
+                let sent = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&full)
+                    .if_none_match("*")
+                    .content_type("application/x-ndjson")
+                    .body(ByteStream::from(bytes))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => Ok(PutOutcome::Written),
+                    Err(e) if e.code() == Some("PreconditionFailed") => {
+                        Ok(PutOutcome::AlreadyThere)
+                    }
+                    Err(e) => Err(StoreError::S3 {
+                        key: full,
+                        message: match e.code() {
+                            Some(code) => format!("{code}: {}", e.message().unwrap_or_default()),
+                            None => format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+                        },
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Writes to a temporary name, fsyncs, and links it into place: `link` fails when the
+/// name exists, which is `If-None-Match: *` for a folder, and a reader never sees half an
+/// object. The folder is fsynced so the name survives a power cut.
+fn put_local(root: &Path, key: &str, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+    let path = root.join(key);
+    let err = |source| StoreError::Local {
+        path: path.clone(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(root);
+    std::fs::create_dir_all(dir).map_err(err)?;
+    if path.exists() {
+        return Ok(PutOutcome::AlreadyThere);
+    }
+    let mut tmp = tempfile_in(dir).map_err(err)?;
+    tmp.1.write_all(bytes).map_err(err)?;
+    tmp.1.sync_all().map_err(err)?;
+    let outcome = match std::fs::hard_link(&tmp.0, &path) {
+        Ok(()) => PutOutcome::Written,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => PutOutcome::AlreadyThere,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp.0);
+            return Err(err(e));
+        }
+    };
+    std::fs::remove_file(&tmp.0).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
+    Ok(outcome)
+}
+
+/// A new file beside the object, named so that lake readers skip it (`.` prefix).
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let path = dir.join(format!(".tmp-{}", ulid::Ulid::new()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((path, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_put_is_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = "raw/type=reading/dt=2026-11-22/hour=09/x-000000000001.ndjson.gz";
+        assert_eq!(
+            put_local(dir.path(), key, b"one").ok(),
+            Some(PutOutcome::Written)
+        );
+        assert_eq!(
+            put_local(dir.path(), key, b"two").ok(),
+            Some(PutOutcome::AlreadyThere)
+        );
+        assert_eq!(std::fs::read(dir.path().join(key)).expect("read"), b"one");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(key).parent().expect("dir"))
+            .expect("ls")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}
