@@ -1,86 +1,48 @@
 //! A real `ferry-agent` process.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+pub use crate::process::signal;
+use crate::process::Proc;
 
 pub struct AgentProc {
     bin: PathBuf,
     config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-/// Sends a signal by name with kill(1); std offers only SIGKILL.
-pub fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill -{name} {} failed", child.id());
+    proc: Proc,
 }
 
 impl AgentProc {
     /// `config` is TOML text; it is written into `dir` with the agent's log beside it.
     pub fn new(bin: impl Into<PathBuf>, dir: &Path, config: &str) -> Self {
+        let bin = bin.into();
         let path = dir.join("agent.toml");
         std::fs::write(&path, config).expect("writing agent config");
+        let config_arg = path.to_string_lossy().into_owned();
         Self {
-            bin: bin.into(),
+            proc: Proc::new(&bin, &["run", "--config", &config_arg], dir.join("agent.log")),
+            bin,
             config: path,
-            log: dir.join("agent.log"),
-            child: None,
         }
     }
 
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "agent already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("agent log");
-        let child = Command::new(&self.bin)
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("FERRY_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning ferry-agent");
-        self.child = Some(child);
+        self.proc.start();
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            let _ = child.wait();
-        }
+        self.proc.kill9();
     }
 
     /// SIGTERM, then waits for a clean exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        signal(&child, "TERM");
-        for _ in 0..200 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        panic!(
-            "agent did not exit within 10 s of SIGTERM; log:\n{}",
-            self.log()
-        );
+        self.proc.terminate()
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.proc.is_running()
     }
 
     /// `ferry-agent status`, parsed. Waits up to 10 s for a just-started agent to create
@@ -116,12 +78,6 @@ impl AgentProc {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        self.kill9();
+        self.proc.log()
     }
 }

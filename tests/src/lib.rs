@@ -4,6 +4,8 @@
 //! - [`certs::TestPki`]: a CA, server and client certificates made at test time.
 //! - [`collector::Collector`]: a subscriber that decodes every envelope and keeps what it saw.
 //! - [`agent::AgentProc`]: a `ferry-agent` process to start, SIGKILL, SIGTERM and query.
+//! - [`devices`]: envelopes as agents build them, published at QoS 1; [`lake`]: reads a
+//!   lake folder back.
 //! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
 //!
 //! Nothing here is skipped silently: a missing binary fails the test with what to install.
@@ -12,7 +14,10 @@ pub mod agent;
 pub mod broker;
 pub mod certs;
 pub mod collector;
+pub mod devices;
 pub mod http;
+pub mod lake;
+pub mod process;
 pub mod s3;
 
 use std::net::TcpListener;

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
+use ferry_shared::Timestamp;
+
 #[derive(Debug, Default)]
 pub struct IngestMetrics {
     /// New records made durable in the journal.
@@ -19,8 +21,8 @@ pub struct IngestMetrics {
     pub store_errors: AtomicU64,
     /// Messages received and not yet acknowledged to the broker.
     pub unacked: AtomicI64,
-    /// Age of the oldest record not yet in the lake, in milliseconds; 0 when none.
-    oldest_unflushed_ms: AtomicU64,
+    /// When the oldest record not yet in the lake arrived (unix ms); 0 when none.
+    oldest_unflushed_at_ms: AtomicI64,
     rejects: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -36,8 +38,18 @@ impl IngestMetrics {
     }
 
     pub fn set_oldest_unflushed(&self, oldest: Option<Instant>) {
-        let ms = oldest.map_or(0, |t| t.elapsed().as_millis() as u64);
-        self.oldest_unflushed_ms.store(ms, Ordering::Relaxed);
+        let at = oldest.map_or(0, |t| {
+            Timestamp::now().unix_millis() - t.elapsed().as_millis() as i64
+        });
+        self.oldest_unflushed_at_ms.store(at, Ordering::Relaxed);
+    }
+
+    /// Measured when asked, so it grows while the pipeline waits on a lake that is down.
+    fn oldest_unflushed_s(&self) -> f64 {
+        match self.oldest_unflushed_at_ms.load(Ordering::Relaxed) {
+            0 => 0.0,
+            at => (Timestamp::now().unix_millis() - at).max(0) as f64 / 1000.0,
+        }
     }
 
     /// Prometheus text.
@@ -84,7 +96,7 @@ impl IngestMetrics {
                 "ferry_ingest_oldest_unflushed_seconds",
                 "Age of the oldest record not yet in the lake.",
                 "gauge",
-                load(&self.oldest_unflushed_ms) / 1000.0,
+                self.oldest_unflushed_s(),
             ),
         ] {
             let _ = writeln!(

@@ -19,6 +19,7 @@ mod metrics;
 mod mqtt;
 mod seen;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -48,6 +49,7 @@ struct Upload {
     batch: i64,
     key: String,
     records: u64,
+    oldest: Instant,
     bytes: Vec<u8>,
 }
 
@@ -56,7 +58,7 @@ pub async fn run(
     metrics: Arc<IngestMetrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut journal = Journal::open(&cfg.data_dir, false)
+    let journal = Journal::open(&cfg.data_dir, false)
         .with_context(|| format!("opening the ingest journal in {}", cfg.data_dir.display()))?;
     let store = Arc::new(LakeStore::from_config(&cfg.lake).await?);
     let limits = Limits {
@@ -70,7 +72,7 @@ pub async fn run(
     let (client, eventloop) = mqtt::client(&cfg)?;
     let (admit_tx, mut admit_rx) = mpsc::channel::<Incoming>(4 * cfg.ingest.admit_batch);
     let (upload_tx, upload_rx) = mpsc::channel::<Upload>(UPLOAD_QUEUE);
-    let (written_tx, mut written_rx) = mpsc::unbounded_channel::<(i64, u64)>();
+    let (written_tx, written_rx) = mpsc::unbounded_channel::<(i64, u64)>();
     let tasks = tokio_util::task::TaskTracker::new();
     let consumer_stop = shutdown.child_token();
     tasks.spawn(mqtt::consume(
@@ -91,19 +93,18 @@ pub async fn run(
     ));
     tasks.close();
 
-    let mut batcher = Batcher::new(limits);
-    let outcome = pipeline(
-        &mut journal,
-        &mut batcher,
-        &client,
-        &mut admit_rx,
-        &upload_tx,
-        &mut written_rx,
-        &cfg,
-        &metrics,
-        &shutdown,
-    )
-    .await;
+    let mut pipeline = Pipeline {
+        journal,
+        batcher: Batcher::new(limits),
+        client: client.clone(),
+        upload_tx,
+        written_rx,
+        metrics,
+        inflight: HashMap::new(),
+    };
+    let outcome = pipeline
+        .run(&mut admit_rx, cfg.ingest.admit_batch, &shutdown)
+        .await;
     consumer_stop.cancel();
     uploader_stop.cancel();
     tasks.wait().await;
@@ -113,158 +114,168 @@ pub async fn run(
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn pipeline(
-    journal: &mut Journal,
-    batcher: &mut Batcher,
-    client: &AsyncClient,
-    admit_rx: &mut mpsc::Receiver<Incoming>,
-    upload_tx: &mpsc::Sender<Upload>,
-    written_rx: &mut mpsc::UnboundedReceiver<(i64, u64)>,
-    cfg: &CloudConfig,
-    metrics: &IngestMetrics,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    // A crash may have come between sealing a batch and learning it was written: write it
-    // again, under the same key. Then the unsealed lines go back into open partitions.
-    for sealed in journal.sealed()? {
-        let lines = journal.batch_lines(sealed.batch)?;
-        let bytes = gzip_lines(lines.iter().map(Vec::as_slice));
-        let upload = Upload {
+/// The journal, the open partitions, and the batches on their way to the lake.
+struct Pipeline {
+    journal: Journal,
+    batcher: Batcher,
+    client: AsyncClient,
+    upload_tx: mpsc::Sender<Upload>,
+    written_rx: mpsc::UnboundedReceiver<(i64, u64)>,
+    metrics: Arc<IngestMetrics>,
+    /// Sealed batches not yet written, with when their oldest record arrived.
+    inflight: HashMap<i64, Instant>,
+}
+
+impl Pipeline {
+    async fn run(
+        &mut self,
+        admit_rx: &mut mpsc::Receiver<Incoming>,
+        admit_batch: usize,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.recover(shutdown).await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut group = Vec::with_capacity(admit_batch);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                Some((batch, records)) = self.written_rx.recv() => self.written(batch, records)?,
+                n = admit_rx.recv_many(&mut group, admit_batch) => {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.admit(&mut group)?;
+                }
+                _ = tick.tick() => {}
+            }
+            for ready in self.batcher.due(Instant::now()) {
+                let upload = self.seal(ready)?;
+                self.send_upload(upload, shutdown).await?;
+            }
+            self.show_backlog();
+        }
+    }
+
+    /// A crash may have come between sealing a batch and learning it was written: write it
+    /// again, under the same key. Then the unsealed lines go back into open partitions.
+    async fn recover(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        for sealed in self.journal.sealed()? {
+            let lines = self.journal.batch_lines(sealed.batch)?;
+            let upload = Upload {
+                batch: sealed.batch,
+                key: sealed.key,
+                records: sealed.records,
+                oldest: Instant::now(),
+                bytes: gzip_lines(lines.iter().map(Vec::as_slice)),
+            };
+            self.send_upload(upload, shutdown).await?;
+        }
+        let now_ms = Timestamp::now().unix_millis();
+        for chunk in self.journal.unsealed()? {
+            let age = Duration::from_millis((now_ms - chunk.first_received_ms).max(0) as u64);
+            let oldest = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            self.batcher
+                .add(&chunk.partition, chunk.id, &chunk.lines, chunk.records, oldest);
+        }
+        Ok(())
+    }
+
+    /// Decodes a group of messages, makes their new records durable, then acknowledges
+    /// them.
+    fn admit(&mut self, group: &mut Vec<Incoming>) -> anyhow::Result<()> {
+        let admissions: Vec<Admission> = group
+            .iter()
+            .map(|m| decode::admission(&m.publish.topic, &m.publish.payload, m.received))
+            .collect();
+        for a in &admissions {
+            if let Admission::Reject { reason, .. } = a {
+                self.metrics.reject(reason);
+            }
+        }
+        let received_ms = group
+            .iter()
+            .map(|m| m.received.unix_millis())
+            .min()
+            .unwrap_or_default();
+        let journal = &mut self.journal;
+        let outcome = tokio::task::block_in_place(|| journal.admit(admissions, received_ms))
+            .context("ingest journal commit failed; nothing acknowledged")?;
+        let m = &self.metrics;
+        m.records_in.fetch_add(outcome.records, Ordering::Relaxed);
+        m.duplicates.fetch_add(outcome.duplicates, Ordering::Relaxed);
+        let now = Instant::now();
+        for chunk in &outcome.chunks {
+            self.batcher
+                .add(&chunk.partition, chunk.id, &chunk.lines, chunk.records, now);
+        }
+        // Durable: now the broker may forget them.
+        for message in group.drain(..) {
+            if let Err(e) = self.client.try_ack(&message.publish) {
+                // The session keeps the message; it comes again and is recognised as a resend.
+                warn!(error = %e, "ack not queued; the broker will redeliver");
+            }
+            m.unacked.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, ready: Ready) -> anyhow::Result<Upload> {
+        let journal = &mut self.journal;
+        let sealed = tokio::task::block_in_place(|| {
+            journal.seal(&ready.partition, &ready.chunk_ids, ready.records)
+        })?;
+        Ok(Upload {
             batch: sealed.batch,
             key: sealed.key,
-            records: sealed.records,
-            bytes,
-        };
-        send_upload(upload_tx, upload, written_rx, journal, metrics, shutdown).await?;
-    }
-    let now_ms = Timestamp::now().unix_millis();
-    for chunk in journal.unsealed()? {
-        let age = Duration::from_millis((now_ms - chunk.first_received_ms).max(0) as u64);
-        let oldest = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        batcher.add(
-            &chunk.partition,
-            chunk.id,
-            &chunk.lines,
-            chunk.records,
-            oldest,
-        );
+            records: ready.records,
+            oldest: ready.oldest,
+            bytes: ready.bytes,
+        })
     }
 
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut group = Vec::with_capacity(cfg.ingest.admit_batch);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some((batch, records)) = written_rx.recv() => written(journal, batch, records, metrics)?,
-            n = admit_rx.recv_many(&mut group, cfg.ingest.admit_batch) => {
-                if n == 0 {
-                    break;
+    /// Queues a batch for the uploader. While the queue is full (the lake is slow or down),
+    /// only written-batch reports are handled, so no new message is taken.
+    async fn send_upload(
+        &mut self,
+        upload: Upload,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.inflight.insert(upload.batch, upload.oldest);
+        self.show_backlog();
+        let send = self.upload_tx.clone().reserve_owned();
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                permit = &mut send => {
+                    let permit = permit.map_err(|_| anyhow::anyhow!("the lake uploader stopped"))?;
+                    permit.send(upload);
+                    return Ok(());
                 }
-                admit(journal, batcher, client, &mut group, metrics)?;
+                Some((batch, records)) = self.written_rx.recv() => self.written(batch, records)?,
             }
-            _ = tick.tick() => {}
-        }
-        metrics.set_oldest_unflushed(batcher.oldest());
-        for ready in batcher.due(Instant::now()) {
-            let upload = seal(journal, ready)?;
-            send_upload(upload_tx, upload, written_rx, journal, metrics, shutdown).await?;
         }
     }
-    Ok(())
-}
 
-/// Decodes a group of messages, makes their new records durable, then acknowledges them.
-fn admit(
-    journal: &mut Journal,
-    batcher: &mut Batcher,
-    client: &AsyncClient,
-    group: &mut Vec<Incoming>,
-    metrics: &IngestMetrics,
-) -> anyhow::Result<()> {
-    let admissions: Vec<Admission> = group
-        .iter()
-        .map(|m| decode::admission(&m.publish.topic, &m.publish.payload, m.received))
-        .collect();
-    for a in &admissions {
-        if let Admission::Reject { reason, .. } = a {
-            metrics.reject(reason);
-        }
+    fn written(&mut self, batch: i64, records: u64) -> anyhow::Result<()> {
+        let journal = &mut self.journal;
+        tokio::task::block_in_place(|| journal.written(batch))?;
+        self.inflight.remove(&batch);
+        self.metrics.records_out.fetch_add(records, Ordering::Relaxed);
+        self.metrics.objects.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
-    let received_ms = group
-        .iter()
-        .map(|m| m.received.unix_millis())
-        .min()
-        .unwrap_or_default();
-    let outcome = tokio::task::block_in_place(|| journal.admit(admissions, received_ms))
-        .context("ingest journal commit failed; nothing acknowledged")?;
-    metrics
-        .records_in
-        .fetch_add(outcome.records, Ordering::Relaxed);
-    metrics
-        .duplicates
-        .fetch_add(outcome.duplicates, Ordering::Relaxed);
-    let now = Instant::now();
-    for chunk in &outcome.chunks {
-        batcher.add(&chunk.partition, chunk.id, &chunk.lines, chunk.records, now);
-    }
-    // Durable: now the broker may forget them.
-    for message in group.drain(..) {
-        if let Err(e) = client.try_ack(&message.publish) {
-            // The session keeps the message; it comes again and is recognised as a resend.
-            warn!(error = %e, "ack not queued; the broker will redeliver");
-        }
-        metrics.unacked.fetch_sub(1, Ordering::Relaxed);
-    }
-    Ok(())
-}
 
-fn seal(journal: &mut Journal, ready: Ready) -> anyhow::Result<Upload> {
-    let sealed = tokio::task::block_in_place(|| {
-        journal.seal(&ready.partition, &ready.chunk_ids, ready.records)
-    })?;
-    Ok(Upload {
-        batch: sealed.batch,
-        key: sealed.key,
-        records: ready.records,
-        bytes: ready.bytes,
-    })
-}
-
-/// Queues a batch for the uploader; while the queue is full (the lake is slow or down),
-/// only written-batch reports are handled, so no new message is taken.
-async fn send_upload(
-    upload_tx: &mpsc::Sender<Upload>,
-    upload: Upload,
-    written_rx: &mut mpsc::UnboundedReceiver<(i64, u64)>,
-    journal: &mut Journal,
-    metrics: &IngestMetrics,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let send = upload_tx.send(upload);
-    tokio::pin!(send);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            sent = &mut send => {
-                return sent.map_err(|_| anyhow::anyhow!("the lake uploader stopped"));
-            }
-            Some((batch, records)) = written_rx.recv() => written(journal, batch, records, metrics)?,
-        }
+    fn show_backlog(&self) {
+        let oldest = self
+            .inflight
+            .values()
+            .copied()
+            .chain(self.batcher.oldest())
+            .min();
+        self.metrics.set_oldest_unflushed(oldest);
     }
-}
-
-fn written(
-    journal: &mut Journal,
-    batch: i64,
-    records: u64,
-    metrics: &IngestMetrics,
-) -> anyhow::Result<()> {
-    tokio::task::block_in_place(|| journal.written(batch))?;
-    metrics.records_out.fetch_add(records, Ordering::Relaxed);
-    metrics.objects.fetch_add(1, Ordering::Relaxed);
-    Ok(())
 }
 
 /// Writes each batch until it is in the lake, then reports it.

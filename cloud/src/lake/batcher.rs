@@ -28,6 +28,8 @@ pub struct Ready {
     pub partition: String,
     pub chunk_ids: Vec<i64>,
     pub records: u64,
+    /// When its oldest record arrived.
+    pub oldest: Instant,
     /// The finished gzip object.
     pub bytes: Vec<u8>,
 }
@@ -155,6 +157,7 @@ impl Batcher {
             partition: partition.to_owned(),
             chunk_ids: open.chunk_ids,
             records: open.records,
+            oldest: open.oldest,
             bytes: open.encoder.finish().unwrap_or_default(),
         })
     }
