@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-pub use crate::process::signal;
 use crate::process::Proc;
+pub use crate::process::signal;
 
 pub struct AgentProc {
     bin: PathBuf,
@@ -21,7 +21,11 @@ impl AgentProc {
         std::fs::write(&path, config).expect("writing agent config");
         let config_arg = path.to_string_lossy().into_owned();
         Self {
-            proc: Proc::new(&bin, &["run", "--config", &config_arg], dir.join("agent.log")),
+            proc: Proc::new(
+                &bin,
+                &["run", "--config", &config_arg],
+                dir.join("agent.log"),
+            ),
             bin,
             config: path,
         }

@@ -22,7 +22,13 @@ pub struct Message {
 /// A device's records, from seq 1, `per_envelope` to a message. Record `seq` is a reading
 /// unless `seq % 10 == 0` (a txn) or `seq % 10 == 5` (an event); `ts` walks back from
 /// `start` one second per seq, so records span several hours and partitions.
-pub fn device_messages(device: &str, spool: &str, records: u64, per_envelope: u64, start: Timestamp) -> Vec<Message> {
+pub fn device_messages(
+    device: &str,
+    spool: &str,
+    records: u64,
+    per_envelope: u64,
+    start: Timestamp,
+) -> Vec<Message> {
     let device_id = DeviceId::new(device).expect("device id");
     let spool_id = SpoolId::new(spool).expect("spool id");
     let mut out = Vec::new();
@@ -32,12 +38,18 @@ pub fn device_messages(device: &str, spool: &str, records: u64, per_envelope: u6
         let mut tel = EnvelopeWriter::new(&device_id, &spool_id, Timestamp::now());
         let mut txn = EnvelopeWriter::new(&device_id, &spool_id, Timestamp::now());
         for s in seq..=last {
-            let ts = Timestamp::from_unix_millis(start.unix_millis() - (s as i64) * 1000)
-                .expect("ts");
+            let ts =
+                Timestamp::from_unix_millis(start.unix_millis() - (s as i64) * 1000).expect("ts");
             let body = body(device, s);
             let is_txn = body.is_txn();
-            let json = Unsequenced::new(ts, body).to_spool_json().expect("valid record");
-            if is_txn { txn.push(s, &json) } else { tel.push(s, &json) }
+            let json = Unsequenced::new(ts, body)
+                .to_spool_json()
+                .expect("valid record");
+            if is_txn {
+                txn.push(s, &json)
+            } else {
+                tel.push(s, &json)
+            }
         }
         for (writer, stream) in [(txn, Stream::Transactions), (tel, Stream::Telemetry)] {
             if writer.records() > 0 {
@@ -101,7 +113,11 @@ pub async fn publish_all(port: u16, client_id: &str, messages: &[Message]) {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut acked = 0;
     while acked < messages.len() {
-        assert!(Instant::now() < deadline, "broker acknowledged {acked} of {} publishes", messages.len());
+        assert!(
+            Instant::now() < deadline,
+            "broker acknowledged {acked} of {} publishes",
+            messages.len()
+        );
         match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Incoming::PubAck(_)))) => acked += 1,
             Ok(Ok(_)) => {}

@@ -25,7 +25,10 @@ pub fn read(root: &Path) -> Vec<Object> {
                 .unwrap_or_else(|e| panic!("{} is not gzip: {e}", path.display()));
             let lines = text
                 .lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: bad line {l:?}: {e}", path.display())))
+                .map(|l| {
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("{}: bad line {l:?}: {e}", path.display()))
+                })
                 .collect();
             let key = path
                 .strip_prefix(root)

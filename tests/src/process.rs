@@ -40,7 +40,11 @@ impl Proc {
     }
 
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "{} already running", self.bin.display());
+        assert!(
+            self.child.is_none(),
+            "{} already running",
+            self.bin.display()
+        );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -175,8 +175,13 @@ impl Pipeline {
         for chunk in self.journal.unsealed()? {
             let age = Duration::from_millis((now_ms - chunk.first_received_ms).max(0) as u64);
             let oldest = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-            self.batcher
-                .add(&chunk.partition, chunk.id, &chunk.lines, chunk.records, oldest);
+            self.batcher.add(
+                &chunk.partition,
+                chunk.id,
+                &chunk.lines,
+                chunk.records,
+                oldest,
+            );
         }
         Ok(())
     }
@@ -203,7 +208,8 @@ impl Pipeline {
             .context("ingest journal commit failed; nothing acknowledged")?;
         let m = &self.metrics;
         m.records_in.fetch_add(outcome.records, Ordering::Relaxed);
-        m.duplicates.fetch_add(outcome.duplicates, Ordering::Relaxed);
+        m.duplicates
+            .fetch_add(outcome.duplicates, Ordering::Relaxed);
         let now = Instant::now();
         for chunk in &outcome.chunks {
             self.batcher
@@ -262,7 +268,9 @@ impl Pipeline {
         let journal = &mut self.journal;
         tokio::task::block_in_place(|| journal.written(batch))?;
         self.inflight.remove(&batch);
-        self.metrics.records_out.fetch_add(records, Ordering::Relaxed);
+        self.metrics
+            .records_out
+            .fetch_add(records, Ordering::Relaxed);
         self.metrics.objects.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -37,12 +37,34 @@ async fn malformed_payloads_are_traced_with_their_reason() {
     let ts = Timestamp::now().to_string();
     let bad: Vec<(&str, &str, Vec<u8>)> = vec![
         ("not_json", topic, b"hello, broker".to_vec()),
-        ("bad_gzip", topic, vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3]),
-        ("unknown_version", topic, good(&ts, "").replace("\"v\":1", "\"v\":2").into_bytes()),
-        ("device_mismatch", "ferry/v1/ws-other/telemetry", good(&ts, "").into_bytes()),
+        (
+            "bad_gzip",
+            topic,
+            vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3],
+        ),
+        (
+            "unknown_version",
+            topic,
+            good(&ts, "").replace("\"v\":1", "\"v\":2").into_bytes(),
+        ),
+        (
+            "device_mismatch",
+            "ferry/v1/ws-other/telemetry",
+            good(&ts, "").into_bytes(),
+        ),
         ("oversize", topic, vec![b' '; 200 * 1024]),
-        ("non_finite_metric", topic, good(&ts, "").replace("1.5", "NaN").into_bytes()),
-        ("missing_field", topic, good(&ts, "").replace(&format!("\"spool\":\"{spool}\","), "").into_bytes()),
+        (
+            "non_finite_metric",
+            topic,
+            good(&ts, "").replace("1.5", "NaN").into_bytes(),
+        ),
+        (
+            "missing_field",
+            topic,
+            good(&ts, "")
+                .replace(&format!("\"spool\":\"{spool}\","), "")
+                .into_bytes(),
+        ),
         ("not_json", topic, gzip(b"{\"v\": 1, \"dev")),
     ];
     let mut messages: Vec<Message> = Vec::new();
@@ -53,14 +75,22 @@ async fn malformed_payloads_are_traced_with_their_reason() {
         expected.insert((device, spool_id(d)), 500);
         messages.append(&mut good);
         if let Some((_, topic, payload)) = bad.get(d * 2) {
-            messages.push(Message { topic: topic.to_string(), payload: payload.clone() });
+            messages.push(Message {
+                topic: topic.to_string(),
+                payload: payload.clone(),
+            });
         }
         if let Some((_, topic, payload)) = bad.get(d * 2 + 1) {
-            messages.push(Message { topic: topic.to_string(), payload: payload.clone() });
+            messages.push(Message {
+                topic: topic.to_string(),
+                payload: payload.clone(),
+            });
         }
     }
     publish_all(broker.port, "bad-input-devices", &messages).await;
-    ingest.wait_for_records(2_000, Duration::from_secs(60)).await;
+    ingest
+        .wait_for_records(2_000, Duration::from_secs(60))
+        .await;
     ferry_tests::wait_until(Duration::from_secs(30), "8 error lines", || {
         error_lines(&ingest.lake()).len() >= 8
     })
@@ -69,12 +99,22 @@ async fn malformed_payloads_are_traced_with_their_reason() {
     let objects = ingest.lake();
     assert_exactly_once(&objects, &expected);
     let errors = error_lines(&objects);
-    let reasons: Vec<&str> = errors.iter().map(|e| e["reason"].as_str().unwrap_or("")).collect();
+    let reasons: Vec<&str> = errors
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or(""))
+        .collect();
     let want: BTreeSet<&str> = bad.iter().map(|(r, _, _)| *r).collect();
-    assert_eq!(reasons.iter().copied().collect::<BTreeSet<_>>(), want, "{errors:#?}");
+    assert_eq!(
+        reasons.iter().copied().collect::<BTreeSet<_>>(),
+        want,
+        "{errors:#?}"
+    );
     assert_eq!(errors.len(), bad.len());
     for e in &errors {
-        assert!(e["received_at"].is_string() && e["topic"].is_string(), "{e}");
+        assert!(
+            e["received_at"].is_string() && e["topic"].is_string(),
+            "{e}"
+        );
         let payload = base64::engine::general_purpose::STANDARD
             .decode(e["payload_b64"].as_str().expect("payload_b64"))
             .expect("base64");
@@ -82,10 +122,18 @@ async fn malformed_payloads_are_traced_with_their_reason() {
             .iter()
             .find(|(r, t, p)| *r == e["reason"] && *t == e["topic"] && p.starts_with(&payload))
             .unwrap_or_else(|| panic!("no bad payload matches {e}"));
-        assert_eq!(payload.len(), original.2.len(), "the payload is kept whole under the cap");
+        assert_eq!(
+            payload.len(),
+            original.2.len(),
+            "the payload is kept whole under the cap"
+        );
     }
     let text = ingest.metrics();
-    assert_eq!(crate::metric(&text, "ferry_ingest_rejects_total{reason=\"not_json\"}"), 2.0, "{text}");
+    assert_eq!(
+        crate::metric(&text, "ferry_ingest_rejects_total{reason=\"not_json\"}"),
+        2.0,
+        "{text}"
+    );
     assert!(ingest.proc.is_running());
     assert_eq!(ingest.proc.terminate(), Some(0), "{}", ingest.proc.log());
 }

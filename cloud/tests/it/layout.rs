@@ -41,11 +41,19 @@ async fn objects_follow_the_flush_rules_and_duckdb_reads_the_lake() {
     // 3 devices x 20,000 records one second apart: about 5.5 hours, 6 or 7 hour partitions.
     for d in 0..3 {
         let device = format!("ws-layout-{d}");
-        messages.extend(device_messages(&device, &spool_id(d), 20_000, 500, Timestamp::now()));
+        messages.extend(device_messages(
+            &device,
+            &spool_id(d),
+            20_000,
+            500,
+            Timestamp::now(),
+        ));
         expected.insert((device, spool_id(d)), 20_000);
     }
     publish_all(broker.port, "layout-devices", &messages).await;
-    ingest.wait_for_records(60_000, Duration::from_secs(120)).await;
+    ingest
+        .wait_for_records(60_000, Duration::from_secs(120))
+        .await;
     let objects = ingest.lake();
     assert_exactly_once(&objects, &expected);
 
@@ -55,7 +63,12 @@ async fn objects_follow_the_flush_rules_and_duckdb_reads_the_lake() {
         check_name_and_lines(object);
         // Flushed when the compressed size reached flush_bytes; the last deflate block may
         // add a little.
-        assert!(object.bytes <= FLUSH_BYTES + 64 * 1024, "{} is {} bytes", object.key, object.bytes);
+        assert!(
+            object.bytes <= FLUSH_BYTES + 64 * 1024,
+            "{} is {} bytes",
+            object.key,
+            object.bytes
+        );
         if object.bytes >= FLUSH_BYTES {
             by_size += 1;
         }
@@ -68,7 +81,10 @@ async fn objects_follow_the_flush_rules_and_duckdb_reads_the_lake() {
         *per_partition.entry(key).or_insert(0) += object.lines.len() as u64;
     }
     assert!(by_size > 0, "some objects were flushed by size");
-    assert!(per_partition.len() >= 12, "types x hours: {per_partition:?}");
+    assert!(
+        per_partition.len() >= 12,
+        "types x hours: {per_partition:?}"
+    );
 
     let got = duckdb_counts(&lake_dir.display().to_string());
     assert_eq!(got, per_partition, "DuckDB's counts per partition");
@@ -87,7 +103,10 @@ fn check_name_and_lines(object: &Object) {
     assert_eq!(ext, "ndjson.gz");
     let (instance, batch) = stem.split_once('-').expect("instance-batch");
     assert_eq!(instance.len(), 26, "{name}");
-    assert!(batch.len() == 12 && batch.bytes().all(|b| b.is_ascii_digit()), "{name}");
+    assert!(
+        batch.len() == 12 && batch.bytes().all(|b| b.is_ascii_digit()),
+        "{name}"
+    );
     for line in &object.lines {
         assert_eq!(line["type"], kind);
         let ts = line["ts"].as_str().expect("ts");
@@ -115,5 +134,7 @@ fn duckdb_counts(root: &str) -> BTreeMap<(String, String, u32), u64> {
     );
     let rows: Vec<(String, String, u32, u64)> =
         serde_json::from_slice(&out.stdout).expect("DuckDB rows as JSON");
-    rows.into_iter().map(|(t, d, h, n)| ((t, d, h), n)).collect()
+    rows.into_iter()
+        .map(|(t, d, h, n)| ((t, d, h), n))
+        .collect()
 }

@@ -112,7 +112,10 @@ pub fn assert_exactly_once(objects: &[Object], expected: &BTreeMap<(String, Stri
         *counts.entry(id).or_insert(0) += 1;
     }
     let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(dups.is_empty(), "records in the lake more than once: {dups:?}");
+    assert!(
+        dups.is_empty(),
+        "records in the lake more than once: {dups:?}"
+    );
     let total: u64 = expected.values().sum();
     for ((device, spool), n) in expected {
         for seq in 1..=*n {
@@ -122,7 +125,11 @@ pub fn assert_exactly_once(objects: &[Object], expected: &BTreeMap<(String, Stri
             );
         }
     }
-    assert_eq!(counts.len() as u64, total, "the lake holds records nobody sent");
+    assert_eq!(
+        counts.len() as u64,
+        total,
+        "the lake holds records nobody sent"
+    );
 }
 
 pub fn spool_id(i: usize) -> String {

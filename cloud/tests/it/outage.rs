@@ -16,7 +16,12 @@ async fn an_s3_outage_loses_nothing_and_heals_by_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::start();
     let mut s3 = S3Server::start(crate::BUCKET);
-    let mut ingest = ingest(dir.path(), broker.port, Lake::S3(&s3), "flush_bytes = 32768");
+    let mut ingest = ingest(
+        dir.path(),
+        broker.port,
+        Lake::S3(&s3),
+        "flush_bytes = 32768",
+    );
     ingest.proc.start();
 
     let mut expected = BTreeMap::new();
@@ -31,7 +36,9 @@ async fn an_s3_outage_loses_nothing_and_heals_by_itself() {
         expected.insert((device, spool_id(d)), 4_000);
     }
     publish_all(broker.port, "outage-devices", &before).await;
-    ingest.wait_for_records(1_000, Duration::from_secs(60)).await;
+    ingest
+        .wait_for_records(1_000, Duration::from_secs(60))
+        .await;
 
     s3.stop();
     publish_all(broker.port, "outage-devices", &during).await;
@@ -42,10 +49,15 @@ async fn an_s3_outage_loses_nothing_and_heals_by_itself() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(ingest.proc.is_running(), "an outage is not fatal");
     let oldest = ingest.metric("ferry_ingest_oldest_unflushed_seconds");
-    assert!(oldest >= 10.0, "the backlog's age shows the outage: {oldest}");
+    assert!(
+        oldest >= 10.0,
+        "the backlog's age shows the outage: {oldest}"
+    );
     s3.resume();
 
-    ingest.wait_for_records(20_000, Duration::from_secs(120)).await;
+    ingest
+        .wait_for_records(20_000, Duration::from_secs(120))
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_exactly_once(&ingest.lake(), &expected);
     assert_eq!(ingest.proc.terminate(), Some(0), "{}", ingest.proc.log());
