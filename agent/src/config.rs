@@ -17,8 +17,6 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config is not valid TOML: {0}")]
-    Syntax(String),
     #[error("config: {0}")]
     Shape(String),
     #[error("config key {key}: {problem}")]
@@ -305,14 +303,8 @@ impl AgentConfig {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        ferry_shared::config_env::apply(&mut table, env).map_err(ConfigError::Shape)?;
-        // Deserialising from text (not from the Value) keeps toml's messages, which quote
-        // the offending line and so name the key.
-        let merged = toml::to_string(&table).map_err(|e| ConfigError::Shape(e.to_string()))?;
         let config: Self =
-            toml::from_str(&merged).map_err(|e| ConfigError::Shape(e.to_string()))?;
+            ferry_shared::config_env::parse(text, env).map_err(ConfigError::Shape)?;
         config.validate()?;
         Ok(config)
     }
@@ -320,22 +312,9 @@ impl AgentConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let broker = self.mqtt.broker()?;
         if broker.tls {
-            for (key, value) in [
-                ("mqtt.ca_file", &self.mqtt.ca_file),
-                ("mqtt.cert_file", &self.mqtt.cert_file),
-                ("mqtt.key_file", &self.mqtt.key_file),
-            ] {
-                match value {
-                    None => return Err(invalid(key, "required when mqtt.url is mqtts://")),
-                    Some(p) if !p.is_file() => {
-                        return Err(invalid(
-                            key,
-                            format!("{} is not a readable file", p.display()),
-                        ));
-                    }
-                    Some(_) => {}
-                }
-            }
+            let m = &self.mqtt;
+            ferry_shared::config_env::check_tls_files(&m.ca_file, &m.cert_file, &m.key_file)
+                .map_err(|(key, problem)| invalid(key, problem))?;
         }
         let m = &self.mqtt;
         if !(30..=1200).contains(&m.keep_alive_s) {

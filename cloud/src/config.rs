@@ -35,7 +35,29 @@ pub struct CloudConfig {
     pub lake: LakeConfig,
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// Where transactions are routed. Parsed and checked; the router comes with the loyalty
+    /// core, and until then transactions go to the lake only.
+    pub loyalty: Option<LoyaltyConfig>,
     pub http: Option<HttpConfig>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoyaltyConfig {
+    pub url: String,
+    pub token: String,
+    pub database: Option<String>,
+}
+
+// By hand, so that the token never reaches a log through `{:?}`.
+impl std::fmt::Debug for LoyaltyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoyaltyConfig")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("database", &self.database)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,12 +198,7 @@ impl CloudConfig {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Shape(e.to_string()))?;
-        config_env::apply(&mut table, env).map_err(ConfigError::Shape)?;
-        let merged = toml::to_string(&table).map_err(|e| ConfigError::Shape(e.to_string()))?;
-        let config: Self =
-            toml::from_str(&merged).map_err(|e| ConfigError::Shape(e.to_string()))?;
+        let config: Self = config_env::parse(text, env).map_err(ConfigError::Shape)?;
         config.validate()?;
         Ok(config)
     }
@@ -192,22 +209,9 @@ impl CloudConfig {
         }
         let broker = self.broker()?;
         if broker.tls {
-            for (key, value) in [
-                ("mqtt.ca_file", &self.mqtt.ca_file),
-                ("mqtt.cert_file", &self.mqtt.cert_file),
-                ("mqtt.key_file", &self.mqtt.key_file),
-            ] {
-                match value {
-                    Some(p) if p.is_file() => {}
-                    Some(p) => {
-                        return Err(invalid(
-                            key,
-                            format!("{} is not a readable file", p.display()),
-                        ));
-                    }
-                    None => return Err(invalid(key, "required when mqtt.url is mqtts://")),
-                }
-            }
+            let m = &self.mqtt;
+            config_env::check_tls_files(&m.ca_file, &m.cert_file, &m.key_file)
+                .map_err(|(key, problem)| invalid(key, problem))?;
         }
         let m = &self.mqtt;
         if m.client_id.is_empty() || m.client_id.len() > 128 {
@@ -244,6 +248,14 @@ impl CloudConfig {
         if self.ingest.admit_batch == 0 {
             return Err(invalid("ingest.admit_batch", "must be at least 1"));
         }
+        if let Some(loyalty) = &self.loyalty {
+            if !(loyalty.url.starts_with("http://") || loyalty.url.starts_with("https://")) {
+                return Err(invalid("loyalty.url", "must be an http:// or https:// URL"));
+            }
+            if loyalty.token.is_empty() {
+                return Err(invalid("loyalty.token", "must not be empty"));
+            }
+        }
         if let Some(http) = &self.http
             && http.token.is_empty()
         {
@@ -263,6 +275,10 @@ mod tests {
 
     const BASE: &str = r#"
 data_dir = "/tmp/ferry-cloud"
+[loyalty]
+url = "http://127.0.0.1:8080"
+token = "t"
+database = "sqlite:///tmp/loyalty.db"
 [mqtt]
 url = "mqtt://127.0.0.1:1883"
 client_id = "ingest-1"
@@ -296,6 +312,7 @@ root = "s3://ferry-lake/prod"
             ("FERRY_MQTT__SHARE_GROUP", "a/b", "mqtt.share_group"),
             ("FERRY_MQTT__CLIENT_ID", "", "mqtt.client_id"),
             ("FERRY_MQTT__TYPO", "1", "typo"),
+            ("FERRY_LOYALTY__URL", "ftp://x", "loyalty.url"),
         ];
         for (var, value, key) in cases {
             let err = CloudConfig::parse(BASE, [(var.to_owned(), value.to_owned())])

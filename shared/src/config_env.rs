@@ -1,5 +1,45 @@
 //! CONTRACT §1: any config key can be overridden from the environment, as `FERRY_` plus the
-//! key path joined with `__`. The agent and the cloud read their TOML through this one rule.
+//! key path joined with `__`. The agent and the cloud read their TOML through this one rule,
+//! and check their MQTT settings the same way.
+
+use std::path::PathBuf;
+
+/// Parses TOML `text`, applies `FERRY_*` overrides from `env`, and deserialises the result.
+pub fn parse<T: serde::de::DeserializeOwned>(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, String> {
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("not valid TOML: {e}"))?;
+    apply(&mut table, env)?;
+    // Deserialising from text (not from the Value) keeps toml's messages, which quote the
+    // offending line and so name the key.
+    let merged = toml::to_string(&table).map_err(|e| e.to_string())?;
+    toml::from_str(&merged).map_err(|e| e.to_string())
+}
+
+/// With `mqtts://`, the CA, certificate and key files are required and must be readable.
+/// Returns the key at fault and why.
+pub fn check_tls_files(
+    ca_file: &Option<PathBuf>,
+    cert_file: &Option<PathBuf>,
+    key_file: &Option<PathBuf>,
+) -> Result<(), (&'static str, String)> {
+    for (key, value) in [
+        ("mqtt.ca_file", ca_file),
+        ("mqtt.cert_file", cert_file),
+        ("mqtt.key_file", key_file),
+    ] {
+        match value {
+            None => return Err((key, "required when mqtt.url is mqtts://".into())),
+            Some(p) if !p.is_file() => {
+                return Err((key, format!("{} is not a readable file", p.display())));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
 
 /// `FERRY_MQTT__URL=...` sets `mqtt.url`. A value takes the type of the key it replaces in
 /// the file; a key the file lacks gets a TOML literal when the value parses as one (a number

@@ -6,6 +6,7 @@
 //! - [`agent::AgentProc`]: a `ferry-agent` process to start, SIGKILL, SIGTERM and query.
 //! - [`devices`]: envelopes as agents build them, published at QoS 1; [`lake`]: reads a
 //!   lake folder back.
+//! - [`cloud`]: a `ferry-cloud ingest` process with its config and metrics.
 //! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
 //!
 //! Nothing here is skipped silently: a missing binary fails the test with what to install.
@@ -13,6 +14,7 @@
 pub mod agent;
 pub mod broker;
 pub mod certs;
+pub mod cloud;
 pub mod collector;
 pub mod devices;
 pub mod http;
@@ -23,12 +25,22 @@ pub mod s3;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and never handed out before in this
+/// process: tests that run in parallel each start several servers, and the kernel readily
+/// gives a just-released port to the next `bind(0)`.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.

@@ -68,6 +68,9 @@ pub async fn run(
         max_buffer: cfg.lake.max_buffer_bytes,
     };
     info!(store = ?store, instance = journal.instance(), "ingest starting");
+    if cfg.loyalty.is_some() {
+        warn!("loyalty routing is not built yet: transactions go to the lake only");
+    }
 
     let (client, eventloop) = mqtt::client(&cfg)?;
     let (admit_tx, mut admit_rx) = mpsc::channel::<Incoming>(4 * cfg.ingest.admit_batch);

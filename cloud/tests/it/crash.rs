@@ -1,43 +1,28 @@
-//! The ingest is SIGKILLed three times while devices keep publishing; afterwards every
-//! record is in the lake exactly once.
+//! The ingest is SIGKILLed four times while devices keep publishing and resending; afterwards
+//! every record is in the lake exactly once.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ferry_shared::Timestamp;
-use ferry_tests::broker::Mosquitto;
-use ferry_tests::devices::{device_messages, publish_all};
-use ferry_tests::s3::S3Server;
+use ferry_tests::devices::publish_all;
 use rand::Rng;
 
-use crate::{Lake, assert_exactly_once, ingest, spool_id};
+use crate::{assert_exactly_once, fleet, s3_stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Mosquitto::start();
-    let s3 = S3Server::start(crate::BUCKET);
     // Small objects, flushed often, so kills land between sealing and writing too.
-    let mut ingest = ingest(
-        dir.path(),
-        broker.port,
-        Lake::S3(&s3),
-        "flush_bytes = 16384",
-    );
-    ingest.proc.start();
-
-    let mut expected = BTreeMap::new();
-    let mut rounds = Vec::new();
-    for d in 0..10 {
-        let device = format!("ws-crash-{d}");
-        let messages = device_messages(&device, &spool_id(d), 6_000, 100, Timestamp::now());
-        expected.insert((device, spool_id(d)), 6_000);
-        rounds.push(messages);
-    }
+    let mut stack = s3_stack("flush_bytes = 16384");
+    let (expected, rounds): (BTreeMap<_, _>, Vec<_>) = (0..10)
+        .map(|d| {
+            let (messages, expected) = fleet(&format!("ws-crash-{d}"), 1, 6_000, 100);
+            (expected.into_iter().next().expect("one device"), messages)
+        })
+        .unzip();
     // Devices publish in 12 waves while the ingest is killed 4 times at random moments. Each
     // wave also resends the last half of the one before, as agents do after a reconnect,
     // so what was admitted before a kill must be recognised after it.
-    let port = broker.port;
+    let port = stack.broker.port;
     let publisher = tokio::spawn(async move {
         for wave in 0..12usize {
             let batch: Vec<_> = rounds
@@ -53,15 +38,14 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
+    let ingest = &mut stack.ingest;
     for kill in 0..4 {
         let wait = rand::rng().random_range(500..1500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         // Aim the kill at a moment with messages received and not yet acknowledged, the
         // window that a crash must not turn into loss or duplicates.
-        let aim = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < aim
-            && ingest.metric("ferry_ingest_unacked_messages") < 1.0
-        {
+        let aim = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < aim && ingest.metric("ferry_ingest_unacked_messages") < 1.0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         ingest.proc.kill9();

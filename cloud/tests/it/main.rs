@@ -7,131 +7,65 @@ mod crash;
 mod layout;
 mod outage;
 mod round_trip;
+mod shared_subscription;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use ferry_tests::http::request;
-use ferry_tests::lake::{self, Object};
-use ferry_tests::process::Proc;
-use ferry_tests::s3::S3Server;
-use ferry_tests::{free_port, wait_until};
+pub use ferry_tests::cloud::{BUCKET, Ingest, Lake, assert_exactly_once, metric, spool_id};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
-pub const BUCKET: &str = "ferry-lake";
-pub const TOKEN: &str = "cloud-test-token";
 
-/// Where the ingest under test writes.
-pub enum Lake<'a> {
-    Folder(&'a Path),
-    S3(&'a S3Server),
-}
-
-pub struct Ingest {
-    pub proc: Proc,
-    pub http_port: u16,
-    /// Where the objects can be read back as files.
-    pub objects: PathBuf,
-}
-
-/// An ingest on `broker_port`; `lake_extra` lines go into `[lake]`.
+/// An ingest under test, on `broker_port`; `lake_extra` lines go into `[lake]`.
 pub fn ingest(dir: &Path, broker_port: u16, lake: Lake, lake_extra: &str) -> Ingest {
-    let http_port = free_port();
-    let (root, objects, env) = match lake {
-        Lake::Folder(path) => (path.display().to_string(), path.to_owned(), Vec::new()),
-        Lake::S3(server) => (
-            format!("s3://{BUCKET}/lake"),
-            server.bucket_dir(BUCKET).join("lake"),
-            server.client_env(),
-        ),
-    };
-    let s3 = match lake {
-        Lake::S3(server) => format!(
-            "s3_endpoint = \"{}\"\ns3_force_path_style = true\ns3_region = \"us-east-1\"\n",
-            server.endpoint()
-        ),
-        Lake::Folder(_) => String::new(),
-    };
-    let config = format!(
-        "data_dir = \"{data}\"\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"ingest-under-test\"\n\
-         [lake]\nroot = \"{root}\"\n{s3}flush_interval_s = 1\n{lake_extra}\n\
-         [http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n",
-        data = dir.join("data").display(),
-    );
-    let path = dir.join("cloud.toml");
-    std::fs::write(&path, config).expect("writing cloud config");
-    let path = path.to_string_lossy().into_owned();
-    let mut proc = Proc::new(BIN, &["ingest", "--config", &path], dir.join("ingest.log"));
-    for (k, v) in env {
-        proc.env(k, v);
-    }
-    Ingest {
-        proc,
-        http_port,
-        objects,
+    ferry_tests::cloud::ingest(BIN, dir, broker_port, lake, lake_extra)
+}
+
+/// What most tests start with: a broker, an S3 server with the bucket, and a running ingest
+/// writing to it (`lake_extra` goes into `[lake]`).
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub broker: ferry_tests::broker::Mosquitto,
+    pub s3: ferry_tests::s3::S3Server,
+    pub ingest: Ingest,
+}
+
+pub fn s3_stack(lake_extra: &str) -> Stack {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = ferry_tests::broker::Mosquitto::start();
+    let s3 = ferry_tests::s3::S3Server::start(BUCKET);
+    let mut ingest = ingest(dir.path(), broker.port, Lake::S3(&s3), lake_extra);
+    ingest.proc.start();
+    Stack {
+        dir,
+        broker,
+        s3,
+        ingest,
     }
 }
 
-impl Ingest {
-    pub fn metrics(&self) -> String {
-        match request(self.http_port, "GET", "/metrics", "", "") {
-            Ok((200, body)) => body,
-            _ => String::new(),
-        }
+/// `devices` devices named `{prefix}-{i}`, `records` each from seq 1, as messages of
+/// `per_envelope` records; and the (device, spool) -> count the lake must end up with.
+pub fn fleet(
+    prefix: &str,
+    devices: usize,
+    records: u64,
+    per_envelope: u64,
+) -> (
+    Vec<ferry_tests::devices::Message>,
+    std::collections::BTreeMap<(String, String), u64>,
+) {
+    let mut messages = Vec::new();
+    let mut expected = std::collections::BTreeMap::new();
+    for d in 0..devices {
+        let device = format!("{prefix}-{d}");
+        messages.extend(ferry_tests::devices::device_messages(
+            &device,
+            &spool_id(d),
+            records,
+            per_envelope,
+            ferry_shared::Timestamp::now(),
+        ));
+        expected.insert((device, spool_id(d)), records);
     }
-
-    pub fn metric(&self, name: &str) -> f64 {
-        metric(&self.metrics(), name)
-    }
-
-    pub fn lake(&self) -> Vec<Object> {
-        lake::read(&self.objects)
-    }
-
-    /// Waits until the lake holds at least `n` raw records.
-    pub async fn wait_for_records(&self, n: usize, timeout: Duration) {
-        wait_until(timeout, &format!("{n} records in the lake"), || {
-            lake::record_ids(&self.lake()).len() >= n
-        })
-        .await;
-    }
-}
-
-pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Asserts that the lake holds exactly the records `expected` names, each once.
-pub fn assert_exactly_once(objects: &[Object], expected: &BTreeMap<(String, String), u64>) {
-    let mut counts: BTreeMap<(String, String, u64), u32> = BTreeMap::new();
-    for id in lake::record_ids(objects) {
-        *counts.entry(id).or_insert(0) += 1;
-    }
-    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(
-        dups.is_empty(),
-        "records in the lake more than once: {dups:?}"
-    );
-    let total: u64 = expected.values().sum();
-    for ((device, spool), n) in expected {
-        for seq in 1..=*n {
-            assert!(
-                counts.contains_key(&(device.clone(), spool.clone(), seq)),
-                "{device}/{spool} seq {seq} is missing from the lake"
-            );
-        }
-    }
-    assert_eq!(
-        counts.len() as u64,
-        total,
-        "the lake holds records nobody sent"
-    );
-}
-
-pub fn spool_id(i: usize) -> String {
-    format!("01JD3W6Q3X8F2M7C9K4N5P{i:04}")
+    (messages, expected)
 }

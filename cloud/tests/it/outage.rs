@@ -1,40 +1,28 @@
 //! The S3 server is stopped for 12 s while devices publish: the ingest keeps nothing in
 //! unbounded memory, loses nothing, and resumes by itself.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferry_shared::Timestamp;
-use ferry_tests::broker::Mosquitto;
-use ferry_tests::devices::{device_messages, publish_all};
-use ferry_tests::s3::S3Server;
+use ferry_tests::devices::publish_all;
 
-use crate::{Lake, assert_exactly_once, ingest, spool_id};
+use crate::{Stack, assert_exactly_once, fleet, s3_stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_outage_loses_nothing_and_heals_by_itself() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Mosquitto::start();
-    let mut s3 = S3Server::start(crate::BUCKET);
-    let mut ingest = ingest(
-        dir.path(),
-        broker.port,
-        Lake::S3(&s3),
-        "flush_bytes = 32768",
-    );
-    ingest.proc.start();
-
-    let mut expected = BTreeMap::new();
-    let mut before = Vec::new();
-    let mut during = Vec::new();
-    for d in 0..5 {
-        let device = format!("ws-outage-{d}");
-        let all = device_messages(&device, &spool_id(d), 4_000, 100, Timestamp::now());
-        let half = all.len() / 2;
-        before.extend_from_slice(&all[..half]);
-        during.extend_from_slice(&all[half..]);
-        expected.insert((device, spool_id(d)), 4_000);
-    }
+    let Stack {
+        dir: _dir,
+        broker,
+        mut s3,
+        mut ingest,
+    } = s3_stack("flush_bytes = 32768");
+    // Every device's first half before the outage, its second half during it.
+    let (messages, expected) = fleet("ws-outage", 5, 4_000, 100);
+    let (before, during): (Vec<_>, Vec<_>) = messages
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 80 < 40);
+    let before: Vec<_> = before.into_iter().map(|(_, m)| m).collect();
+    let during: Vec<_> = during.into_iter().map(|(_, m)| m).collect();
     publish_all(broker.port, "outage-devices", &before).await;
     ingest
         .wait_for_records(1_000, Duration::from_secs(60))

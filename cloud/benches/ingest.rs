@@ -1,0 +1,167 @@
+//! Broker to lake through the real `ferry-cloud ingest` binary, on one core.
+//!
+//!     cargo bench -p ferry-cloud --bench ingest            # 400k records; or pass a number
+//!
+//! A backlog of envelopes, built as agents build them (gzip, 500 records each, from 20
+//! devices), is queued in a local Mosquitto for a persistent session; then the consumer
+//! connects and the clock runs until every record is accounted for. Two consumers, in the
+//! same run, on the same broker and payloads:
+//! - baseline: a bare rumqttc client that receives and acknowledges every message;
+//! - ferry: the ingest, pinned to one core with taskset when it is there, writing to a local
+//!   lake folder; the clock stops when `ferry_ingest_records_out_total` reaches the count,
+//!   that is, when every record is in a durable lake object.
+//!
+//! Reported: records/s of each and their ratio, the ingest's CPU seconds per million
+//! records (utime + stime from /proc), and the sizes of the objects it wrote.
+
+use std::time::{Duration, Instant};
+
+use ferry_shared::Timestamp;
+use ferry_tests::broker::Mosquitto;
+use ferry_tests::cloud::{Lake, ingest, spool_id};
+use ferry_tests::devices::{Message, device_messages, publish_all};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
+const DEVICES: usize = 20;
+
+async fn baseline(port: u16, messages: &[Message]) -> f64 {
+    let connect = || {
+        let mut opts = MqttOptions::new("bench-baseline", "127.0.0.1", port);
+        opts.set_clean_session(false)
+            .set_max_packet_size(1 << 24, 1 << 20)
+            .set_keep_alive(Duration::from_secs(60));
+        AsyncClient::new(opts, 1000)
+    };
+    // Make the session and its subscription, then leave so the broker queues for it.
+    let (client, mut events) = connect();
+    client
+        .subscribe("ferry/v1/+/telemetry", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    client
+        .subscribe("ferry/v1/+/transactions", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let mut subacks = 0;
+    while subacks < 2 {
+        if let Ok(Event::Incoming(Incoming::SubAck(_))) = events.poll().await {
+            subacks += 1;
+        }
+    }
+    client.disconnect().await.expect("disconnect");
+    while events.poll().await.is_ok() {}
+    publish_all(port, "bench-devices-baseline", messages).await;
+
+    let (_client, mut events) = connect();
+    let started = Instant::now();
+    let mut got = 0;
+    while got < messages.len() {
+        if let Ok(Event::Incoming(Incoming::Publish(_))) = events.poll().await {
+            got += 1;
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn ferry(port: u16, messages: &[Message], records: u64) -> (f64, f64, Vec<u64>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake_dir = dir.path().join("lake");
+    let mut ingest = ingest(BIN, dir.path(), port, Lake::Folder(&lake_dir), "");
+    // The session and its subscriptions first; then the backlog, queued by the broker.
+    ingest.proc.start();
+    ferry_tests::wait_until(Duration::from_secs(30), "the ingest to subscribe", || {
+        ingest.proc.log().contains("ingest connected")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ingest.proc.terminate(), Some(0));
+    publish_all(port, "bench-devices-ferry", messages).await;
+
+    let pinned = std::path::Path::new("/usr/bin/taskset").exists();
+    let started = Instant::now();
+    ingest.proc.start();
+    let pid = ingest.proc.pid().expect("pid");
+    if pinned {
+        let _ = std::process::Command::new("taskset")
+            .args(["-p", "-c", "0", &pid.to_string()])
+            .output();
+    }
+    ferry_tests::wait_until(Duration::from_secs(600), "every record in the lake", || {
+        ingest.metric("ferry_ingest_records_out_total") >= records as f64
+    })
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid);
+    let sizes = ingest.lake().iter().map(|o| o.bytes).collect();
+    assert_eq!(ingest.proc.terminate(), Some(0));
+    (seconds, cpu, sizes)
+}
+
+fn main() {
+    let records: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(400_000);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let broker = Mosquitto::start();
+        let per_device = records / DEVICES as u64;
+        let records = per_device * DEVICES as u64;
+        let messages: Vec<Message> = (0..DEVICES)
+            .flat_map(|d| {
+                device_messages(
+                    &format!("ws-{d:03}"),
+                    &spool_id(d),
+                    per_device,
+                    500,
+                    Timestamp::now(),
+                )
+            })
+            .collect();
+        let payload: usize = messages.iter().map(|m| m.payload.len()).sum();
+        println!(
+            "{records} records in {} messages, {:.1} payload bytes/record",
+            messages.len(),
+            payload as f64 / records as f64
+        );
+        let base = baseline(broker.port, &messages).await;
+        let (secs, cpu, mut sizes) = ferry(broker.port, &messages, records).await;
+        sizes.sort_unstable();
+        let mean = sizes.iter().sum::<u64>() as f64 / sizes.len().max(1) as f64;
+        println!(
+            "baseline (bare rumqttc, receive + ack): {base:.2} s, {:.0} records/s",
+            records as f64 / base
+        );
+        println!(
+            "ferry ingest (to lake, durable):        {secs:.2} s, {:.0} records/s",
+            records as f64 / secs
+        );
+        println!("ratio ferry / baseline records/s:       {:.2}", base / secs);
+        println!(
+            "ingest CPU: {cpu:.2} s, {:.2} CPU s per million records",
+            cpu * 1e6 / records as f64
+        );
+        println!(
+            "objects: {}, bytes min {} / mean {mean:.0} / max {}",
+            sizes.len(),
+            sizes.first().copied().unwrap_or(0),
+            sizes.last().copied().unwrap_or(0)
+        );
+    });
+}

@@ -1,0 +1,142 @@
+//! A real `ferry-cloud ingest` process for tests and benches: its config written from a
+//! broker port and a lake (a folder, or an S3 server), its `/metrics` read back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::free_port;
+use crate::http::request;
+use crate::lake::{self, Object};
+use crate::process::Proc;
+use crate::s3::S3Server;
+
+pub const BUCKET: &str = "ferry-lake";
+pub const TOKEN: &str = "cloud-test-token";
+
+/// Where the ingest under test writes.
+pub enum Lake<'a> {
+    Folder(&'a Path),
+    S3(&'a S3Server),
+}
+
+pub struct Ingest {
+    pub proc: Proc,
+    pub http_port: u16,
+    /// Where the objects can be read back as files.
+    pub objects: PathBuf,
+}
+
+/// An ingest on `broker_port`; `lake_extra` lines go into `[lake]`.
+pub fn ingest(bin: &str, dir: &Path, broker_port: u16, lake: Lake, lake_extra: &str) -> Ingest {
+    let http_port = free_port();
+    let (root, objects, env) = match lake {
+        Lake::Folder(path) => (path.display().to_string(), path.to_owned(), Vec::new()),
+        Lake::S3(server) => (
+            format!("s3://{BUCKET}/lake"),
+            server.bucket_dir(BUCKET).join("lake"),
+            server.client_env(),
+        ),
+    };
+    let s3 = match lake {
+        Lake::S3(server) => format!(
+            "s3_endpoint = \"{}\"\ns3_force_path_style = true\ns3_region = \"us-east-1\"\n",
+            server.endpoint()
+        ),
+        Lake::Folder(_) => String::new(),
+    };
+    let config = format!(
+        "data_dir = \"{data}\"\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"ingest-under-test\"\n\
+         [lake]\nroot = \"{root}\"\n{s3}flush_interval_s = 1\n{lake_extra}\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n",
+        data = dir.join("data").display(),
+    );
+    let path = dir.join("cloud.toml");
+    std::fs::write(&path, config).expect("writing cloud config");
+    let path = path.to_string_lossy().into_owned();
+    let mut proc = Proc::new(bin, &["ingest", "--config", &path], dir.join("ingest.log"));
+    for (k, v) in env {
+        proc.env(k, v);
+    }
+    Ingest {
+        proc,
+        http_port,
+        objects,
+    }
+}
+
+impl Ingest {
+    pub fn metrics(&self) -> String {
+        match request(self.http_port, "GET", "/metrics", "", "") {
+            Ok((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        metric(&self.metrics(), name)
+    }
+
+    pub fn lake(&self) -> Vec<Object> {
+        lake::read(&self.objects)
+    }
+
+    /// Waits until the lake holds at least `n` raw records; on timeout, fails with the
+    /// ingest's log.
+    pub async fn wait_for_records(&self, n: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let have = lake::record_ids(&self.lake()).len();
+            if have >= n {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let log = self.proc.log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "timed out after {timeout:?}: {have} of {n} records in the lake; ingest log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Asserts that the lake holds exactly the records `expected` names, each once.
+pub fn assert_exactly_once(objects: &[Object], expected: &BTreeMap<(String, String), u64>) {
+    let mut counts: BTreeMap<(String, String, u64), u32> = BTreeMap::new();
+    for id in lake::record_ids(objects) {
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        dups.is_empty(),
+        "records in the lake more than once: {dups:?}"
+    );
+    let total: u64 = expected.values().sum();
+    for ((device, spool), n) in expected {
+        for seq in 1..=*n {
+            assert!(
+                counts.contains_key(&(device.clone(), spool.clone(), seq)),
+                "{device}/{spool} seq {seq} is missing from the lake"
+            );
+        }
+    }
+    assert_eq!(
+        counts.len() as u64,
+        total,
+        "the lake holds records nobody sent"
+    );
+}
+
+pub fn spool_id(i: usize) -> String {
+    format!("01JD3W6Q3X8F2M7C9K4N5P{i:04}")
+}
