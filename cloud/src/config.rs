@@ -35,8 +35,8 @@ pub struct CloudConfig {
     pub lake: LakeConfig,
     #[serde(default)]
     pub ingest: IngestConfig,
-    /// Where transactions are routed. Parsed and checked; the router comes with the loyalty
-    /// core, and until then transactions go to the lake only.
+    /// Where transactions are routed. With it, transactions are also queued durably for the
+    /// loyalty router, which comes with the loyalty core.
     pub loyalty: Option<LoyaltyConfig>,
     pub http: Option<HttpConfig>,
 }

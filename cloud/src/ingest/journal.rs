@@ -87,6 +87,8 @@ pub struct AdmitOutcome {
     pub records: u64,
     pub duplicates: u64,
     pub rejects: u64,
+    /// Transactions queued for the loyalty router.
+    pub routed: u64,
 }
 
 pub struct Journal {
@@ -245,6 +247,7 @@ impl Journal {
             }
         }
         tx.commit()?;
+        outcome.routed = routes.len() as u64;
         // Only now, with the transaction committed, does memory agree with the disk.
         self.seen.extend(touched);
         Ok(outcome)
@@ -410,6 +413,40 @@ mod tests {
         assert!(j.sealed().expect("sealed").is_empty());
         let next = j.seal("p", &[], 0).expect("seal");
         assert!(next.batch > sealed.batch, "batch ids are never reused");
+    }
+
+    #[test]
+    fn transactions_are_queued_for_the_router_with_their_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut j = Journal::open(dir.path(), true).expect("open");
+        let mut admission = records("pos", &[1, 2]);
+        if let Admission::Records { records, .. } = &mut admission {
+            records[1].txn = Some(("pos:tx-2".into(), "{\"seq\":2}".into()));
+        }
+        j.admit(vec![admission], 1).expect("admit");
+        assert_eq!(j.routes_pending().expect("routes"), 1);
+        let mut again = records("pos", &[2]);
+        if let Admission::Records { records, .. } = &mut again {
+            records[0].txn = Some(("pos:tx-2".into(), "{\"seq\":2}".into()));
+        }
+        j.admit(vec![again], 2).expect("admit");
+        assert_eq!(
+            j.routes_pending().expect("routes"),
+            1,
+            "a resend is not routed twice"
+        );
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut off = Journal::open(other.path(), false).expect("open");
+        let mut admission = records("pos", &[3]);
+        if let Admission::Records { records, .. } = &mut admission {
+            records[0].txn = Some(("pos:tx-3".into(), "{}".into()));
+        }
+        off.admit(vec![admission], 1).expect("admit");
+        assert_eq!(
+            off.routes_pending().expect("routes"),
+            0,
+            "no [loyalty], no queue"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct IngestMetrics {
     pub objects: AtomicU64,
     /// Failed lake writes (each retried).
     pub store_errors: AtomicU64,
+    /// Transactions waiting in the journal for the loyalty router.
+    pub routes_pending: AtomicU64,
     /// Messages received and not yet acknowledged to the broker.
     pub unacked: AtomicI64,
     /// When the oldest record not yet in the lake arrived (unix ms); 0 when none.

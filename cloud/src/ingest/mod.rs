@@ -58,7 +58,7 @@ pub async fn run(
     metrics: Arc<IngestMetrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let journal = Journal::open(&cfg.data_dir, false)
+    let journal = Journal::open(&cfg.data_dir, cfg.loyalty.is_some())
         .with_context(|| format!("opening the ingest journal in {}", cfg.data_dir.display()))?;
     let store = Arc::new(LakeStore::from_config(&cfg.lake).await?);
     let limits = Limits {
@@ -69,7 +69,10 @@ pub async fn run(
     };
     info!(store = ?store, instance = journal.instance(), "ingest starting");
     if cfg.loyalty.is_some() {
-        warn!("loyalty routing is not built yet: transactions go to the lake only");
+        warn!(
+            "the loyalty router is not built yet: transactions are kept in the journal's \
+             durable route queue until it is"
+        );
     }
 
     let (client, eventloop) = mqtt::client(&cfg)?;
@@ -163,6 +166,9 @@ impl Pipeline {
     /// A crash may have come between sealing a batch and learning it was written: write it
     /// again, under the same key. Then the unsealed lines go back into open partitions.
     async fn recover(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        self.metrics
+            .routes_pending
+            .store(self.journal.routes_pending()?, Ordering::Relaxed);
         for sealed in self.journal.sealed()? {
             let lines = self.journal.batch_lines(sealed.batch)?;
             let upload = Upload {
