@@ -137,6 +137,9 @@ async fn append(
                 .ok()
         })
         .collect::<Vec<_>>();
+    if records.is_empty() {
+        return Ok(());
+    }
     loop {
         match spool.append(records.clone()).await {
             Ok(_) => return Ok(()),
