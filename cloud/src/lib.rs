@@ -10,3 +10,4 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod lake;
+pub mod loyalty;

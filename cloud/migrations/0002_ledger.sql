@@ -1,0 +1,34 @@
+-- The loyalty ledger. Idempotent: run at every open.
+CREATE TABLE IF NOT EXISTS programs (
+    id   TEXT PRIMARY KEY,
+    body TEXT NOT NULL          -- the program as JSON (CONTRACT §6)
+);
+
+CREATE TABLE IF NOT EXISTS cards (
+    card       TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS balances (
+    card    TEXT NOT NULL,
+    program TEXT NOT NULL,
+    balance INTEGER NOT NULL,
+    flagged INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (card, program)
+) WITHOUT ROWID;
+
+-- Append-only, but for reversed_by, set once when a reversal applies.
+CREATE TABLE IF NOT EXISTS ledger (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx_id       TEXT NOT NULL UNIQUE,
+    content     TEXT NOT NULL,  -- the canonical txn JSON: a resend must match it exactly
+    card        TEXT NOT NULL,
+    program     TEXT NOT NULL,
+    store       TEXT NOT NULL,
+    op          TEXT NOT NULL,
+    delta       INTEGER NOT NULL,
+    offline     INTEGER NOT NULL,
+    applied_at  TEXT NOT NULL,
+    reversed_by TEXT
+);
+CREATE INDEX IF NOT EXISTS ledger_by_card ON ledger (card, seq);
