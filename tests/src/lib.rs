@@ -7,6 +7,7 @@
 //! - [`devices`]: envelopes as agents build them, published at QoS 1; [`lake`]: reads a
 //!   lake folder back.
 //! - [`cloud`]: a `ferry-cloud ingest` process with its config and metrics.
+//! - [`postgres::Postgres`]: a real PostgreSQL server from `initdb`, on a random port.
 //! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
 //!
 //! Nothing here is skipped silently: a missing binary fails the test with what to install.
@@ -19,6 +20,7 @@ pub mod collector;
 pub mod devices;
 pub mod http;
 pub mod lake;
+pub mod postgres;
 pub mod process;
 pub mod s3;
 

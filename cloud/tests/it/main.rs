@@ -5,6 +5,7 @@
 mod bad_input;
 mod crash;
 mod layout;
+mod ledger;
 mod outage;
 mod round_trip;
 mod shared_subscription;

@@ -1,0 +1,33 @@
+-- The loyalty ledger on PostgreSQL: the same tables as 0002 (SQLite), in PostgreSQL's types.
+CREATE TABLE IF NOT EXISTS programs (
+    id   TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS cards (
+    card       TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS balances (
+    card    TEXT NOT NULL,
+    program TEXT NOT NULL,
+    balance BIGINT NOT NULL,
+    flagged BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (card, program)
+);
+
+CREATE TABLE IF NOT EXISTS ledger (
+    seq         BIGSERIAL PRIMARY KEY,
+    tx_id       TEXT NOT NULL UNIQUE,
+    content     TEXT NOT NULL,
+    card        TEXT NOT NULL,
+    program     TEXT NOT NULL,
+    store       TEXT NOT NULL,
+    op          TEXT NOT NULL,
+    delta       BIGINT NOT NULL,
+    offline     BOOLEAN NOT NULL,
+    applied_at  TEXT NOT NULL,
+    reversed_by TEXT
+);
+CREATE INDEX IF NOT EXISTS ledger_by_card ON ledger (card, seq);

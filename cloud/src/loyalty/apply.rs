@@ -1,0 +1,149 @@
+//! How one transaction changes the ledger, written once against [`LedgerTx`] so that SQLite
+//! and PostgreSQL apply exactly the same rules.
+
+use ferry_shared::{Timestamp, Txn, TxnOp};
+
+use super::program::Program;
+use super::{LedgerError, Outcome, Status};
+
+/// What the rules need from a database transaction.
+pub trait LedgerTx {
+    /// Takes, in one global order, the locks that the batch's transactions will need, so
+    /// that two writers never wait on each other in a cycle.
+    fn lock(&mut self, keys: &[(&str, &str)]) -> Result<(), LedgerError>;
+    /// The canonical content of an applied transaction.
+    fn content(&mut self, tx_id: &str) -> Result<Option<String>, LedgerError>;
+    /// The program's JSON.
+    fn program(&mut self, id: &str) -> Result<Option<String>, LedgerError>;
+    /// The card's balance in a program (locked by `lock`); 0 for a card never seen.
+    fn balance(&mut self, card: &str, program: &str) -> Result<i64, LedgerError>;
+    /// `(delta, card, program, reversed_by)` of an applied transaction.
+    fn target(&mut self, tx_id: &str) -> Result<Option<Target>, LedgerError>;
+    fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError>;
+    fn set_balance(
+        &mut self,
+        card: &str,
+        program: &str,
+        balance: i64,
+        now: &str,
+    ) -> Result<(), LedgerError>;
+    fn record(&mut self, entry: &Entry<'_>) -> Result<(), LedgerError>;
+}
+
+/// An applied transaction that a reversal names.
+#[derive(Debug)]
+pub struct Target {
+    pub delta: i64,
+    pub card: String,
+    pub program: String,
+    pub reversed_by: Option<String>,
+}
+
+/// A ledger row.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub txn: &'a Txn,
+    pub content: &'a str,
+    pub op: &'static str,
+    pub delta: i64,
+    pub at: &'a str,
+}
+
+pub fn op_name(op: TxnOp) -> &'static str {
+    match op {
+        TxnOp::Stamp => "stamp",
+        TxnOp::Earn => "earn",
+        TxnOp::Redeem => "redeem",
+        TxnOp::Reverse => "reverse",
+    }
+}
+
+/// Applies a batch in one database transaction (the caller commits).
+pub fn apply_batch(tx: &mut impl LedgerTx, txns: &[Txn]) -> Result<Vec<Outcome>, LedgerError> {
+    let mut keys: Vec<(&str, &str)> = txns
+        .iter()
+        .map(|t| (t.card.as_str(), t.program.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    tx.lock(&keys)?;
+    txns.iter().map(|t| apply_one(tx, t)).collect()
+}
+
+fn apply_one(tx: &mut impl LedgerTx, txn: &Txn) -> Result<Outcome, LedgerError> {
+    let outcome = |status, reason| Outcome {
+        tx_id: txn.tx_id.to_string(),
+        status,
+        reason,
+    };
+    let rejected = |reason| Ok(outcome(Status::Rejected, Some(reason)));
+    if txn.validate().is_err() {
+        return rejected("invalid");
+    }
+    // The balance was locked for the batch, so two writers of one card and program take
+    // turns, and the second sees what the first did.
+    let balance = tx.balance(&txn.card, &txn.program)?;
+    let content = serde_json::to_string(txn).map_err(|e| LedgerError::Row(e.to_string()))?;
+    if let Some(earlier) = tx.content(txn.tx_id.as_str())? {
+        return if earlier == content {
+            Ok(outcome(Status::Duplicate, None))
+        } else {
+            rejected("conflict")
+        };
+    }
+    let Some(body) = tx.program(&txn.program)? else {
+        return rejected("unknown_program");
+    };
+    let program: Program =
+        serde_json::from_str(&body).map_err(|e| LedgerError::Row(e.to_string()))?;
+    let qty = txn.qty.unwrap_or(0) as i64;
+    let delta = match (txn.op, &program) {
+        (TxnOp::Stamp, Program::Stamps { .. }) => qty,
+        (TxnOp::Earn, Program::Points { .. }) => match txn.qty {
+            Some(points) => points as i64,
+            None => program
+                .points_for(txn.amount_minor.unwrap_or(0))
+                .unwrap_or(0),
+        },
+        (TxnOp::Stamp, _) | (TxnOp::Earn, _) => return rejected("wrong_program_kind"),
+        (TxnOp::Redeem, _) => {
+            let cost = qty.saturating_mul(program.reward_cost());
+            // Offline, the goods are gone already: apply, and let the balance go negative.
+            if balance < cost && !txn.offline {
+                return rejected("insufficient_balance");
+            }
+            -cost
+        }
+        (TxnOp::Reverse, _) => {
+            let reversed = txn
+                .reverses
+                .as_ref()
+                .map(|r| r.as_str())
+                .unwrap_or_default();
+            match tx.target(reversed)? {
+                None => return rejected("unknown_reversed"),
+                Some(t) if t.card != txn.card || t.program != txn.program => {
+                    return rejected("reversal_mismatch");
+                }
+                Some(Target {
+                    reversed_by: Some(_),
+                    ..
+                }) => return rejected("already_reversed"),
+                Some(t) => {
+                    tx.mark_reversed(reversed, txn.tx_id.as_str())?;
+                    -t.delta
+                }
+            }
+        }
+    };
+    let at = Timestamp::now().to_string();
+    tx.set_balance(&txn.card, &txn.program, balance + delta, &at)?;
+    tx.record(&Entry {
+        txn,
+        content: &content,
+        op: op_name(txn.op),
+        delta,
+        at: &at,
+    })?;
+    Ok(outcome(Status::Applied, None))
+}
