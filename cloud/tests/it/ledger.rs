@@ -10,6 +10,9 @@ use ferry_tests::postgres::Postgres;
 /// Opens connections to one fresh database.
 type Open = Box<dyn Fn() -> Ledger + Send + Sync>;
 
+/// A named check of one store.
+type Scenario = (&'static str, fn(&Open));
+
 fn sqlite_db(dir: &tempfile::TempDir, name: &str) -> Open {
     let url = format!(
         "sqlite://{}",
@@ -28,7 +31,7 @@ fn postgres_db(pg: &Postgres, name: &str) -> Open {
 fn conformance_on_sqlite_and_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = Postgres::start();
-    let scenarios: [(&str, fn(&Open)); 4] = [
+    let scenarios: [Scenario; 4] = [
         ("idempotency", idempotency_and_rules_table),
         ("points", points_from_amounts_and_rewards_available),
         (
