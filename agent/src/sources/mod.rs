@@ -55,11 +55,7 @@ pub fn spawn_all(
             }
             SourceConfig::Serial(cfg) => {
                 let source = LineSource {
-                    spec: PortSpec {
-                        path: cfg.path.clone(),
-                        baud: cfg.baud,
-                        max_line_bytes: cfg.max_line_bytes,
-                    },
+                    spec: PortSpec::new(&cfg.path, cfg.baud, cfg.max_line_bytes),
                     what: format!("serial {} on {}", cfg.sensor, cfg.path.display()),
                     report_window: Duration::from_secs(cfg.report_window_s),
                     handler: SensorLines::new(cfg, metrics.clone()),
@@ -67,17 +63,12 @@ pub fn spawn_all(
                 set.spawn(source.run(spool.clone(), metrics.clone(), shutdown.clone()));
             }
             SourceConfig::CardReader(cfg) => {
-                let handler = CardLines::new(cfg, device.clone(), metrics.clone())
-                    .with_context(|| format!("sources[{index}].pattern"))?;
                 let source = LineSource {
-                    spec: PortSpec {
-                        path: cfg.path.clone(),
-                        baud: cfg.baud,
-                        max_line_bytes: cfg.max_line_bytes,
-                    },
+                    spec: PortSpec::new(&cfg.path, cfg.baud, cfg.max_line_bytes),
                     what: format!("card reader {} on {}", cfg.reader, cfg.path.display()),
                     report_window: Duration::from_secs(cfg.report_window_s),
-                    handler,
+                    handler: CardLines::new(cfg, device.clone(), metrics.clone())
+                        .with_context(|| format!("sources[{index}].pattern"))?,
                 };
                 set.spawn(source.run(spool.clone(), metrics.clone(), shutdown.clone()));
             }

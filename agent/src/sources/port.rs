@@ -31,6 +31,16 @@ pub struct PortSpec {
     pub max_line_bytes: usize,
 }
 
+impl PortSpec {
+    pub fn new(path: &std::path::Path, baud: u32, max_line_bytes: usize) -> Self {
+        Self {
+            path: path.to_owned(),
+            baud,
+            max_line_bytes,
+        }
+    }
+}
+
 /// When a line arrived: the wall clock for its record, the monotonic clock for filters.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
