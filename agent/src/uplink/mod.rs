@@ -30,6 +30,9 @@ use driver::DriverEvent;
 use pacer::Pacer;
 use tracker::Tracker;
 
+/// How long a clean shutdown may spend delivering what is still pending.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 pub use connect::ConnectError;
 
 /// Counters for logs and, later, `/metrics`.
@@ -134,13 +137,26 @@ pub async fn run(
     let period = Duration::from_secs(up.cfg.mqtt.status_interval_s);
     let mut status_every = tokio::time::interval_at(Instant::now() + period, period);
     let mut retry_stash = Instant::now();
+    // Set at shutdown, when the sources have stopped already: until then, what they appended
+    // last is still sent and its PUBACKs awaited, so a clean stop of a connected agent leaves
+    // nothing behind that it could have delivered.
+    let mut grace: Option<Instant> = None;
 
     let failure = loop {
+        if let Some(deadline) = grace {
+            let idle = up.drained && up.stashed.is_none() && up.tracker.in_flight() == 0;
+            if idle || !up.connected || Instant::now() >= deadline {
+                break None;
+            }
+        }
         let can_send = up.connected
             && (!up.drained || up.stashed.is_some())
             && up.tracker.in_flight() < usize::from(up.cfg.mqtt.max_inflight);
         tokio::select! {
-            _ = shutdown.cancelled() => break None,
+            _ = shutdown.cancelled(), if grace.is_none() => {
+                grace = Some(Instant::now() + SHUTDOWN_GRACE);
+            }
+            _ = sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {}
             event = events.recv() => match event {
                 Some(event) => up.on_event(event),
                 None => break Some(anyhow::anyhow!("mqtt driver stopped unexpectedly")),

@@ -54,7 +54,7 @@ async fn broker_outage_loses_nothing_and_agent_reconnects() {
     assert_eq!(
         agent.status_u64("pending"),
         0,
-        "a clean shutdown drains nothing more, but loses nothing: {}",
+        "a clean shutdown delivers what is pending while connected: {}",
         agent.status()
     );
     wait_until(Duration::from_secs(20), "every seq", || {
