@@ -76,6 +76,9 @@ impl Postgres {
             .arg("-k")
             .arg(dir.path())
             .args(["-c", "max_connections=100"])
+            // A test server is never crashed: without fsync it does not flood the shared
+            // disk with flushes that stall every other test's fsyncs.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

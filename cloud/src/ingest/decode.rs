@@ -25,16 +25,15 @@ pub fn admission(topic: &str, payload: &[u8], received: Timestamp) -> Admission 
             Ok(line) => line,
             Err(_) => return reject("unserialisable"),
         };
-        let txn = match &record.body {
-            RecordBody::Txn(txn) => serde_json::to_string(record)
-                .ok()
-                .map(|json| (txn.tx_id.to_string(), json)),
+        // The router gets the lake line itself: the record once serialised, with its device.
+        let tx_id = match &record.body {
+            RecordBody::Txn(txn) => Some(txn.tx_id.to_string()),
             _ => None,
         };
         records.push(Admitted {
             seq: record.seq,
             line,
-            txn,
+            tx_id,
         });
     }
     Admission::Records {

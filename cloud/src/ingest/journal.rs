@@ -58,8 +58,8 @@ pub enum Admission {
 pub struct Admitted {
     pub seq: u64,
     pub line: Line,
-    /// `(tx_id, record JSON)` of a `txn`, for the loyalty router.
-    pub txn: Option<(String, String)>,
+    /// The `tx_id` of a `txn`: the loyalty router gets its lake line.
+    pub tx_id: Option<String>,
 }
 
 /// Lines of one partition, durable in the journal.
@@ -205,14 +205,14 @@ impl Journal {
                             continue;
                         }
                         outcome.records += 1;
+                        if self.route_transactions
+                            && let Some(tx_id) = record.tx_id
+                        {
+                            routes.push((tx_id, record.line.text.trim_end().to_owned()));
+                        }
                         let entry = by_partition.entry(record.line.partition).or_default();
                         entry.0.extend_from_slice(record.line.text.as_bytes());
                         entry.1 += 1;
-                        if self.route_transactions
-                            && let Some(txn) = record.txn
-                        {
-                            routes.push(txn);
-                        }
                     }
                 }
             }
@@ -364,7 +364,7 @@ mod tests {
                         partition: format!("raw/type=reading/dt=2026-11-22/hour={:02}", seq % 2),
                         text: format!("{{\"seq\":{seq}}}\n"),
                     },
-                    txn: None,
+                    tx_id: None,
                 })
                 .collect(),
         }
@@ -421,13 +421,13 @@ mod tests {
         let mut j = Journal::open(dir.path(), true).expect("open");
         let mut admission = records("pos", &[1, 2]);
         if let Admission::Records { records, .. } = &mut admission {
-            records[1].txn = Some(("pos:tx-2".into(), "{\"seq\":2}".into()));
+            records[1].tx_id = Some("pos:tx-2".into());
         }
         j.admit(vec![admission], 1).expect("admit");
         assert_eq!(j.routes_pending().expect("routes"), 1);
         let mut again = records("pos", &[2]);
         if let Admission::Records { records, .. } = &mut again {
-            records[0].txn = Some(("pos:tx-2".into(), "{\"seq\":2}".into()));
+            records[0].tx_id = Some("pos:tx-2".into());
         }
         j.admit(vec![again], 2).expect("admit");
         assert_eq!(
@@ -439,7 +439,7 @@ mod tests {
         let mut off = Journal::open(other.path(), false).expect("open");
         let mut admission = records("pos", &[3]);
         if let Admission::Records { records, .. } = &mut admission {
-            records[0].txn = Some(("pos:tx-3".into(), "{}".into()));
+            records[0].tx_id = Some("pos:tx-3".into());
         }
         off.admit(vec![admission], 1).expect("admit");
         assert_eq!(

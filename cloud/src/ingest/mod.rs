@@ -58,8 +58,10 @@ pub async fn run(
     metrics: Arc<IngestMetrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    info!(data_dir = %cfg.data_dir.display(), "opening the ingest journal");
     let journal = Journal::open(&cfg.data_dir, cfg.loyalty.is_some())
         .with_context(|| format!("opening the ingest journal in {}", cfg.data_dir.display()))?;
+    info!(lake = %cfg.lake.root, "opening the lake");
     let store = Arc::new(LakeStore::from_config(&cfg.lake).await?);
     let limits = Limits {
         flush_bytes: cfg.lake.flush_bytes,

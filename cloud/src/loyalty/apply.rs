@@ -6,6 +6,25 @@ use ferry_shared::{Timestamp, Txn, TxnOp};
 use super::program::Program;
 use super::{LedgerError, Outcome, Status};
 
+/// The statements both stores run: SQLite takes PostgreSQL's `$n` placeholders too.
+pub mod sql {
+    pub const CONTENT: &str = "SELECT content FROM ledger WHERE tx_id = $1";
+    pub const PROGRAM: &str = "SELECT body FROM programs WHERE id = $1";
+    pub const BALANCE: &str = "SELECT balance FROM balances WHERE card = $1 AND program = $2";
+    pub const TARGET: &str =
+        "SELECT delta, card, program, reversed_by FROM ledger WHERE tx_id = $1";
+    pub const MARK_REVERSED: &str = "UPDATE ledger SET reversed_by = $1 WHERE tx_id = $2";
+    pub const CARD: &str =
+        "INSERT INTO cards (card, created_at) VALUES ($1, $2) ON CONFLICT (card) DO NOTHING";
+    pub const SET_BALANCE: &str = "INSERT INTO balances (card, program, balance, flagged)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (card, program) DO UPDATE SET balance = excluded.balance,
+             flagged = balances.flagged OR excluded.flagged";
+    pub const RECORD: &str = "INSERT INTO ledger
+         (tx_id, content, card, program, store, op, delta, offline, applied_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+}
+
 /// What the rules need from a database transaction.
 pub trait LedgerTx {
     /// Takes, in one global order, the locks that the batch's transactions will need, so

@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::LedgerError;
-use super::apply::{Entry, LedgerTx, Target};
+use super::apply::{Entry, LedgerTx, Target, sql};
 
 pub const SCHEMA: &str = include_str!("../../migrations/0002_ledger.sql");
 
@@ -16,57 +16,38 @@ impl LedgerTx for Transaction<'_> {
 
     fn content(&mut self, tx_id: &str) -> Result<Option<String>, LedgerError> {
         Ok(self
-            .query_row(
-                "SELECT content FROM ledger WHERE tx_id = ?1",
-                params![tx_id],
-                |r| r.get(0),
-            )
+            .query_row(sql::CONTENT, params![tx_id], |r| r.get(0))
             .optional()?)
     }
 
     fn program(&mut self, id: &str) -> Result<Option<String>, LedgerError> {
         Ok(self
-            .query_row(
-                "SELECT body FROM programs WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
+            .query_row(sql::PROGRAM, params![id], |r| r.get(0))
             .optional()?)
     }
 
     fn balance(&mut self, card: &str, program: &str) -> Result<i64, LedgerError> {
         Ok(self
-            .query_row(
-                "SELECT balance FROM balances WHERE card = ?1 AND program = ?2",
-                params![card, program],
-                |r| r.get(0),
-            )
+            .query_row(sql::BALANCE, params![card, program], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
     }
 
     fn target(&mut self, tx_id: &str) -> Result<Option<Target>, LedgerError> {
         Ok(self
-            .query_row(
-                "SELECT delta, card, program, reversed_by FROM ledger WHERE tx_id = ?1",
-                params![tx_id],
-                |r| {
-                    Ok(Target {
-                        delta: r.get(0)?,
-                        card: r.get(1)?,
-                        program: r.get(2)?,
-                        reversed_by: r.get(3)?,
-                    })
-                },
-            )
+            .query_row(sql::TARGET, params![tx_id], |r| {
+                Ok(Target {
+                    delta: r.get(0)?,
+                    card: r.get(1)?,
+                    program: r.get(2)?,
+                    reversed_by: r.get(3)?,
+                })
+            })
             .optional()?)
     }
 
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError> {
-        self.execute(
-            "UPDATE ledger SET reversed_by = ?1 WHERE tx_id = ?2",
-            params![by, tx_id],
-        )?;
+        self.execute(sql::MARK_REVERSED, params![by, tx_id])?;
         Ok(())
     }
 
@@ -77,14 +58,9 @@ impl LedgerTx for Transaction<'_> {
         balance: i64,
         now: &str,
     ) -> Result<(), LedgerError> {
+        self.execute(sql::CARD, params![card, now])?;
         self.execute(
-            "INSERT INTO cards (card, created_at) VALUES (?1, ?2) ON CONFLICT (card) DO NOTHING",
-            params![card, now],
-        )?;
-        self.execute(
-            "INSERT INTO balances (card, program, balance, flagged) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (card, program) DO UPDATE SET balance = excluded.balance,
-                 flagged = balances.flagged OR excluded.flagged",
+            sql::SET_BALANCE,
             params![card, program, balance, balance < 0],
         )?;
         Ok(())
@@ -92,8 +68,7 @@ impl LedgerTx for Transaction<'_> {
 
     fn record(&mut self, e: &Entry<'_>) -> Result<(), LedgerError> {
         self.execute(
-            "INSERT INTO ledger (tx_id, content, card, program, store, op, delta, offline, applied_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            sql::RECORD,
             params![
                 e.txn.tx_id.as_str(),
                 e.content,

@@ -25,6 +25,7 @@ fn duckdb_sql(root: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_follow_the_flush_rules_and_duckdb_reads_the_lake() {
+    let _serial = crate::one_at_a_time().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let lake_dir = dir.path().join("lake");
     let broker = Mosquitto::start();

@@ -5,7 +5,6 @@
 mod bad_input;
 mod crash;
 mod layout;
-mod ledger;
 mod outage;
 mod round_trip;
 mod shared_subscription;
@@ -15,6 +14,14 @@ use std::path::Path;
 pub use ferry_tests::cloud::{BUCKET, Ingest, Lake, assert_exactly_once, metric, spool_id};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
+
+/// Held for the whole of each test: the tests of this binary run one at a time. Each starts
+/// a broker, an S3 server and an ingest; six such stacks at once on two cores made one of
+/// them stall for minutes (not yet understood; see the closing note of this change).
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
 
 /// An ingest under test, on `broker_port`; `lake_extra` lines go into `[lake]`.
 pub fn ingest(dir: &Path, broker_port: u16, lake: Lake, lake_extra: &str) -> Ingest {

@@ -9,6 +9,7 @@ use crate::{Stack, assert_exactly_once, fleet, s3_stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_outage_loses_nothing_and_heals_by_itself() {
+    let _serial = crate::one_at_a_time().await;
     let Stack {
         dir: _dir,
         broker,

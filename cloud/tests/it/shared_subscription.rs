@@ -13,6 +13,7 @@ use crate::{Lake, assert_exactly_once, ingest, spool_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_group_splits_the_load() {
+    let _serial = crate::one_at_a_time().await;
     let broker = Mosquitto::start();
     let s3 = S3Server::start(crate::BUCKET);
     let dirs = [

@@ -1,5 +1,9 @@
 //! The ledger's conformance suite: the same scenarios on SQLite and on a real PostgreSQL
 //! that the test starts (`initdb` + `postgres` on a random port).
+//!
+//! A test binary of its own, not a module of `it`: its 8 writers load the disk and both
+//! cores for a minute, and the ingest tests, which run beside each other, must not share
+//! that minute.
 
 use std::collections::BTreeMap;
 
