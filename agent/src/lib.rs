@@ -3,6 +3,7 @@
 //! [`run`] wires the parts: sources append to the [`spool::Spool`]; the [`uplink`] drains it.
 //! Nothing in between holds records in memory: the spool is the only queue.
 
+pub mod cards;
 pub mod config;
 pub mod pos_api;
 pub mod sources;
@@ -33,6 +34,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         "agent starting"
     );
 
+    let cards = cards::CardCache::open(&cfg.data_dir)
+        .with_context(|| format!("opening the card balances in {}", cfg.data_dir.display()))?;
     let sources_stop = shutdown.child_token();
     let source_metrics = Arc::new(sources::SourceMetrics::default());
     let mut sources = sources::spawn_all(
@@ -55,6 +58,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
             uplink: metrics.clone(),
             sources: source_metrics.clone(),
             answers: Arc::default(),
+            cards: cards.clone(),
         };
         // A source like the others: it stops taking transactions before the uplink stops.
         sources.spawn(pos_api::serve(listener, state, sources_stop.clone()));
@@ -63,6 +67,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     let mut uplink = tokio::spawn(uplink::run(
         cfg,
         spool.clone(),
+        cards,
         metrics,
         uplink_stop.clone(),
     ));

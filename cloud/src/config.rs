@@ -31,22 +31,72 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 pub struct CloudConfig {
     /// Journals and durable queues.
     pub data_dir: PathBuf,
-    pub mqtt: MqttConfig,
-    pub lake: LakeConfig,
+    /// The broker the ingest subscribes to; the ingest needs it.
+    pub mqtt: Option<MqttConfig>,
+    /// Where raw records land; the ingest needs it.
+    pub lake: Option<LakeConfig>,
     #[serde(default)]
     pub ingest: IngestConfig,
-    /// Where transactions are routed. With it, transactions are also queued durably for the
-    /// loyalty router, which comes with the loyalty core.
+    /// Where the ingest routes transactions (`url`, `token`), and the ledger the loyalty
+    /// role keeps (`database`).
     pub loyalty: Option<LoyaltyConfig>,
+    /// The HTTP APIs; the loyalty role needs it.
     pub http: Option<HttpConfig>,
+}
+
+/// A role of `ferry-cloud` (CONTRACT §1), and the sections it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Ingest,
+    Loyalty,
+    All,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Loyalty => "loyalty",
+            Self::All => "all",
+        }
+    }
+
+    pub fn runs_ingest(self) -> bool {
+        matches!(self, Self::Ingest | Self::All)
+    }
+}
+
+/// What the ingest runs on, every required section present.
+#[derive(Debug, Clone)]
+pub struct IngestSetup {
+    pub data_dir: PathBuf,
+    pub mqtt: MqttConfig,
+    pub lake: LakeConfig,
+    pub ingest: IngestConfig,
+    pub loyalty: Option<LoyaltyConfig>,
 }
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoyaltyConfig {
+    /// Where the ingest's router sends transactions: the loyalty role's HTTP address.
     pub url: String,
+    /// The loyalty role's `http.token`.
     pub token: String,
+    /// The ledger, for the loyalty role: `sqlite:///PATH` or `postgres://...`.
     pub database: Option<String>,
+    /// Transactions per request to the loyalty API (at most 500, CONTRACT §6).
+    #[serde(default = "defaults::route_batch")]
+    pub batch: usize,
+    /// Each request to the loyalty API gives up after this long and is retried.
+    #[serde(default = "defaults::route_timeout_s")]
+    pub timeout_s: u64,
+    /// The router warns while the oldest transaction waiting for the ledger is older.
+    #[serde(default = "defaults::backlog_alert_s")]
+    pub backlog_alert_s: u64,
+    /// How often the loyalty role lets points past their program's `expiry_days` lapse.
+    #[serde(default = "defaults::expiry_interval_s")]
+    pub expiry_interval_s: u64,
 }
 
 // By hand, so that the token never reaches a log through `{:?}`.
@@ -55,8 +105,27 @@ impl std::fmt::Debug for LoyaltyConfig {
         f.debug_struct("LoyaltyConfig")
             .field("url", &self.url)
             .field("token", &"<redacted>")
-            .field("database", &self.database)
+            .field("database", &redact_password(self.database.as_deref()))
+            .field("batch", &self.batch)
+            .field("timeout_s", &self.timeout_s)
+            .field("backlog_alert_s", &self.backlog_alert_s)
+            .field("expiry_interval_s", &self.expiry_interval_s)
             .finish()
+    }
+}
+
+/// A database URL for a log line: `postgres://user:secret@host` loses its password.
+pub fn redact_password(url: Option<&str>) -> Option<String> {
+    let url = url?;
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some(url.to_owned());
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            Some(format!("{scheme}://{name}:<redacted>@{host}"))
+        }
+        _ => Some(url.to_owned()),
     }
 }
 
@@ -106,6 +175,26 @@ pub enum LakeRoot {
 }
 
 impl LakeConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.root()?;
+        if self.flush_bytes < 1024 {
+            return Err(invalid("lake.flush_bytes", "must be at least 1024"));
+        }
+        if self.flush_interval_s == 0 {
+            return Err(invalid("lake.flush_interval_s", "must be at least 1"));
+        }
+        if self.max_open_partitions == 0 {
+            return Err(invalid("lake.max_open_partitions", "must be at least 1"));
+        }
+        if self.max_buffer_bytes < self.flush_bytes {
+            return Err(invalid(
+                "lake.max_buffer_bytes",
+                "must be at least lake.flush_bytes",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn root(&self) -> Result<LakeRoot, ConfigError> {
         match self.root.strip_prefix("s3://") {
             Some(rest) => {
@@ -183,6 +272,18 @@ mod defaults {
     pub fn admit_batch() -> usize {
         64
     }
+    pub fn route_batch() -> usize {
+        500
+    }
+    pub fn route_timeout_s() -> u64 {
+        10
+    }
+    pub fn backlog_alert_s() -> u64 {
+        300
+    }
+    pub fn expiry_interval_s() -> u64 {
+        3600
+    }
 }
 
 impl CloudConfig {
@@ -207,43 +308,11 @@ impl CloudConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
-        let broker = self.broker()?;
-        if broker.tls {
-            let m = &self.mqtt;
-            config_env::check_tls_files(&m.ca_file, &m.cert_file, &m.key_file)
-                .map_err(|(key, problem)| invalid(key, problem))?;
+        if let Some(m) = &self.mqtt {
+            m.check()?;
         }
-        let m = &self.mqtt;
-        if m.client_id.is_empty() || m.client_id.len() > 128 {
-            return Err(invalid("mqtt.client_id", "must be 1 to 128 bytes"));
-        }
-        if let Some(group) = &m.share_group
-            && (group.is_empty() || group.contains(['/', '+', '#']))
-        {
-            return Err(invalid(
-                "mqtt.share_group",
-                "must be a non-empty name without '/', '+' or '#'",
-            ));
-        }
-        if !(5..=1200).contains(&m.keep_alive_s) {
-            return Err(invalid("mqtt.keep_alive_s", "must be 5 to 1200 seconds"));
-        }
-        self.lake.root()?;
-        let l = &self.lake;
-        if l.flush_bytes < 1024 {
-            return Err(invalid("lake.flush_bytes", "must be at least 1024"));
-        }
-        if l.flush_interval_s == 0 {
-            return Err(invalid("lake.flush_interval_s", "must be at least 1"));
-        }
-        if l.max_open_partitions == 0 {
-            return Err(invalid("lake.max_open_partitions", "must be at least 1"));
-        }
-        if l.max_buffer_bytes < l.flush_bytes {
-            return Err(invalid(
-                "lake.max_buffer_bytes",
-                "must be at least lake.flush_bytes",
-            ));
+        if let Some(l) = &self.lake {
+            l.check()?;
         }
         if self.ingest.admit_batch == 0 {
             return Err(invalid("ingest.admit_batch", "must be at least 1"));
@@ -255,6 +324,20 @@ impl CloudConfig {
             if loyalty.token.is_empty() {
                 return Err(invalid("loyalty.token", "must not be empty"));
             }
+            if !(1..=500).contains(&loyalty.batch) {
+                return Err(invalid("loyalty.batch", "must be 1 to 500"));
+            }
+            if loyalty.timeout_s == 0 {
+                return Err(invalid("loyalty.timeout_s", "must be at least 1"));
+            }
+            if loyalty.expiry_interval_s == 0 {
+                return Err(invalid("loyalty.expiry_interval_s", "must be at least 1"));
+            }
+            if let Some(db) = &loyalty.database
+                && db.is_empty()
+            {
+                return Err(invalid("loyalty.database", "must not be empty"));
+            }
         }
         if let Some(http) = &self.http
             && http.token.is_empty()
@@ -264,8 +347,77 @@ impl CloudConfig {
         Ok(())
     }
 
+    /// Checks that the sections `role` needs are there.
+    pub fn check_role(&self, role: Role) -> Result<(), ConfigError> {
+        let needed = |key: &'static str| {
+            invalid(
+                key,
+                format!("this section is required by `ferry-cloud {}`", role.name()),
+            )
+        };
+        if role.runs_ingest() {
+            self.mqtt.as_ref().ok_or_else(|| needed("mqtt"))?;
+            self.lake.as_ref().ok_or_else(|| needed("lake"))?;
+        }
+        if role == Role::Loyalty {
+            self.loyalty
+                .as_ref()
+                .and_then(|l| l.database.as_ref())
+                .ok_or_else(|| needed("loyalty.database"))?;
+        }
+        if role == Role::Loyalty || (role == Role::All && self.runs_ledger()) {
+            self.http.as_ref().ok_or_else(|| needed("http"))?;
+        }
+        Ok(())
+    }
+
+    /// The ledger runs in this process (`loyalty`, or `all` with `loyalty.database`).
+    pub fn runs_ledger(&self) -> bool {
+        self.loyalty.as_ref().is_some_and(|l| l.database.is_some())
+    }
+
+    /// The ingest's sections, or the key that is missing.
+    pub fn ingest_setup(&self) -> Result<IngestSetup, ConfigError> {
+        self.check_role(Role::Ingest)?;
+        let (Some(mqtt), Some(lake)) = (self.mqtt.clone(), self.lake.clone()) else {
+            return Err(invalid("mqtt", "required by the ingest"));
+        };
+        Ok(IngestSetup {
+            data_dir: self.data_dir.clone(),
+            mqtt,
+            lake,
+            ingest: self.ingest.clone(),
+            loyalty: self.loyalty.clone(),
+        })
+    }
+}
+
+impl MqttConfig {
     pub fn broker(&self) -> Result<BrokerAddr, ConfigError> {
-        BrokerAddr::parse(&self.mqtt.url).map_err(|p| invalid("mqtt.url", p))
+        BrokerAddr::parse(&self.url).map_err(|p| invalid("mqtt.url", p))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let broker = self.broker()?;
+        if broker.tls {
+            config_env::check_tls_files(&self.ca_file, &self.cert_file, &self.key_file)
+                .map_err(|(key, problem)| invalid(key, problem))?;
+        }
+        if self.client_id.is_empty() || self.client_id.len() > 128 {
+            return Err(invalid("mqtt.client_id", "must be 1 to 128 bytes"));
+        }
+        if let Some(group) = &self.share_group
+            && (group.is_empty() || group.contains(['/', '+', '#']))
+        {
+            return Err(invalid(
+                "mqtt.share_group",
+                "must be a non-empty name without '/', '+' or '#'",
+            ));
+        }
+        if !(5..=1200).contains(&self.keep_alive_s) {
+            return Err(invalid("mqtt.keep_alive_s", "must be 5 to 1200 seconds"));
+        }
+        Ok(())
     }
 }
 
@@ -289,10 +441,11 @@ root = "s3://ferry-lake/prod"
     #[test]
     fn parses_with_defaults() {
         let c = CloudConfig::parse(BASE, []).expect("valid");
-        assert_eq!(c.lake.flush_bytes, 8 * 1024 * 1024);
-        assert_eq!(c.lake.flush_interval_s, 60);
+        let lake = c.lake.as_ref().expect("lake");
+        assert_eq!(lake.flush_bytes, 8 * 1024 * 1024);
+        assert_eq!(lake.flush_interval_s, 60);
         assert_eq!(
-            c.lake.root().expect("root"),
+            lake.root().expect("root"),
             LakeRoot::S3 {
                 bucket: "ferry-lake".into(),
                 prefix: "prod".into()
@@ -313,6 +466,8 @@ root = "s3://ferry-lake/prod"
             ("FERRY_MQTT__CLIENT_ID", "", "mqtt.client_id"),
             ("FERRY_MQTT__TYPO", "1", "typo"),
             ("FERRY_LOYALTY__URL", "ftp://x", "loyalty.url"),
+            ("FERRY_LOYALTY__BATCH", "501", "loyalty.batch"),
+            ("FERRY_LOYALTY__TIMEOUT_S", "0", "loyalty.timeout_s"),
         ];
         for (var, value, key) in cases {
             let err = CloudConfig::parse(BASE, [(var.to_owned(), value.to_owned())])
@@ -323,5 +478,40 @@ root = "s3://ferry-lake/prod"
                 "{var}={value}: {err:?} does not name {key}"
             );
         }
+    }
+
+    #[test]
+    fn each_role_names_the_section_it_misses() {
+        let ledger_only = r#"
+data_dir = "/tmp/ferry-cloud"
+[loyalty]
+url = "http://127.0.0.1:8080"
+token = "t"
+database = "sqlite:///tmp/loyalty.db"
+[http]
+listen = "127.0.0.1:8080"
+token = "t"
+"#;
+        let c = CloudConfig::parse(ledger_only, []).expect("valid");
+        c.check_role(Role::Loyalty)
+            .expect("the loyalty role has what it needs");
+        let err = c.check_role(Role::Ingest).expect_err("no mqtt").to_string();
+        assert!(err.contains("mqtt"), "{err}");
+        let c = CloudConfig::parse(BASE, []).expect("valid");
+        let err = c.check_role(Role::All).expect_err("no http").to_string();
+        assert!(err.contains("http"), "{err}");
+        c.ingest_setup().expect("the ingest has what it needs");
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_password(Some("postgres://ferry:s3cret@db:5432/ledger")).as_deref(),
+            Some("postgres://ferry:<redacted>@db:5432/ledger")
+        );
+        assert_eq!(
+            redact_password(Some("sqlite:///var/lib/l.db")).as_deref(),
+            Some("sqlite:///var/lib/l.db")
+        );
     }
 }

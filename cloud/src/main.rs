@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferry_cloud::config::CloudConfig;
+use ferry_cloud::config::{CloudConfig, Role, redact_password};
+use ferry_cloud::loyalty::{self, LedgerPool, LoyaltyApi, LoyaltyMetrics};
 use ferry_cloud::{http, ingest};
+use ferry_shared::Token;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -29,7 +32,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// The exactly-once ledger of stamps and points, and its HTTP API (not built yet).
+    /// The exactly-once ledger of stamps and points, and its HTTP API.
     Loyalty {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -39,7 +42,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Every role in one process (today: the ingest).
+    /// Every role in one process: the ingest, and the ledger when `loyalty.database` is set.
     All {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -65,12 +68,16 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (role, config) = match Cli::parse().command {
-        Command::Ingest { config } | Command::All { config } => ("ingest", config),
-        Command::Loyalty { .. } => return not_built("loyalty"),
+        Command::Ingest { config } => (Role::Ingest, config),
+        Command::Loyalty { config } => (Role::Loyalty, config),
+        Command::All { config } => (Role::All, config),
         Command::Dashboard { .. } => return not_built("dashboard"),
         Command::Dev { .. } => return not_built("dev"),
     };
-    let cfg = match CloudConfig::load(&config) {
+    let cfg = match CloudConfig::load(&config).and_then(|cfg| {
+        cfg.check_role(role)?;
+        Ok(cfg)
+    }) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("ferry-cloud: {e}");
@@ -99,7 +106,7 @@ fn not_built(role: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn run(role: &str, cfg: CloudConfig) -> anyhow::Result<()> {
+async fn run(role: Role, cfg: CloudConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -107,24 +114,64 @@ async fn run(role: &str, cfg: CloudConfig) -> anyhow::Result<()> {
         info!("shutting down");
         signals.cancel();
     });
-    let metrics = Arc::new(ingest::IngestMetrics::default());
-    let mut http_task = None;
+    info!(role = role.name(), "ferry-cloud starting");
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut metrics = http::Metrics::default();
+    let mut apis = axum::Router::new();
+
+    let runs_ledger = role == Role::Loyalty || (role == Role::All && cfg.runs_ledger());
+    if let (true, Some(l)) = (runs_ledger, &cfg.loyalty)
+        && let Some(database) = &l.database
+    {
+        info!(
+            database = redact_password(Some(database)),
+            "opening the ledger"
+        );
+        let url = database.clone();
+        let pool =
+            tokio::task::spawn_blocking(move || LedgerPool::open(&url, LedgerPool::size_for(&url)))
+                .await?
+                .context("loyalty.database: cannot open the ledger")?;
+        let lm = Arc::new(LoyaltyMetrics::default());
+        tasks.spawn(loyalty::run_expiry(
+            pool.clone(),
+            lm.clone(),
+            Duration::from_secs(l.expiry_interval_s),
+            shutdown.clone(),
+        ));
+        apis = apis.merge(loyalty::api::routes(LoyaltyApi {
+            pool,
+            metrics: lm.clone(),
+        }));
+        metrics.loyalty = Some(lm);
+    }
+    let ingest_metrics = Arc::new(ingest::IngestMetrics::default());
+    if role.runs_ingest() {
+        metrics.ingest = Some(ingest_metrics.clone());
+    }
     if let Some(h) = &cfg.http {
         let listener = tokio::net::TcpListener::bind(h.listen)
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", h.listen))?;
         info!(listen = %h.listen, "HTTP listening");
-        let state = http::HttpState {
-            ingest: metrics.clone(),
-        };
-        http_task = Some(tokio::spawn(http::serve(listener, state, shutdown.clone())));
+        let app = http::router(Arc::new(Token::new(h.token.clone())), metrics, apis);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = http::serve(listener, app, stop.clone()).await {
+                error!(error = format!("{e:#}"), "HTTP server failed");
+                stop.cancel();
+            }
+        });
     }
-    info!(role, "ferry-cloud starting");
-    let outcome = ingest::run(cfg, metrics, shutdown.clone()).await;
+    tasks.close();
+    let outcome = if role.runs_ingest() {
+        ingest::run(cfg.ingest_setup()?, ingest_metrics, shutdown.clone()).await
+    } else {
+        shutdown.cancelled().await;
+        Ok(())
+    };
     shutdown.cancel();
-    if let Some(task) = http_task {
-        task.await??;
-    }
+    tasks.wait().await;
     outcome
 }
 

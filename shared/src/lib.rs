@@ -14,6 +14,7 @@ pub mod limits;
 pub mod record;
 pub mod sensor_line;
 pub mod time;
+pub mod token;
 pub mod topic;
 
 pub use envelope::{Compression, Envelope, EnvelopeWriter, decode, encode};
@@ -21,4 +22,5 @@ pub use error::WireError;
 pub use ids::{DeviceId, IdError, SpoolId, TxId};
 pub use record::{EventLevel, Record, RecordBody, Txn, TxnOp};
 pub use time::Timestamp;
+pub use token::Token;
 pub use topic::{Stream, Topic, TopicError};

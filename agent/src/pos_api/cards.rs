@@ -1,7 +1,10 @@
-//! `GET /v1/cards/{card}`: the best offline knowledge of a card.
+//! `GET /v1/cards/{card}`: the best offline knowledge of a card: the balances the cloud
+//! last sent on the `cards` topic, plus what the transactions still pending in the spool
+//! add up to.
 //!
-//! Balances heard from the cloud arrive with the loyalty core (the `cards` topic); until
-//! then the estimate is what the pending local transactions add up to.
+//! An estimate, in two ways: a transaction the broker has taken but the ledger has not yet
+//! applied is in neither term, and one the ledger applied before its PUBACK reached the
+//! agent (a reconnect) is briefly in both. Both settle with the next message for the card.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +18,11 @@ use super::{ApiError, PosState};
 #[derive(Debug, Serialize)]
 pub struct CardView {
     pub card: String,
-    /// Last balances heard from the cloud, per program; none yet.
+    /// Last balances heard from the cloud, per program.
     pub cloud_balances: BTreeMap<String, i64>,
+    /// When the cloud read `cloud_balances`; absent when it never sent any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_at: Option<ferry_shared::Timestamp>,
     /// Cloud balance plus the effect of pending local transactions, per program.
     pub estimated_balances: BTreeMap<String, i64>,
     pub pending: Vec<Txn>,
@@ -26,19 +32,44 @@ pub async fn show(
     State(state): State<PosState>,
     Path(card): Path<String>,
 ) -> Result<Json<CardView>, ApiError> {
-    let pending = pending_for(&state, card.clone()).await?;
-    Ok(Json(CardView {
-        estimated_balances: effects(&pending),
-        cloud_balances: BTreeMap::new(),
-        card,
-        pending,
-    }))
+    Ok(Json(view(&state, card).await?))
 }
 
 /// The estimated balance of one program on one card.
 pub async fn estimate(state: &PosState, card: &str, program: &str) -> Result<i64, ApiError> {
-    let pending = pending_for(state, card.to_owned()).await?;
-    Ok(effects(&pending).get(program).copied().unwrap_or(0))
+    let view = view(state, card.to_owned()).await?;
+    Ok(view.estimated_balances.get(program).copied().unwrap_or(0))
+}
+
+async fn view(state: &PosState, card: String) -> Result<CardView, ApiError> {
+    let pending = pending_for(state, card.clone()).await?;
+    let cache = state.cards.clone();
+    let key = card.clone();
+    let cloud = tokio::task::spawn_blocking(move || cache.get(&key))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let (cloud_balances, cloud_at): (BTreeMap<String, i64>, _) = match cloud {
+        Some(c) => (
+            c.balances
+                .into_iter()
+                .map(|(program, b)| (program, b.balance))
+                .collect(),
+            Some(c.at),
+        ),
+        None => (BTreeMap::new(), None),
+    };
+    let mut estimated_balances = cloud_balances.clone();
+    for (program, delta) in effects(&pending) {
+        *estimated_balances.entry(program).or_insert(0) += delta;
+    }
+    Ok(CardView {
+        card,
+        cloud_balances,
+        cloud_at,
+        estimated_balances,
+        pending,
+    })
 }
 
 async fn pending_for(state: &PosState, card: String) -> Result<Vec<Txn>, ApiError> {

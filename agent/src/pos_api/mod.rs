@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use ferry_shared::DeviceId;
 use tokio_util::sync::CancellationToken;
 
+use crate::cards::CardCache;
 use crate::sources::SourceMetrics;
 use crate::spool::{Spool, SpoolError, SpoolReader};
 use crate::uplink::UplinkMetrics;
@@ -34,6 +35,8 @@ pub struct PosState {
     pub sources: Arc<SourceMetrics>,
     /// Answers given, by HTTP status, for `/metrics`.
     pub answers: Arc<Mutex<BTreeMap<u16, u64>>>,
+    /// The last balances the cloud sent per card.
+    pub cards: CardCache,
 }
 
 impl PosState {

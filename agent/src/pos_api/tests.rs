@@ -14,6 +14,7 @@ const TOKEN: &str = "s3cret-token";
 struct Api {
     router: Router,
     spool: Spool,
+    cards: crate::cards::CardCache,
     _writer: WriterThread,
     _dir: tempfile::TempDir,
 }
@@ -28,8 +29,10 @@ fn api(max_bytes: u64) -> Api {
         uplink: Arc::default(),
         sources: Arc::default(),
         answers: Arc::default(),
+        cards: crate::cards::CardCache::open(dir.path()).expect("card cache"),
     };
     Api {
+        cards: state.cards.clone(),
         router: router(state),
         spool,
         _writer: writer,
@@ -281,4 +284,26 @@ async fn offline_redemption_rules() {
             "{t}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_estimate_starts_from_the_clouds_balances() {
+    let api = api(64 << 20);
+    let heard = json!({"card": "C-7", "at": "2026-11-23T10:00:00.000Z", "balances": [
+        {"program": "coffee", "kind": "stamps", "balance": 4, "rewards_available": 0}]});
+    api.cards
+        .remember(heard.to_string().as_bytes())
+        .expect("remember");
+    // The cloud says 4; with 2 pending stamps a redemption of 6 is covered, 7 is not.
+    for _ in 0..2 {
+        assert_eq!(api.post(stamp("C-7")).await.0, StatusCode::ACCEPTED);
+    }
+    let redeem = |qty: u64| json!({"op": "redeem", "program": "coffee", "card": "C-7", "store": "S-01", "qty": qty});
+    assert_eq!(api.post(redeem(7)).await.0, StatusCode::CONFLICT);
+    let (status, card) = api.call("GET", "/v1/cards/C-7", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(card["cloud_balances"]["coffee"], 4, "{card}");
+    assert_eq!(card["cloud_at"], "2026-11-23T10:00:00.000Z", "{card}");
+    assert_eq!(card["estimated_balances"]["coffee"], 6, "{card}");
+    assert_eq!(api.post(redeem(6)).await.0, StatusCode::ACCEPTED);
 }

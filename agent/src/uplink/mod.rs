@@ -23,6 +23,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::cards::CardCache;
 use crate::config::AgentConfig;
 use crate::spool::{AckRange, Spool};
 use batcher::{Batch, Batcher};
@@ -89,16 +90,21 @@ struct Uplink {
     acks: mpsc::Sender<AckRange>,
     metrics: Arc<UplinkMetrics>,
     status_topic: String,
+    /// The cloud's balances for this device's cards arrive here.
+    cards_topic: String,
+    cards: CardCache,
 }
 
 pub async fn run(
     cfg: AgentConfig,
     spool: Spool,
+    cards: CardCache,
     metrics: Arc<UplinkMetrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let status_topic =
-        ferry_shared::Topic::new(cfg.device_id.clone(), ferry_shared::Stream::Status).to_string();
+    let topic = |stream| ferry_shared::Topic::new(cfg.device_id.clone(), stream).to_string();
+    let status_topic = topic(ferry_shared::Stream::Status);
+    let cards_topic = topic(ferry_shared::Stream::Cards);
     let will = LastWill::new(
         status_topic.clone(),
         StatusMessage::new(false, cfg.device_id.as_str(), None).to_vec(),
@@ -131,6 +137,8 @@ pub async fn run(
         acks,
         metrics,
         status_topic,
+        cards_topic,
+        cards,
     };
     let mut appended = up.spool.last_seq();
     // The first status goes out on ConnAck; the interval only refreshes it.
@@ -209,6 +217,13 @@ impl Uplink {
                 }
                 self.metrics.connects.fetch_add(1, Ordering::Relaxed);
                 info!(device = %self.cfg.device_id, "mqtt connected; resending everything unacknowledged");
+                // A clean session forgets subscriptions: ask again on every connection.
+                if let Err(e) = self
+                    .client
+                    .try_subscribe(&self.cards_topic, QoS::AtLeastOnce)
+                {
+                    warn!(error = %e, "card balances subscription not queued");
+                }
                 self.publish_status(true);
             }
             DriverEvent::Published(pkid) => self.tracker.published(pkid),
@@ -223,6 +238,13 @@ impl Uplink {
                         "ack queue full; records will be resent"
                     );
                 }
+            }
+            DriverEvent::Message(p) if p.topic == self.cards_topic => {
+                let cards = self.cards.clone();
+                tokio::task::spawn_blocking(move || match cards.remember(&p.payload) {
+                    Ok(card) => debug!(card, "card balances from the cloud"),
+                    Err(e) => warn!(error = %e, "card balances message ignored"),
+                });
             }
             DriverEvent::Message(p) => debug!(topic = %p.topic, "ignoring message"),
             DriverEvent::Disconnected { error, resume } => {

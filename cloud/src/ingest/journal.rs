@@ -72,6 +72,42 @@ pub struct Chunk {
     pub first_received_ms: i64,
 }
 
+/// The router's read side of the journal's `routes` table: its own connection, so it reads
+/// while the pipeline writes (WAL). Only the pipeline deletes routes (`Journal::routed`).
+pub struct RouteQueue {
+    conn: Connection,
+}
+
+impl RouteQueue {
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        let conn = Connection::open_with_flags(
+            dir.join("ingest.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Self { conn })
+    }
+
+    /// Up to `limit` routes queued after route id `after`, oldest first: `(id, body)`.
+    pub fn after(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, body FROM routes WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The body of the oldest route still queued.
+    pub fn oldest(&self) -> Result<Option<String>, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT body FROM routes ORDER BY id LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+}
+
 /// A lake object planned in the journal, not yet known to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
@@ -338,6 +374,46 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The router's report, made durable in one transaction: routes the ledger answered are
+    /// dropped, and those it rejected leave `rejects` (lines for `errors/`) behind in their
+    /// place. Returns the chunks of those lines, for the lake.
+    pub fn routed(
+        &mut self,
+        answered: &[i64],
+        rejects: &[Line],
+        received_ms: i64,
+    ) -> Result<Vec<Chunk>, JournalError> {
+        let mut by_partition: BTreeMap<&str, (Vec<u8>, u64)> = BTreeMap::new();
+        for line in rejects {
+            let entry = by_partition.entry(&line.partition).or_default();
+            entry.0.extend_from_slice(line.text.as_bytes());
+            entry.1 += 1;
+        }
+        let tx = self.conn.transaction()?;
+        let mut chunks = Vec::with_capacity(by_partition.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO chunks (partition, lines, records, first_received_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (partition, (lines, records)) in by_partition {
+                insert.execute(params![partition, lines, records as i64, received_ms])?;
+                chunks.push(Chunk {
+                    id: tx.last_insert_rowid(),
+                    partition: partition.to_owned(),
+                    lines,
+                    records,
+                    first_received_ms: received_ms,
+                });
+            }
+            let mut delete = tx.prepare_cached("DELETE FROM routes WHERE id = ?1")?;
+            for id in answered {
+                delete.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(chunks)
+    }
+
     /// Transactions waiting for the loyalty router.
     pub fn routes_pending(&self) -> Result<u64, JournalError> {
         Ok(self
@@ -413,6 +489,39 @@ mod tests {
         assert!(j.sealed().expect("sealed").is_empty());
         let next = j.seal("p", &[], 0).expect("seal");
         assert!(next.batch > sealed.batch, "batch ids are never reused");
+    }
+
+    #[test]
+    fn routed_transactions_leave_the_queue_and_rejects_become_error_lines() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut j = Journal::open(dir.path(), true).expect("open");
+        let mut admission = records("pos-1", &[1, 2, 3]);
+        if let Admission::Records { records, .. } = &mut admission {
+            for r in records.iter_mut() {
+                r.tx_id = Some(format!("pos-1:tx-{}", r.seq));
+            }
+        }
+        j.admit(vec![admission], 0).expect("admit");
+        let queued = RouteQueue::open(dir.path()).expect("queue");
+        let routes = queued.after(0, 10).expect("read");
+        assert_eq!(routes.len(), 3);
+        let reject = Line {
+            partition: "errors/dt=2026-11-23".into(),
+            text: "{\"reason\":\"loyalty_unknown_program\"}\n".into(),
+        };
+        let ids: Vec<i64> = routes.iter().map(|r| r.0).collect();
+        let chunks = j.routed(&ids[..2], &[reject], 5).expect("routed");
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].partition, "errors/dt=2026-11-23");
+        assert_eq!(j.routes_pending().expect("pending"), 1);
+        assert_eq!(queued.after(ids[1], 10).expect("read").len(), 1);
+        assert!(
+            j.unsealed()
+                .expect("unsealed")
+                .iter()
+                .any(|c| c.partition.starts_with("errors/")),
+            "the reject line is durable before its route is gone"
+        );
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub struct IngestMetrics {
     pub store_errors: AtomicU64,
     /// Transactions waiting in the journal for the loyalty router.
     pub routes_pending: AtomicU64,
+    /// Transactions the ledger answered, whatever it said.
+    pub routes_sent: AtomicU64,
+    /// Requests to the loyalty API that failed (each retried).
+    pub route_failures: AtomicU64,
+    /// Age of the oldest transaction waiting for the ledger, in ms.
+    route_backlog_age_ms: AtomicU64,
+    routes_rejected: Mutex<BTreeMap<String, u64>>,
     /// Messages received and not yet acknowledged to the broker.
     pub unacked: AtomicI64,
     /// When the oldest record not yet in the lake arrived (unix ms); 0 when none.
@@ -37,6 +44,17 @@ impl IngestMetrics {
 
     pub fn rejects(&self) -> BTreeMap<&'static str, u64> {
         self.rejects.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn route_rejected(&self, reason: &str) {
+        if let Ok(mut map) = self.routes_rejected.lock() {
+            *map.entry(reason.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    pub fn set_route_backlog_age(&self, age_s: f64) {
+        self.route_backlog_age_ms
+            .store((age_s * 1000.0) as u64, Ordering::Relaxed);
     }
 
     pub fn set_oldest_unflushed(&self, oldest: Option<Instant>) {
@@ -100,6 +118,30 @@ impl IngestMetrics {
                 "gauge",
                 self.oldest_unflushed_s(),
             ),
+            (
+                "ferry_ingest_routes_pending",
+                "Transactions waiting in the journal for the loyalty core.",
+                "gauge",
+                load(&self.routes_pending),
+            ),
+            (
+                "ferry_ingest_routes_sent_total",
+                "Transactions the loyalty core answered.",
+                "counter",
+                load(&self.routes_sent),
+            ),
+            (
+                "ferry_ingest_route_failures_total",
+                "Requests to the loyalty core that failed, each retried.",
+                "counter",
+                load(&self.route_failures),
+            ),
+            (
+                "ferry_ingest_route_backlog_age_seconds",
+                "Age of the oldest transaction waiting for the loyalty core.",
+                "gauge",
+                load(&self.route_backlog_age_ms) / 1000.0,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -112,6 +154,21 @@ impl IngestMetrics {
         );
         for (reason, n) in self.rejects() {
             let _ = writeln!(out, "ferry_ingest_rejects_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ferry_ingest_routes_rejected_total Transactions the ledger rejected, traced to errors/, by reason.\n# TYPE ferry_ingest_routes_rejected_total counter"
+        );
+        let rejected = self
+            .routes_rejected
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        for (reason, n) in rejected {
+            let _ = writeln!(
+                out,
+                "ferry_ingest_routes_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
         }
     }
 }

@@ -12,11 +12,16 @@
 //! When the lake is down, sealed batches queue (two at most) and the pipeline waits for
 //! room, so it stops taking messages and the broker keeps them: backpressure with bounded
 //! memory, and nothing acknowledged that is not durable.
+//!
+//! With `[loyalty]`, transactions are also queued in the journal for the [`router`], which
+//! posts them to the loyalty core and reports the answers back here, where they are made
+//! durable (the queue entry gone, any reject line for `errors/` in its place).
 
 mod decode;
 mod journal;
 mod metrics;
 mod mqtt;
+mod router;
 mod seen;
 
 use std::collections::HashMap;
@@ -27,16 +32,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ferry_shared::Timestamp;
 use rumqttc::AsyncClient;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use journal::{Admission, Journal};
+pub use journal::{Admission, Journal, RouteQueue};
 pub use metrics::IngestMetrics;
 
-use crate::config::CloudConfig;
+use crate::config::IngestSetup;
 use crate::lake::{Batcher, LakeStore, Limits, PutOutcome, Ready, gzip_lines};
 use mqtt::Incoming;
+use router::{RouteReport, Router};
 
 /// Sealed batches waiting for the uploader; the pipeline waits beyond this.
 const UPLOAD_QUEUE: usize = 2;
@@ -54,7 +60,7 @@ struct Upload {
 }
 
 pub async fn run(
-    cfg: CloudConfig,
+    cfg: IngestSetup,
     metrics: Arc<IngestMetrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -70,14 +76,8 @@ pub async fn run(
         max_buffer: cfg.lake.max_buffer_bytes,
     };
     info!(store = ?store, instance = journal.instance(), "ingest starting");
-    if cfg.loyalty.is_some() {
-        warn!(
-            "the loyalty router is not built yet: transactions are kept in the journal's \
-             durable route queue until it is"
-        );
-    }
 
-    let (client, eventloop) = mqtt::client(&cfg)?;
+    let (client, eventloop) = mqtt::client(&cfg.mqtt)?;
     let (admit_tx, mut admit_rx) = mpsc::channel::<Incoming>(4 * cfg.ingest.admit_batch);
     let (upload_tx, upload_rx) = mpsc::channel::<Upload>(UPLOAD_QUEUE);
     let (written_tx, written_rx) = mpsc::unbounded_channel::<(i64, u64)>();
@@ -86,7 +86,7 @@ pub async fn run(
     tasks.spawn(mqtt::consume(
         client.clone(),
         eventloop,
-        mqtt::filters(&cfg),
+        mqtt::filters(&cfg.mqtt),
         admit_tx,
         metrics.clone(),
         consumer_stop.clone(),
@@ -99,6 +99,19 @@ pub async fn run(
         metrics.clone(),
         uploader_stop.clone(),
     ));
+    let (routed_tx, routed_rx) = mpsc::unbounded_channel::<RouteReport>();
+    let route_wake = Arc::new(Notify::new());
+    let router_stop = CancellationToken::new();
+    if let Some(loyalty) = cfg.loyalty.clone() {
+        let router = Router::new(
+            loyalty,
+            cfg.data_dir.clone(),
+            client.clone(),
+            routed_tx,
+            metrics.clone(),
+        )?;
+        tasks.spawn(router.run(route_wake.clone(), router_stop.clone()));
+    }
     tasks.close();
 
     let mut pipeline = Pipeline {
@@ -109,12 +122,15 @@ pub async fn run(
         written_rx,
         metrics,
         inflight: HashMap::new(),
+        routed_rx,
+        route_wake,
     };
     let outcome = pipeline
         .run(&mut admit_rx, cfg.ingest.admit_batch, &shutdown)
         .await;
     consumer_stop.cancel();
     uploader_stop.cancel();
+    router_stop.cancel();
     tasks.wait().await;
     // Whatever was admitted and not written stays in the journal for the next start.
     let _ = client.disconnect().await;
@@ -132,6 +148,9 @@ struct Pipeline {
     metrics: Arc<IngestMetrics>,
     /// Sealed batches not yet written, with when their oldest record arrived.
     inflight: HashMap<i64, Instant>,
+    /// The loyalty router's reports; none without `[loyalty]`.
+    routed_rx: mpsc::UnboundedReceiver<RouteReport>,
+    route_wake: Arc<Notify>,
 }
 
 impl Pipeline {
@@ -149,6 +168,7 @@ impl Pipeline {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some((batch, records)) = self.written_rx.recv() => self.written(batch, records)?,
+                Some(report) = self.routed_rx.recv() => self.routed(report)?,
                 n = admit_rx.recv_many(&mut group, admit_batch) => {
                     if n == 0 {
                         return Ok(());
@@ -218,6 +238,11 @@ impl Pipeline {
         let outcome = tokio::task::block_in_place(|| journal.admit(admissions, received_ms))
             .context("ingest journal commit failed; nothing acknowledged")?;
         let m = &self.metrics;
+        if outcome.routed > 0 {
+            m.routes_pending
+                .fetch_add(outcome.routed, Ordering::Relaxed);
+            self.route_wake.notify_one();
+        }
         m.records_in.fetch_add(outcome.records, Ordering::Relaxed);
         m.duplicates
             .fetch_add(outcome.duplicates, Ordering::Relaxed);
@@ -234,6 +259,27 @@ impl Pipeline {
             }
             m.unacked.fetch_sub(1, Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    /// Makes the ledger's answers durable: answered routes leave the queue, and rejected
+    /// ones become lines for `errors/`, which join the open partitions.
+    fn routed(&mut self, report: RouteReport) -> anyhow::Result<()> {
+        let journal = &mut self.journal;
+        let now_ms = Timestamp::now().unix_millis();
+        let chunks = tokio::task::block_in_place(|| {
+            journal.routed(&report.answered, &report.rejects, now_ms)
+        })
+        .context("ingest journal commit of routed transactions failed")?;
+        let now = Instant::now();
+        for chunk in &chunks {
+            self.batcher
+                .add(&chunk.partition, chunk.id, &chunk.lines, chunk.records, now);
+        }
+        let pending = tokio::task::block_in_place(|| self.journal.routes_pending())?;
+        self.metrics
+            .routes_pending
+            .store(pending, Ordering::Relaxed);
         Ok(())
     }
 

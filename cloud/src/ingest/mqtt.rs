@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::IngestMetrics;
-use crate::config::CloudConfig;
+use crate::config::MqttConfig;
 
 /// Largest packet taken from the broker. Above the 128 KiB wire limit on purpose: an
 /// oversize payload must reach the ingest to be traced in `errors/`, since refusing the
@@ -32,12 +32,12 @@ pub struct Incoming {
     pub received: Timestamp,
 }
 
-pub fn client(cfg: &CloudConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
+pub fn client(cfg: &MqttConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
     let broker = cfg.broker()?;
-    let mut opts = MqttOptions::new(&cfg.mqtt.client_id, &broker.host, broker.port);
+    let mut opts = MqttOptions::new(&cfg.client_id, &broker.host, broker.port);
     opts.set_clean_session(false)
         .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s))
+        .set_keep_alive(Duration::from_secs(cfg.keep_alive_s))
         .set_max_packet_size(MAX_INCOMING_PACKET, 128 * 1024);
     if broker.tls {
         let read = |key: &str, path: &Option<std::path::PathBuf>| {
@@ -48,11 +48,11 @@ pub fn client(cfg: &CloudConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
         };
         opts.set_transport(Transport::tls_with_config(
             rumqttc::TlsConfiguration::Simple {
-                ca: read("mqtt.ca_file", &cfg.mqtt.ca_file)?,
+                ca: read("mqtt.ca_file", &cfg.ca_file)?,
                 alpn: None,
                 client_auth: Some((
-                    read("mqtt.cert_file", &cfg.mqtt.cert_file)?,
-                    read("mqtt.key_file", &cfg.mqtt.key_file)?,
+                    read("mqtt.cert_file", &cfg.cert_file)?,
+                    read("mqtt.key_file", &cfg.key_file)?,
                 )),
             },
         ));
@@ -61,10 +61,10 @@ pub fn client(cfg: &CloudConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
 }
 
 /// The subscriptions: both data streams of every device, through the share group if any.
-pub fn filters(cfg: &CloudConfig) -> Vec<String> {
+pub fn filters(cfg: &MqttConfig) -> Vec<String> {
     [Stream::Telemetry, Stream::Transactions]
         .into_iter()
-        .map(|stream| match &cfg.mqtt.share_group {
+        .map(|stream| match &cfg.share_group {
             Some(group) => format!("$share/{group}/{}", Topic::filter_all(stream)),
             None => Topic::filter_all(stream),
         })

@@ -23,6 +23,14 @@ pub mod sql {
     pub const RECORD: &str = "INSERT INTO ledger
          (tx_id, content, card, program, store, op, delta, offline, applied_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    /// Points earned before the cutoff and not reversed since.
+    pub const EARNED_BEFORE: &str = "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) FROM ledger
+         WHERE card = $1 AND program = $2 AND op = 'earn' AND reversed_by IS NULL
+           AND delta > 0 AND applied_at < $3";
+    /// Points gone already: redeemed (and not reversed) or lapsed.
+    pub const SPENT: &str = "SELECT CAST(COALESCE(-SUM(delta), 0) AS BIGINT) FROM ledger
+         WHERE card = $1 AND program = $2 AND op IN ('redeem', 'expire')
+           AND reversed_by IS NULL";
 }
 
 /// What the rules need from a database transaction.
@@ -47,6 +55,15 @@ pub trait LedgerTx {
         now: &str,
     ) -> Result<(), LedgerError>;
     fn record(&mut self, entry: &Entry<'_>) -> Result<(), LedgerError>;
+    /// The points of the card in the program earned before `cutoff`, and not reversed.
+    fn earned_before(
+        &mut self,
+        card: &str,
+        program: &str,
+        cutoff: &str,
+    ) -> Result<i64, LedgerError>;
+    /// The points of the card in the program redeemed or lapsed, all told.
+    fn spent(&mut self, card: &str, program: &str) -> Result<i64, LedgerError>;
 }
 
 /// An applied transaction that a reversal names.
@@ -61,10 +78,14 @@ pub struct Target {
 /// A ledger row.
 #[derive(Debug)]
 pub struct Entry<'a> {
-    pub txn: &'a Txn,
+    pub tx_id: &'a str,
     pub content: &'a str,
+    pub card: &'a str,
+    pub program: &'a str,
+    pub store: &'a str,
     pub op: &'static str,
     pub delta: i64,
+    pub offline: bool,
     pub at: &'a str,
 }
 
@@ -78,7 +99,10 @@ pub fn op_name(op: TxnOp) -> &'static str {
 }
 
 /// Applies a batch in one database transaction (the caller commits).
-pub fn apply_batch(tx: &mut impl LedgerTx, txns: &[Txn]) -> Result<Vec<Outcome>, LedgerError> {
+pub fn apply_batch<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    txns: &[Txn],
+) -> Result<Vec<Outcome>, LedgerError> {
     let mut keys: Vec<(&str, &str)> = txns
         .iter()
         .map(|t| (t.card.as_str(), t.program.as_str()))
@@ -89,7 +113,7 @@ pub fn apply_batch(tx: &mut impl LedgerTx, txns: &[Txn]) -> Result<Vec<Outcome>,
     txns.iter().map(|t| apply_one(tx, t)).collect()
 }
 
-fn apply_one(tx: &mut impl LedgerTx, txn: &Txn) -> Result<Outcome, LedgerError> {
+fn apply_one<T: LedgerTx + ?Sized>(tx: &mut T, txn: &Txn) -> Result<Outcome, LedgerError> {
     let outcome = |status, reason| Outcome {
         tx_id: txn.tx_id.to_string(),
         status,
@@ -158,11 +182,55 @@ fn apply_one(tx: &mut impl LedgerTx, txn: &Txn) -> Result<Outcome, LedgerError> 
     let at = Timestamp::now().to_string();
     tx.set_balance(&txn.card, &txn.program, balance + delta, &at)?;
     tx.record(&Entry {
-        txn,
+        tx_id: txn.tx_id.as_str(),
         content: &content,
+        card: &txn.card,
+        program: &txn.program,
+        store: &txn.store,
         op: op_name(txn.op),
         delta,
+        offline: txn.offline,
         at: &at,
     })?;
     Ok(outcome(Status::Applied, None))
+}
+
+/// Lets the card's points earned before `cutoff` lapse, as far as they were not spent:
+/// spending takes the oldest points first, so what was earned before the cutoff and is
+/// still unspent is what was earned before it less everything spent or lapsed so far.
+/// Recorded as an `expire` entry, so the ledger still explains the balance; returns the
+/// points that lapsed.
+pub fn lapse<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    card: &str,
+    program: &str,
+    cutoff: &str,
+) -> Result<i64, LedgerError> {
+    tx.lock(&[(card, program)])?;
+    let balance = tx.balance(card, program)?;
+    let unspent = tx.earned_before(card, program, cutoff)? - tx.spent(card, program)?;
+    let points = unspent.min(balance);
+    if points <= 0 {
+        return Ok(0);
+    }
+    let at = Timestamp::now().to_string();
+    let tx_id = format!("expire:{}", ulid::Ulid::new());
+    let content = serde_json::json!({
+        "op": "expire", "card": card, "program": program, "points": points,
+        "earned_before": cutoff,
+    })
+    .to_string();
+    tx.set_balance(card, program, balance - points, &at)?;
+    tx.record(&Entry {
+        tx_id: &tx_id,
+        content: &content,
+        card,
+        program,
+        store: "",
+        op: "expire",
+        delta: -points,
+        offline: false,
+        at: &at,
+    })?;
+    Ok(points)
 }

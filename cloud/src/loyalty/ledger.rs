@@ -13,12 +13,12 @@
 
 use std::time::Duration;
 
-use ferry_shared::Txn;
+use ferry_shared::{Timestamp, Txn};
 use postgres::error::SqlState;
 use rusqlite::TransactionBehavior;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::apply::apply_batch;
+use super::apply::{LedgerTx, apply_batch, lapse};
 use super::program::Program;
 use super::{pg, sqlite};
 
@@ -36,7 +36,7 @@ pub enum LedgerError {
     Row(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Applied,
@@ -52,10 +52,11 @@ pub struct Outcome {
     pub reason: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Balance {
     pub program: String,
-    pub kind: &'static str,
+    /// `stamps` or `points`.
+    pub kind: String,
     pub balance: i64,
     pub rewards_available: i64,
     /// The balance went below zero (an offline redemption or a reversal): a person should
@@ -65,6 +66,27 @@ pub struct Balance {
 
 /// How often a PostgreSQL batch is run again after losing a race to another writer.
 const PG_RETRIES: u32 = 50;
+/// Cards decided per database transaction by the expiry job.
+const EXPIRY_CHUNK: usize = 100;
+
+/// One entry of a card's ledger (`GET /v1/cards/{card}/transactions`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    pub seq: i64,
+    pub tx_id: String,
+    /// `stamp`, `earn`, `redeem`, `reverse`, or `expire` for points that lapsed.
+    pub op: String,
+    pub program: String,
+    pub store: String,
+    /// What the entry did to the balance.
+    pub delta: i64,
+    pub offline: bool,
+    pub applied_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reversed_by: Option<String>,
+    /// The transaction as it was applied.
+    pub content: serde_json::Value,
+}
 
 pub enum Ledger {
     Sqlite(rusqlite::Connection),
@@ -98,6 +120,14 @@ impl Ledger {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(sqlite::SCHEMA)?;
         Ok(Self::Sqlite(conn))
+    }
+
+    /// False once a PostgreSQL connection has closed: the pool then opens a new one.
+    pub fn is_usable(&self) -> bool {
+        match self {
+            Self::Sqlite(_) => true,
+            Self::Postgres(c) => !c.is_closed(),
+        }
     }
 
     pub fn put_program(&mut self, id: &str, program: &Program) -> Result<(), LedgerError> {
@@ -139,21 +169,30 @@ impl Ledger {
 
     /// Applies a batch, each transaction on its own: one outcome per input, in order.
     pub fn apply(&mut self, txns: &[Txn]) -> Result<Vec<Outcome>, LedgerError> {
+        self.in_transaction(|tx| apply_batch(tx, txns))
+    }
+
+    /// Runs `work` in one database transaction and commits it. On PostgreSQL, a batch that
+    /// lost a race to another writer is run again from the start.
+    fn in_transaction<T>(
+        &mut self,
+        mut work: impl FnMut(&mut dyn LedgerTx) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
         match self {
             Self::Sqlite(c) => {
                 let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let outcomes = apply_batch(&mut tx, txns)?;
+                let out = work(&mut tx)?;
                 tx.commit()?;
-                Ok(outcomes)
+                Ok(out)
             }
             Self::Postgres(c) => {
                 let mut attempt = 0;
                 loop {
-                    let mut run = || -> Result<Vec<Outcome>, LedgerError> {
+                    let mut run = || -> Result<T, LedgerError> {
                         let mut tx = c.transaction()?;
-                        let outcomes = apply_batch(&mut tx, txns)?;
+                        let out = work(&mut tx)?;
                         tx.commit()?;
-                        Ok(outcomes)
+                        Ok(out)
                     };
                     match run() {
                         Err(LedgerError::Postgres(e)) if attempt < PG_RETRIES && lost_race(&e) => {
@@ -167,6 +206,133 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Lets points lapse in every points program with `expiry_days`, as of `now`; returns
+    /// how many points lapsed. Safe to run at any time and from several processes: each
+    /// card is decided under its lock, from what the ledger says then.
+    pub fn expire(&mut self, now: chrono::DateTime<chrono::Utc>) -> Result<i64, LedgerError> {
+        let mut lapsed = 0;
+        for (id, program) in self.programs()? {
+            let Program::Points {
+                expiry_days: Some(days),
+                ..
+            } = program
+            else {
+                continue;
+            };
+            let cutoff = Timestamp::from(now - chrono::Duration::days(i64::from(days))).to_string();
+            let cards = self.strings(
+                "SELECT card FROM balances WHERE program = $1 AND balance > 0 ORDER BY card",
+                &id,
+            )?;
+            for chunk in cards.chunks(EXPIRY_CHUNK) {
+                lapsed += self.in_transaction(|tx| {
+                    chunk
+                        .iter()
+                        .map(|card| lapse(tx, card, &id, &cutoff))
+                        .sum::<Result<i64, _>>()
+                })?;
+            }
+        }
+        Ok(lapsed)
+    }
+
+    /// The card's ledger, newest first: at most `limit` entries, before ledger seq `before`.
+    pub fn card_entries(
+        &mut self,
+        card: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let sql = "SELECT seq, tx_id, op, program, store, delta, offline, applied_at,
+                          reversed_by, content
+                   FROM ledger WHERE card = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+        let before = before.unwrap_or(i64::MAX);
+        let limit = i64::from(limit);
+        let rows: Vec<(LedgerEntry, String)> = match self {
+            Self::Sqlite(c) => c
+                .prepare_cached(sql)?
+                .query_map(rusqlite::params![card, before, limit], |r| {
+                    Ok((
+                        LedgerEntry {
+                            seq: r.get(0)?,
+                            tx_id: r.get(1)?,
+                            op: r.get(2)?,
+                            program: r.get(3)?,
+                            store: r.get(4)?,
+                            delta: r.get(5)?,
+                            offline: r.get(6)?,
+                            applied_at: r.get(7)?,
+                            reversed_by: r.get(8)?,
+                            content: serde_json::Value::Null,
+                        },
+                        r.get(9)?,
+                    ))
+                })?
+                .collect::<Result<_, _>>()?,
+            Self::Postgres(c) => c
+                .query(sql, &[&card, &before, &limit])?
+                .into_iter()
+                .map(|r| {
+                    (
+                        LedgerEntry {
+                            seq: r.get(0),
+                            tx_id: r.get(1),
+                            op: r.get(2),
+                            program: r.get(3),
+                            store: r.get(4),
+                            delta: r.get(5),
+                            offline: r.get(6),
+                            applied_at: r.get(7),
+                            reversed_by: r.get(8),
+                            content: serde_json::Value::Null,
+                        },
+                        r.get(9),
+                    )
+                })
+                .collect(),
+        };
+        rows.into_iter()
+            .map(|(mut entry, content)| {
+                entry.content =
+                    serde_json::from_str(&content).map_err(|e| LedgerError::Row(e.to_string()))?;
+                Ok(entry)
+            })
+            .collect()
+    }
+
+    /// Cards whose balance went below zero in some program, for a person to review.
+    pub fn flagged_cards(&mut self) -> Result<Vec<String>, LedgerError> {
+        self.strings(
+            "SELECT DISTINCT card FROM balances WHERE flagged = $1 ORDER BY card",
+            &true,
+        )
+    }
+
+    /// Whether the card has been seen in any transaction.
+    pub fn card_known(&mut self, card: &str) -> Result<bool, LedgerError> {
+        Ok(!self
+            .strings("SELECT card FROM cards WHERE card = $1", &card)?
+            .is_empty())
+    }
+
+    /// The first column of a query with one parameter, as text.
+    fn strings<P>(&mut self, sql: &str, param: &P) -> Result<Vec<String>, LedgerError>
+    where
+        P: rusqlite::ToSql + postgres::types::ToSql + Sync,
+    {
+        Ok(match self {
+            Self::Sqlite(c) => c
+                .prepare_cached(sql)?
+                .query_map([param], |r| r.get(0))?
+                .collect::<Result<_, _>>()?,
+            Self::Postgres(c) => c
+                .query(sql, &[param])?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect(),
+        })
     }
 
     pub fn balances(&mut self, card: &str) -> Result<Vec<Balance>, LedgerError> {
@@ -189,7 +355,7 @@ impl Ledger {
                     serde_json::from_str(&body).map_err(|e| LedgerError::Row(e.to_string()))?;
                 Ok(Balance {
                     program,
-                    kind: p.kind(),
+                    kind: p.kind().to_owned(),
                     balance,
                     rewards_available: (balance / p.reward_cost()).max(0),
                     flagged,

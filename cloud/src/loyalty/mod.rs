@@ -1,13 +1,19 @@
-//! The loyalty core (CONTRACT §6), begun: programs and an exactly-once ledger on SQLite or
-//! PostgreSQL, with one set of rules. Not yet served: its HTTP API, the router from the
-//! ingest and the card balances sent back to devices are to come (`ferry-cloud loyalty`
-//! says so).
+//! The loyalty core (CONTRACT §6): programs and an exactly-once ledger on SQLite or
+//! PostgreSQL with one set of rules, its HTTP API, and the job that lets points lapse.
 
+pub mod api;
 mod apply;
+mod expiry;
 mod ledger;
+mod metrics;
 mod pg;
+mod pool;
 mod program;
 mod sqlite;
 
-pub use ledger::{Balance, Ledger, LedgerError, Outcome, Status};
+pub use api::{CardBalances, LoyaltyApi};
+pub use expiry::run_expiry;
+pub use ledger::{Balance, Ledger, LedgerEntry, LedgerError, Outcome, Status};
+pub use metrics::LoyaltyMetrics;
+pub use pool::LedgerPool;
 pub use program::Program;

@@ -70,17 +70,25 @@ impl LedgerTx for Transaction<'_> {
         self.execute(
             sql::RECORD,
             &[
-                &e.txn.tx_id.as_str(),
-                &e.content,
-                &e.txn.card,
-                &e.txn.program,
-                &e.txn.store,
-                &e.op,
-                &e.delta,
-                &e.txn.offline,
+                &e.tx_id, &e.content, &e.card, &e.program, &e.store, &e.op, &e.delta, &e.offline,
                 &e.at,
             ],
         )?;
         Ok(())
+    }
+
+    fn earned_before(
+        &mut self,
+        card: &str,
+        program: &str,
+        cutoff: &str,
+    ) -> Result<i64, LedgerError> {
+        Ok(self
+            .query_one(sql::EARNED_BEFORE, &[&card, &program, &cutoff])?
+            .get(0))
+    }
+
+    fn spent(&mut self, card: &str, program: &str) -> Result<i64, LedgerError> {
+        Ok(self.query_one(sql::SPENT, &[&card, &program])?.get(0))
     }
 }

@@ -70,17 +70,26 @@ impl LedgerTx for Transaction<'_> {
         self.execute(
             sql::RECORD,
             params![
-                e.txn.tx_id.as_str(),
-                e.content,
-                e.txn.card,
-                e.txn.program,
-                e.txn.store,
-                e.op,
-                e.delta,
-                e.txn.offline,
-                e.at
+                e.tx_id, e.content, e.card, e.program, e.store, e.op, e.delta, e.offline, e.at
             ],
         )?;
         Ok(())
+    }
+
+    fn earned_before(
+        &mut self,
+        card: &str,
+        program: &str,
+        cutoff: &str,
+    ) -> Result<i64, LedgerError> {
+        Ok(
+            self.query_row(sql::EARNED_BEFORE, params![card, program, cutoff], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+
+    fn spent(&mut self, card: &str, program: &str) -> Result<i64, LedgerError> {
+        Ok(self.query_row(sql::SPENT, params![card, program], |r| r.get(0))?)
     }
 }

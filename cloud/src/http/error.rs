@@ -1,0 +1,72 @@
+//! One error type for the cloud's APIs: `{"error": {"code", "message"}}` (CONTRACT §6).
+//! 4xx answers say why; 5xx answers log the cause and say little.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::loyalty::LedgerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{0}")]
+    TooLarge(String),
+    /// The database cannot be reached or refused the work: worth retrying.
+    #[error("the ledger database is unavailable; retry")]
+    Unavailable(#[source] LedgerError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Sqlite(_) | LedgerError::Postgres(_) => Self::Unavailable(e),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::Unavailable(cause) => {
+                tracing::error!(error = %cause, "ledger unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        let body = json!({"error": {"code": code, "message": self.to_string()}});
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,60 @@
+//! The cloud's HTTP side: `/healthz` and Prometheus `/metrics`, open to scrapers like the
+//! agent's, and the APIs of the roles this process runs, behind the token.
+
+mod auth;
+mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use ferry_shared::Token;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::ingest::IngestMetrics;
+use crate::loyalty::LoyaltyMetrics;
+
+/// What `/metrics` reports: the roles this process runs.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub ingest: Option<Arc<IngestMetrics>>,
+    pub loyalty: Option<Arc<LoyaltyMetrics>>,
+}
+
+/// `apis` are the roles' routes; they all sit behind `token`.
+pub fn router(token: Arc<Token>, metrics: Metrics, apis: Router) -> Router {
+    let authed = apis.route_layer(axum::middleware::from_fn_with_state(
+        token,
+        auth::require_token,
+    ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(render_metrics).with_state(metrics))
+        .merge(authed)
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+}
+
+async fn render_metrics(State(metrics): State<Metrics>) -> String {
+    let mut out = String::new();
+    if let Some(m) = &metrics.ingest {
+        m.render(&mut out);
+    }
+    if let Some(m) = &metrics.loyalty {
+        m.render(&mut out);
+    }
+    out
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

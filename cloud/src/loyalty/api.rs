@@ -1,0 +1,271 @@
+//! The loyalty core's HTTP API (CONTRACT §6). Handlers parse and check; the ledger decides.
+//!
+//! `POST /v1/transactions` judges each transaction on its own: one that does not parse is
+//! `rejected` with reason `invalid`, and the rest of the batch still applies. With
+//! `?balances=true` the answer also carries `cards`: the balances, after the batch, of every
+//! card it applied or recognised, which the ingest's router sends back to devices.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use ferry_shared::Txn;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Balance, LedgerEntry, LedgerPool, LoyaltyMetrics, Outcome, Program, Status};
+use crate::http::ApiError;
+
+/// Transactions in one request, at most (CONTRACT §6).
+pub const MAX_BATCH: usize = 500;
+const MAX_ID_LEN: usize = 128;
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Clone)]
+pub struct LoyaltyApi {
+    pub pool: Arc<LedgerPool>,
+    pub metrics: Arc<LoyaltyMetrics>,
+}
+
+pub fn routes(api: LoyaltyApi) -> Router {
+    Router::new()
+        .route("/v1/programs", get(list_programs))
+        .route("/v1/programs/{id}", put(put_program))
+        .route("/v1/transactions", post(submit))
+        .route("/v1/cards", get(list_cards))
+        .route("/v1/cards/{card}", get(show_card))
+        .route("/v1/cards/{card}/transactions", get(card_transactions))
+        .with_state(api)
+}
+
+/// A card's balances, as `GET /v1/cards/{card}` answers and the `cards` topic carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardBalances {
+    pub card: String,
+    pub balances: Vec<Balance>,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    results: Vec<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cards: Option<Vec<CardBalances>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmitQuery {
+    #[serde(default)]
+    balances: bool,
+}
+
+fn check_id(what: &'static str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_id",
+            format!("{what}: must be 1 to {MAX_ID_LEN} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn put_program(
+    State(api): State<LoyaltyApi>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_id("program id", &id)?;
+    let program: Program = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("invalid_program", e.to_string()))?;
+    program
+        .check()
+        .map_err(|problem| ApiError::invalid("invalid_program", problem))?;
+    let stored = program.clone();
+    let key = id.clone();
+    api.pool.run(move |l| l.put_program(&key, &stored)).await?;
+    Ok(Json(program_json(&id, &program)))
+}
+
+fn program_json(id: &str, program: &Program) -> Value {
+    let mut v = serde_json::to_value(program).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("id".into(), Value::String(id.to_owned()));
+    }
+    v
+}
+
+async fn list_programs(State(api): State<LoyaltyApi>) -> Result<Json<Value>, ApiError> {
+    let programs = api.pool.run(|l| l.programs()).await?;
+    let list: Vec<Value> = programs.iter().map(|(id, p)| program_json(id, p)).collect();
+    Ok(Json(json!({ "programs": list })))
+}
+
+/// One `txn` object, or `{"transactions": [...]}`.
+fn parse_batch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid("not_json", e.to_string()))?;
+    let items = match value {
+        Value::Object(mut map) if map.contains_key("transactions") => {
+            match map.remove("transactions") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "invalid_batch",
+                        "transactions: must be an array",
+                    ));
+                }
+            }
+        }
+        one @ Value::Object(_) => vec![one],
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_batch",
+                "the body must be a txn object or {\"transactions\": [...]}",
+            ));
+        }
+    };
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::TooLarge(format!(
+            "{} transactions; at most {MAX_BATCH} per request",
+            items.len()
+        )));
+    }
+    Ok(items)
+}
+
+async fn submit(
+    State(api): State<LoyaltyApi>,
+    Query(query): Query<SubmitQuery>,
+    body: Bytes,
+) -> Result<Json<Results>, ApiError> {
+    let items = parse_batch(&body)?;
+    // Each item parses on its own; one that does not is rejected, in its place.
+    let mut results: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
+    let mut txns = Vec::with_capacity(items.len());
+    for item in items {
+        let tx_id = item
+            .get("tx_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        match serde_json::from_value::<Txn>(item) {
+            Ok(txn) => {
+                results.push(None);
+                txns.push(txn);
+            }
+            Err(_) => results.push(Some(Outcome {
+                tx_id,
+                status: Status::Rejected,
+                reason: Some("invalid"),
+            })),
+        }
+    }
+    let with_balances = query.balances;
+    let (applied, cards) = api
+        .pool
+        .run(move |l| {
+            let outcomes = l.apply(&txns)?;
+            let mut cards = None;
+            if with_balances {
+                let touched: BTreeSet<&str> = txns
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| o.status != Status::Rejected)
+                    .map(|(t, _)| t.card.as_str())
+                    .collect();
+                let mut list = Vec::with_capacity(touched.len());
+                for card in touched {
+                    list.push(CardBalances {
+                        card: card.to_owned(),
+                        balances: l.balances(card)?,
+                    });
+                }
+                cards = Some(list);
+            }
+            Ok((outcomes, cards))
+        })
+        .await?;
+    let mut applied = applied.into_iter();
+    let results = results
+        .into_iter()
+        .map(|slot| slot.or_else(|| applied.next()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the ledger lost an outcome")))?;
+    api.metrics.count(&results);
+    Ok(Json(Results { results, cards }))
+}
+
+async fn show_card(
+    State(api): State<LoyaltyApi>,
+    Path(card): Path<String>,
+) -> Result<Json<CardBalances>, ApiError> {
+    check_id("card", &card)?;
+    let key = card.clone();
+    let (known, balances) = api
+        .pool
+        .run(move |l| Ok((l.card_known(&key)?, l.balances(&key)?)))
+        .await?;
+    if !known {
+        return Err(ApiError::not_found(
+            "unknown_card",
+            format!("no transaction for card {card:?} yet"),
+        ));
+    }
+    Ok(Json(CardBalances { card, balances }))
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+async fn card_transactions(
+    State(api): State<LoyaltyApi>,
+    Path(card): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_id("card", &card)?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit: must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let key = card.clone();
+    let entries: Vec<LedgerEntry> = api
+        .pool
+        .run(move |l| l.card_entries(&key, limit, page.before))
+        .await?;
+    // The seq to pass as `before` for the next page, while there may be one.
+    let next = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(
+        json!({ "card": card, "transactions": entries, "next_before": next }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct CardsQuery {
+    #[serde(default)]
+    flagged: bool,
+}
+
+/// `GET /v1/cards?flagged=true`: the cards a person should review.
+async fn list_cards(
+    State(api): State<LoyaltyApi>,
+    Query(query): Query<CardsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if !query.flagged {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "only ?flagged=true is listed; ask for one card with /v1/cards/{card}",
+        ));
+    }
+    let cards = api.pool.run(|l| l.flagged_cards()).await?;
+    Ok(Json(json!({ "flagged": cards })))
+}
