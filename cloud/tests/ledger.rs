@@ -35,8 +35,9 @@ fn postgres_db(pg: &Postgres, name: &str) -> Open {
 fn conformance_on_sqlite_and_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = Postgres::start();
-    let scenarios: [Scenario; 4] = [
+    let scenarios: [Scenario; 5] = [
         ("idempotency", idempotency_and_rules_table),
+        ("expiry", points_lapse_oldest_first),
         ("points", points_from_amounts_and_rewards_available),
         (
             "concurrency",
@@ -223,6 +224,77 @@ fn points_from_amounts_and_rewards_available(open: &Open) {
         .expect("apply");
     assert_eq!(stamps[0].status, Status::Applied);
     assert_eq!(balance(&mut l, "C-1", "coffee"), (25, 2, false));
+}
+
+/// Points lapse `expiry_days` after they were earned, oldest spent first; a rerun lapses
+/// nothing more, and a reversed redemption gives back points that may lapse in turn.
+fn points_lapse_oldest_first(open: &Open) {
+    let mut l = open();
+    l.put_program(
+        "miles",
+        &Program::Points {
+            points_per_currency_unit: 1.0,
+            reward: "lounge".into(),
+            reward_cost: 40,
+            expiry_days: Some(30),
+        },
+    )
+    .expect("program");
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(15));
+    let apply = |l: &mut Ledger, t: Txn| {
+        let out = l.apply(&[t]).expect("apply");
+        assert_eq!(out[0].status, Status::Applied, "{out:?}");
+    };
+    apply(&mut l, txn("m-1", TxnOp::Earn, "miles", Some(100)));
+    pause();
+    let t1 = chrono::Utc::now();
+    pause();
+    apply(&mut l, txn("m-2", TxnOp::Earn, "miles", Some(50)));
+    apply(&mut l, txn("m-3", TxnOp::Redeem, "miles", Some(1)));
+    assert_eq!(balance(&mut l, "C-1", "miles").0, 110);
+    let days = chrono::Duration::days;
+
+    assert_eq!(
+        l.expire(t1 + days(29)).expect("expire"),
+        0,
+        "nothing is old yet"
+    );
+    // m-1 (100) is past; 40 of it was spent, so 60 lapse, and m-2's 50 stay.
+    assert_eq!(l.expire(t1 + days(30)).expect("expire"), 60);
+    assert_eq!(balance(&mut l, "C-1", "miles").0, 50);
+    assert_eq!(
+        l.expire(t1 + days(30)).expect("expire"),
+        0,
+        "a rerun lapses nothing"
+    );
+
+    // The redemption is refunded: its 40 points came from m-1, which has lapsed.
+    let mut refund = txn("m-4", TxnOp::Reverse, "miles", None);
+    refund.reverses = Some(TxId::new("m-3").expect("id"));
+    apply(&mut l, refund);
+    assert_eq!(balance(&mut l, "C-1", "miles").0, 90);
+    assert_eq!(l.expire(t1 + days(30)).expect("expire"), 40);
+    assert_eq!(
+        l.expire(t1 + days(31)).expect("expire"),
+        50,
+        "then m-2 lapses"
+    );
+    assert_eq!(balance(&mut l, "C-1", "miles"), (0, 0, false));
+
+    let entries = l.card_entries("C-1", 100, None).expect("entries");
+    let ops: Vec<&str> = entries.iter().map(|e| e.op.as_str()).collect();
+    assert_eq!(
+        ops,
+        [
+            "expire", "expire", "reverse", "expire", "redeem", "earn", "earn"
+        ],
+        "newest first"
+    );
+    let page = l
+        .card_entries("C-1", 2, Some(entries[1].seq))
+        .expect("page");
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].seq, entries[2].seq, "before= pages on");
 }
 
 fn programs_are_listed_and_updated(open: &Open) {

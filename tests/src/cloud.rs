@@ -29,6 +29,18 @@ pub struct Ingest {
 
 /// An ingest on `broker_port`; `lake_extra` lines go into `[lake]`.
 pub fn ingest(bin: &str, dir: &Path, broker_port: u16, lake: Lake, lake_extra: &str) -> Ingest {
+    ingest_with(bin.as_ref(), dir, broker_port, lake, lake_extra, "")
+}
+
+/// [`ingest`], with further config sections (`[loyalty]`, say) after the others.
+pub fn ingest_with(
+    bin: &Path,
+    dir: &Path,
+    broker_port: u16,
+    lake: Lake,
+    lake_extra: &str,
+    sections: &str,
+) -> Ingest {
     let http_port = free_port();
     let (root, objects, env) = match lake {
         Lake::Folder(path) => (path.display().to_string(), path.to_owned(), Vec::new()),
@@ -49,7 +61,7 @@ pub fn ingest(bin: &str, dir: &Path, broker_port: u16, lake: Lake, lake_extra: &
         "data_dir = \"{data}\"\n\
          [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"ingest-under-test\"\n\
          [lake]\nroot = \"{root}\"\n{s3}flush_interval_s = 1\n{lake_extra}\n\
-         [http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n",
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n{sections}",
         data = dir.join("data").display(),
     );
     let path = dir.join("cloud.toml");

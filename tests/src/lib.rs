@@ -6,13 +6,16 @@
 //! - [`agent::AgentProc`]: a `ferry-agent` process to start, SIGKILL, SIGTERM and query.
 //! - [`devices`]: envelopes as agents build them, published at QoS 1; [`lake`]: reads a
 //!   lake folder back.
-//! - [`cloud`]: a `ferry-cloud ingest` process with its config and metrics.
+//! - [`cloud`]: a `ferry-cloud ingest` process with its config and metrics; [`loyalty`]: a
+//!   `ferry-cloud loyalty` process and its API; [`bins`]: Ferry's binaries for the
+//!   end-to-end suite.
 //! - [`postgres::Postgres`]: a real PostgreSQL server from `initdb`, on a random port.
 //! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
 //!
 //! Nothing here is skipped silently: a missing binary fails the test with what to install.
 
 pub mod agent;
+pub mod bins;
 pub mod broker;
 pub mod certs;
 pub mod cloud;
@@ -20,6 +23,7 @@ pub mod collector;
 pub mod devices;
 pub mod http;
 pub mod lake;
+pub mod loyalty;
 pub mod postgres;
 pub mod process;
 pub mod s3;

@@ -1,0 +1,101 @@
+//! A real `ferry-cloud loyalty` process: its config, its API, and the programs a test
+//! needs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cloud::TOKEN;
+use crate::free_port;
+use crate::http::request;
+use crate::process::Proc;
+
+pub struct Loyalty {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+/// A loyalty role on `database` (`sqlite:///...` or `postgres://...`), not yet started.
+pub fn loyalty(bin: &Path, dir: &Path, database: &str) -> Loyalty {
+    let port = free_port();
+    let config = format!(
+        "data_dir = \"{data}\"\n\
+         [loyalty]\nurl = \"http://127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\ndatabase = \"{database}\"\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n",
+        data = dir.join("loyalty-data").display(),
+    );
+    let path = dir.join("loyalty.toml");
+    std::fs::write(&path, config).expect("writing loyalty config");
+    let path = path.to_string_lossy().into_owned();
+    Loyalty {
+        proc: Proc::new(
+            bin,
+            &["loyalty", "--config", &path],
+            dir.join("loyalty.log"),
+        ),
+        port,
+    }
+}
+
+impl Loyalty {
+    /// The `[loyalty]` section that points an ingest here.
+    pub fn route_config(&self) -> String {
+        format!(
+            "[loyalty]\nurl = \"http://127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\n",
+            self.port
+        )
+    }
+
+    /// Starts the process and waits for `/healthz`.
+    pub fn start(&mut self) {
+        self.proc.start();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(request(self.port, "GET", "/healthz", "", ""), Ok((200, _))) {
+            assert!(
+                self.proc.is_running(),
+                "ferry-cloud loyalty exited; log:\n{}",
+                self.proc.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "ferry-cloud loyalty not ready in 30 s; log:\n{}",
+                self.proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A call with the token; the body parsed (`Null` when empty or not JSON).
+    pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let (status, text) = request(self.port, method, path, TOKEN, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn put_program(&self, id: &str, program: Value) {
+        let (status, answer) =
+            self.call("PUT", &format!("/v1/programs/{id}"), &program.to_string());
+        assert_eq!(status, 200, "PUT /v1/programs/{id}: {answer}");
+    }
+
+    /// Balance per program of `card`; empty for a card the ledger has not seen.
+    pub fn balances(&self, card: &str) -> std::collections::BTreeMap<String, i64> {
+        let (status, answer) = self.call("GET", &format!("/v1/cards/{card}"), "");
+        if status == 404 {
+            return Default::default();
+        }
+        assert_eq!(status, 200, "GET /v1/cards/{card}: {answer}");
+        answer["balances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                (
+                    b["program"].as_str().unwrap_or_default().to_owned(),
+                    b["balance"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
