@@ -117,7 +117,7 @@ async fn run(role: Role, cfg: CloudConfig) -> anyhow::Result<()> {
     info!(role = role.name(), "ferry-cloud starting");
     let tasks = tokio_util::task::TaskTracker::new();
     let mut metrics = http::Metrics::default();
-    let mut apis = axum::Router::new();
+    let mut apis: Option<axum::Router> = None;
 
     let runs_ledger = role == Role::Loyalty || (role == Role::All && cfg.runs_ledger());
     if let (true, Some(l)) = (runs_ledger, &cfg.loyalty)
@@ -139,10 +139,14 @@ async fn run(role: Role, cfg: CloudConfig) -> anyhow::Result<()> {
             Duration::from_secs(l.expiry_interval_s),
             shutdown.clone(),
         ));
-        apis = apis.merge(loyalty::api::routes(LoyaltyApi {
+        let routes = loyalty::api::routes(LoyaltyApi {
             pool,
             metrics: lm.clone(),
-        }));
+        });
+        apis = Some(match apis {
+            Some(others) => others.merge(routes),
+            None => routes,
+        });
         metrics.loyalty = Some(lm);
     }
     let ingest_metrics = Arc::new(ingest::IngestMetrics::default());
