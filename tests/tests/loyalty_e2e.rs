@@ -82,6 +82,9 @@ fn post_until_answered(port: u16, body: &str, deadline: Instant) -> (u16, String
     }
 }
 
+/// Request number -> every (status, tx_id) answered for it.
+type Answers = BTreeMap<usize, Vec<(u16, String)>>;
+
 struct Cloud {
     ingest: Ingest,
     loyalty: Loyalty,
@@ -131,8 +134,7 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
         till.start();
     }
 
-    // key -> every (status, tx_id) answered for it.
-    let answers: Arc<Mutex<BTreeMap<usize, Vec<(u16, String)>>>> = Arc::default();
+    let answers: Arc<Mutex<Answers>> = Arc::default();
     let answered = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(300);
     let clients: Vec<_> = (0..CLIENTS)
