@@ -44,7 +44,17 @@ fn as_server_user(program: &Path) -> Command {
 }
 
 impl Postgres {
+    /// A server for tests: no fsync (see below).
     pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// A server that flushes its commits as production does, for benchmarks.
+    pub fn start_durable() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(durable: bool) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().expect("tempdir for PostgreSQL");
         if is_root() {
@@ -78,7 +88,11 @@ impl Postgres {
             .args(["-c", "max_connections=100"])
             // A test server is never crashed: without fsync it does not flood the shared
             // disk with flushes that stall every other test's fsyncs.
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(if durable {
+                ["-c", "fsync=on", "-c", "synchronous_commit=on"]
+            } else {
+                ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -111,6 +111,12 @@ impl Ledger {
             None if database.contains("://") => return Err(LedgerError::Url(database.into())),
             None => database,
         };
+        if let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LedgerError::Row(format!("creating {}: {e}", dir.display())))?;
+        }
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
