@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_cloud::config::{CloudConfig, Role, redact_password};
+use ferry_cloud::dev::{self, DevOptions};
 use ferry_cloud::loyalty::{self, LedgerPool, LoyaltyApi, LoyaltyMetrics};
 use ferry_cloud::{http, ingest};
 use ferry_shared::Token;
@@ -47,14 +48,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Every role with no configuration: embedded broker, local lake, SQLite (not built yet).
+    /// Every role with no configuration: an embedded MQTT broker, a lake folder, the ledger
+    /// on SQLite, HTTP on 127.0.0.1, and five simulated agents (three weather stations, two
+    /// tills) as real ferry-agent processes.
     Dev {
         #[arg(long, default_value = "./ferry-dev")]
         data_dir: PathBuf,
         #[arg(long, default_value_t = 1883)]
         mqtt_port: u16,
+        /// The cloud API; the tills' POS APIs take the next two ports.
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// Records each simulated device makes before it idles (0: no end).
+        #[arg(long, default_value_t = 0)]
+        records: u64,
+        /// Milliseconds between simulated records (default: 1000 for stations, 2000 for
+        /// tills).
+        #[arg(long)]
+        interval_ms: Option<u64>,
     },
 }
 
@@ -62,7 +73,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| // The embedded broker reports every connection at info.
+                tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttd::router::routing=off")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -72,7 +84,21 @@ fn main() -> ExitCode {
         Command::Loyalty { config } => (Role::Loyalty, config),
         Command::All { config } => (Role::All, config),
         Command::Dashboard { .. } => return not_built("dashboard"),
-        Command::Dev { .. } => return not_built("dev"),
+        Command::Dev {
+            data_dir,
+            mqtt_port,
+            http_port,
+            records,
+            interval_ms,
+        } => {
+            return finish(run_dev(DevOptions {
+                data_dir,
+                mqtt_port,
+                http_port,
+                records,
+                interval_ms,
+            }));
+        }
     };
     let cfg = match CloudConfig::load(&config).and_then(|cfg| {
         cfg.check_role(role)?;
@@ -84,14 +110,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ferry-cloud: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(role, cfg)) {
+    finish(
+        tokio::runtime::Runtime::new()
+            .context("cannot start the runtime")
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let shutdown = CancellationToken::new();
+                    tokio::spawn(cancel_on_signal(shutdown.clone()));
+                    run(role, cfg, shutdown).await
+                })
+            }),
+    )
+}
+
+fn finish(outcome: anyhow::Result<()>) -> ExitCode {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "ferry-cloud failed");
@@ -101,19 +134,42 @@ fn main() -> ExitCode {
     }
 }
 
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+}
+
+/// `dev`: the broker and the agents first, then every cloud role; at a signal the agents
+/// stop first, so their last records reach the ingest before it stops.
+fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let started = tokio::task::block_in_place(|| dev::start(&opts))?;
+        let mut agents = started.agents;
+        let cloud_stop = CancellationToken::new();
+        let cloud = tokio::spawn(run(Role::All, started.config, cloud_stop.clone()));
+        tokio::pin!(cloud);
+        let early = tokio::select! {
+            _ = wait_for_signal() => None,
+            ended = &mut cloud => Some(ended),
+        };
+        info!("stopping the agents, then the cloud");
+        tokio::task::block_in_place(|| agents.stop());
+        cloud_stop.cancel();
+        match early {
+            Some(ended) => ended?.and(Err(anyhow::anyhow!("the cloud roles stopped early"))),
+            None => cloud.await?,
+        }
+    })
+}
+
 fn not_built(role: &str) -> ExitCode {
     eprintln!("ferry-cloud {role}: not built yet (see README.md)");
     ExitCode::from(2)
 }
 
-async fn run(role: Role, cfg: CloudConfig) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("shutting down");
-        signals.cancel();
-    });
+async fn run(role: Role, cfg: CloudConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     info!(role = role.name(), "ferry-cloud starting");
     let tasks = tokio_util::task::TaskTracker::new();
     let mut metrics = http::Metrics::default();

@@ -1,0 +1,160 @@
+//! `ferry-cloud dev`: the whole pipeline on one machine with no configuration.
+//!
+//! An embedded MQTT broker, every cloud role (ingest to a lake folder, the ledger on
+//! SQLite, the APIs on 127.0.0.1), and five real `ferry-agent` processes, each with its
+//! own spool: three simulated weather stations and two simulated tills. The token is made
+//! once and kept in the data folder, so a restart keeps it.
+
+mod agents;
+mod broker;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+pub use agents::Agents;
+
+use crate::config::CloudConfig;
+use crate::loyalty::{Ledger, Program};
+
+/// `ferry-cloud dev`'s options.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub data_dir: PathBuf,
+    pub mqtt_port: u16,
+    pub http_port: u16,
+    /// Records each simulated device makes (0: no end).
+    pub records: u64,
+    /// Milliseconds between simulated records, instead of 1000 (stations) and 2000 (tills).
+    pub interval_ms: Option<u64>,
+}
+
+/// Everything `dev` started before the cloud roles run.
+pub struct Dev {
+    pub config: CloudConfig,
+    pub agents: Agents,
+}
+
+/// Starts the broker, prepares the cloud's configuration and the ledger's programs, and
+/// starts the agents; the caller then runs the cloud roles.
+pub fn start(opts: &DevOptions) -> anyhow::Result<Dev> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    let data_dir = opts
+        .data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", opts.data_dir.display()))?;
+    let token = token(&data_dir)?;
+    broker::start(opts.mqtt_port)?;
+    let config = cloud_config(&data_dir, opts, &token)?;
+    seed_programs(&data_dir.join("loyalty.db"))?;
+    let agents = Agents::start(&data_dir, opts, &token)?;
+    print_banner(&data_dir, opts, &token, &agents);
+    Ok(Dev { config, agents })
+}
+
+/// The API token: made at the first start, then read back.
+fn token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("token");
+    if let Ok(token) = std::fs::read_to_string(&path)
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_owned());
+    }
+    let token: String = (0..32)
+        .map(|_| char::from_digit(rand::random_range(0..16), 16).unwrap_or('0'))
+        .collect();
+    std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+fn cloud_config(data_dir: &Path, opts: &DevOptions, token: &str) -> anyhow::Result<CloudConfig> {
+    let text = format!(
+        r#"
+data_dir = "{cloud}"
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt}"
+client_id = "ferry-dev-ingest"
+[lake]
+root = "{lake}"
+flush_interval_s = 5
+[loyalty]
+url = "http://127.0.0.1:{http}"
+token = "{token}"
+database = "sqlite://{ledger}"
+[http]
+listen = "127.0.0.1:{http}"
+token = "{token}"
+"#,
+        cloud = data_dir.join("cloud").display(),
+        lake = data_dir.join("lake").display(),
+        ledger = data_dir.join("loyalty.db").display(),
+        mqtt = opts.mqtt_port,
+        http = opts.http_port,
+    );
+    // The environment is left out: `dev` means no configuration at all.
+    Ok(CloudConfig::parse(&text, [])?)
+}
+
+/// The programs the simulated tills use, unless they exist already (a user may have
+/// changed them through the API).
+fn seed_programs(ledger: &Path) -> anyhow::Result<()> {
+    let mut ledger = Ledger::open(&format!("sqlite://{}", ledger.display()))?;
+    let have = ledger.programs()?;
+    let programs = [
+        (
+            "coffee",
+            Program::Stamps {
+                stamps_per_reward: 10,
+                reward: "free coffee".into(),
+            },
+        ),
+        (
+            "points",
+            Program::Points {
+                points_per_currency_unit: 1.0,
+                reward: "5 EUR voucher".into(),
+                reward_cost: 100,
+                expiry_days: Some(365),
+            },
+        ),
+    ];
+    for (id, program) in programs {
+        if !have.iter().any(|(known, _)| known == id) {
+            ledger.put_program(id, &program)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_banner(data_dir: &Path, opts: &DevOptions, token: &str, agents: &Agents) {
+    let http = format!("http://127.0.0.1:{}", opts.http_port);
+    let lake = data_dir.join("lake");
+    println!(
+        "\nFerry dev is running. Ctrl-C stops everything.\n\n\
+         MQTT broker   mqtt://127.0.0.1:{mqtt} (embedded)\n\
+         Lake          {lake}\n\
+         Ledger        {ledger} (SQLite)\n\
+         Cloud API     {http}   token: {token}\n\
+         \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/programs\n\
+         \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/cards/C-0001\n\
+         \x20 curl {http}/metrics\n\
+         Agents        {agents} (logs and spools in {agent_dir})\n{tills}\n\
+         Query the lake (objects appear within about 10 s):\n\
+         \x20 duckdb -c \"SELECT device, count(*) AS readings, avg(metrics.temperature_c) AS avg_temp_c \
+         FROM read_json_auto('{lake}/raw/type=reading/*/*/*.ndjson.gz', hive_partitioning = true) \
+         GROUP BY device ORDER BY device\"\n",
+        mqtt = opts.mqtt_port,
+        lake = lake.display(),
+        ledger = data_dir.join("loyalty.db").display(),
+        agents = agents.names().join(", "),
+        agent_dir = data_dir.join("agents").display(),
+        tills = agents
+            .pos_ports()
+            .iter()
+            .map(|(name, port)| format!(
+                "  {name} POS API http://127.0.0.1:{port}/v1/cards/C-0001 (same token)\n"
+            ))
+            .collect::<String>(),
+    );
+}
