@@ -141,7 +141,12 @@ async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
     let mut dev = Command::new(bins::path("ferry-cloud"))
         .args(["dev", "--data-dir"])
         .arg(&data)
-        .args(["--mqtt-port", &mqtt.to_string(), "--http-port", &http.to_string()])
+        .args([
+            "--mqtt-port",
+            &mqtt.to_string(),
+            "--http-port",
+            &http.to_string(),
+        ])
         .args(["--records", &RECORDS.to_string(), "--interval-ms", "20"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -180,7 +185,10 @@ async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
     for agent in STATIONS.iter().chain(&TILLS) {
         let log = std::fs::read_to_string(data.join("agents").join(agent).join("agent.log"))
             .expect("agent log");
-        assert!(log.contains("agent stopped"), "{agent} did not stop cleanly:\n{log}");
+        assert!(
+            log.contains("agent stopped"),
+            "{agent} did not stop cleanly:\n{log}"
+        );
     }
 }
 
@@ -212,19 +220,31 @@ async fn whole_pipeline_on_mosquitto() {
     cloud.start();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !matches!(request(http, "GET", "/healthz", "", ""), Ok((200, _))) {
-        assert!(Instant::now() < deadline, "cloud not ready:\n{}", cloud.log());
+        assert!(
+            Instant::now() < deadline,
+            "cloud not ready:\n{}",
+            cloud.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (id, program) in [
-        ("coffee", json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"})),
+        (
+            "coffee",
+            json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}),
+        ),
         (
             "points",
             json!({"kind": "points", "points_per_currency_unit": POINTS_PER_UNIT, "reward": "voucher", "reward_cost": 100}),
         ),
     ] {
-        let (status, body) =
-            request(http, "PUT", &format!("/v1/programs/{id}"), TOKEN, &program.to_string())
-                .expect("PUT program");
+        let (status, body) = request(
+            http,
+            "PUT",
+            &format!("/v1/programs/{id}"),
+            TOKEN,
+            &program.to_string(),
+        )
+        .expect("PUT program");
         assert_eq!(status, 200, "{body}");
     }
     let mut agents: Vec<AgentProc> = STATIONS
