@@ -117,7 +117,7 @@ fn main() -> ExitCode {
                 rt.block_on(async {
                     let shutdown = CancellationToken::new();
                     tokio::spawn(cancel_on_signal(shutdown.clone()));
-                    run(role, cfg, shutdown).await
+                    run(role, cfg, Arc::default(), shutdown).await
                 })
             }),
     )
@@ -140,16 +140,50 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// `dev`: the broker and the agents first, then every cloud role; at a signal the agents
-/// stop first, so their last records reach the ingest before it stops.
+/// `dev`: the broker and the cloud roles first, then, once the ingest's subscriptions
+/// stand (a broker drops what is published before anyone subscribes), the agents. At a
+/// signal the agents stop first, so their last records reach the ingest before it stops.
 fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {
-        let started = tokio::task::block_in_place(|| dev::start(&opts))?;
-        let mut agents = started.agents;
+        let prepared = tokio::task::block_in_place(|| dev::prepare(&opts))?;
+        let metrics = Arc::new(ingest::IngestMetrics::default());
         let cloud_stop = CancellationToken::new();
-        let cloud = tokio::spawn(run(Role::All, started.config, cloud_stop.clone()));
+        let cloud = tokio::spawn(run(
+            Role::All,
+            prepared.config.clone(),
+            metrics.clone(),
+            cloud_stop.clone(),
+        ));
         tokio::pin!(cloud);
+        let subscribed = async {
+            while !metrics
+                .subscribed
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            ended = &mut cloud => {
+                return ended?.and(Err(anyhow::anyhow!("the cloud roles stopped early")));
+            }
+            _ = tokio::time::timeout(DEV_READY, subscribed) => {}
+        }
+        if !metrics
+            .subscribed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            cloud_stop.cancel();
+            let _ = cloud.await;
+            anyhow::bail!(
+                "the ingest did not subscribe to the embedded broker on 127.0.0.1:{} within \
+                 {} s; is the port taken? (--mqtt-port)",
+                opts.mqtt_port,
+                DEV_READY.as_secs()
+            );
+        }
+        let mut agents = tokio::task::block_in_place(|| dev::start_agents(&prepared, &opts))?;
         let early = tokio::select! {
             _ = wait_for_signal() => None,
             ended = &mut cloud => Some(ended),
@@ -169,7 +203,15 @@ fn not_built(role: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn run(role: Role, cfg: CloudConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// How long `dev` waits for its ingest to subscribe before it gives up.
+const DEV_READY: Duration = Duration::from_secs(30);
+
+async fn run(
+    role: Role,
+    cfg: CloudConfig,
+    ingest_metrics: Arc<ingest::IngestMetrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     info!(role = role.name(), "ferry-cloud starting");
     let tasks = tokio_util::task::TaskTracker::new();
     let mut metrics = http::Metrics::default();
@@ -205,7 +247,6 @@ async fn run(role: Role, cfg: CloudConfig, shutdown: CancellationToken) -> anyho
         });
         metrics.loyalty = Some(lm);
     }
-    let ingest_metrics = Arc::new(ingest::IngestMetrics::default());
     if role.runs_ingest() {
         metrics.ingest = Some(ingest_metrics.clone());
     }

@@ -90,6 +90,21 @@ impl Ingest {
         metric(&self.metrics(), name)
     }
 
+    /// Waits until the broker has acknowledged the ingest's subscriptions: only from then
+    /// on does it keep what devices publish for the ingest (before, it has no one to keep
+    /// it for).
+    pub async fn wait_subscribed(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.metric("ferry_ingest_subscribed") != 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the ingest did not subscribe within 30 s; log:\n{}",
+                self.proc.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn lake(&self) -> Vec<Object> {
         lake::read(&self.objects)
     }

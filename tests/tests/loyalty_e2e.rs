@@ -1,7 +1,7 @@
 //! End to end: POS API → agent → Mosquitto → ingest → router → loyalty, under chaos.
 //!
 //! Two POS agents take 5,000 transactions over 200 cards from four clients. Meanwhile each
-//! agent is SIGKILLed once, the ingest twice, and the loyalty service is down for 10 s;
+//! agent is SIGKILLed twice, the ingest twice, and the loyalty service is down for 10 s;
 //! clients retry what got no answer, under the same idempotency key. Afterwards every
 //! transaction answered 202 (or 200 for a replayed key) is in the ledger exactly once,
 //! every card's balance equals the one computed here from the accepted requests, the lake
@@ -123,6 +123,7 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
         json!({"kind": "points", "points_per_currency_unit": 1, "reward": "voucher", "reward_cost": POINTS_COST}),
     );
     cloud.ingest.proc.start();
+    cloud.ingest.wait_subscribed().await;
 
     let ports = [free_port(), free_port()];
     let mut tills: Vec<AgentProc> = ["pos-e2e-0", "pos-e2e-1"]
@@ -161,18 +162,30 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
     // The chaos, at random points of the load, judged by answers, not by the clock.
     let mut rng = rand::rng();
     let mut plan: Vec<(usize, &str)> = vec![
-        (rng.random_range(300..1200), "kill till 0"),
+        (rng.random_range(200..1000), "kill till 0"),
+        (rng.random_range(400..1400), "kill till 1"),
         (rng.random_range(800..1800), "kill ingest"),
         (rng.random_range(1800..2600), "stop loyalty for 10 s"),
-        (rng.random_range(2600..3600), "kill till 1"),
-        (rng.random_range(3000..4200), "kill ingest"),
+        (rng.random_range(2600..3600), "kill till 0"),
+        (rng.random_range(2800..4000), "kill till 1"),
+        (rng.random_range(3000..4400), "kill ingest"),
     ];
     plan.sort();
+    // The loyalty service comes back 10 s after it was stopped, while the plan goes on.
+    let mut loyalty_back_at: Option<Instant> = None;
     for (at, what) in &plan {
-        wait_until(Duration::from_secs(240), "the load to progress", || {
-            answered.load(Ordering::Relaxed) >= *at
-        })
-        .await;
+        let wait_deadline = Instant::now() + Duration::from_secs(240);
+        while answered.load(Ordering::Relaxed) < *at {
+            if loyalty_back_at.is_some_and(|t| Instant::now() >= t) {
+                cloud.loyalty.start();
+                loyalty_back_at = None;
+            }
+            assert!(
+                Instant::now() < wait_deadline,
+                "the load stopped progressing"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         phase(what);
         match *what {
             "kill till 0" | "kill till 1" => {
@@ -188,10 +201,13 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
             }
             _ => {
                 cloud.loyalty.proc.kill9();
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                cloud.loyalty.start();
+                loyalty_back_at = Some(Instant::now() + Duration::from_secs(10));
             }
         }
+    }
+    if let Some(t) = loyalty_back_at {
+        tokio::time::sleep_until(t.into()).await;
+        cloud.loyalty.start();
     }
     for c in clients {
         c.join().expect("client thread");
@@ -343,7 +359,7 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
     for till in &tills {
         assert_eq!(
             till.log().matches("agent starting").count(),
-            2,
+            3,
             "{}",
             till.log()
         );

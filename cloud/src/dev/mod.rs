@@ -8,6 +8,8 @@
 mod agents;
 mod broker;
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -29,15 +31,16 @@ pub struct DevOptions {
     pub interval_ms: Option<u64>,
 }
 
-/// Everything `dev` started before the cloud roles run.
-pub struct Dev {
+/// The broker started, the cloud's configuration and the ledger's programs ready.
+pub struct Prepared {
     pub config: CloudConfig,
-    pub agents: Agents,
+    data_dir: PathBuf,
+    token: String,
 }
 
-/// Starts the broker, prepares the cloud's configuration and the ledger's programs, and
-/// starts the agents; the caller then runs the cloud roles.
-pub fn start(opts: &DevOptions) -> anyhow::Result<Dev> {
+/// Starts the broker and prepares the cloud's configuration and the ledger's programs; the
+/// caller then runs the cloud roles and, once the ingest has subscribed, [`start_agents`].
+pub fn prepare(opts: &DevOptions) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let data_dir = opts
@@ -48,9 +51,18 @@ pub fn start(opts: &DevOptions) -> anyhow::Result<Dev> {
     broker::start(opts.mqtt_port)?;
     let config = cloud_config(&data_dir, opts, &token)?;
     seed_programs(&data_dir.join("loyalty.db"))?;
-    let agents = Agents::start(&data_dir, opts, &token)?;
-    print_banner(&data_dir, opts, &token, &agents);
-    Ok(Dev { config, agents })
+    Ok(Prepared {
+        config,
+        data_dir,
+        token,
+    })
+}
+
+/// Starts the simulated devices and prints where to look.
+pub fn start_agents(prepared: &Prepared, opts: &DevOptions) -> anyhow::Result<Agents> {
+    let agents = Agents::start(&prepared.data_dir, opts, &prepared.token)?;
+    print_banner(&prepared.data_dir, opts, &prepared.token, &agents);
+    Ok(agents)
 }
 
 /// The API token: made at the first start, then read back.
@@ -64,7 +76,16 @@ fn token(data_dir: &Path) -> anyhow::Result<String> {
     let token: String = (0..32)
         .map(|_| char::from_digit(rand::random_range(0..16), 16).unwrap_or('0'))
         .collect();
-    std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    // Readable by its owner only: it opens every API.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(token)
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use ferry_shared::Timestamp;
@@ -30,6 +30,9 @@ pub struct IngestMetrics {
     routes_rejected: Mutex<BTreeMap<String, u64>>,
     /// Messages received and not yet acknowledged to the broker.
     pub unacked: AtomicI64,
+    /// The broker has acknowledged every subscription of the current connection: from
+    /// here on it keeps what devices publish for the ingest's session.
+    pub subscribed: AtomicBool,
     /// When the oldest record not yet in the lake arrived (unix ms); 0 when none.
     oldest_unflushed_at_ms: AtomicI64,
     rejects: Mutex<BTreeMap<&'static str, u64>>,
@@ -111,6 +114,12 @@ impl IngestMetrics {
                 "Messages received and not yet acknowledged.",
                 "gauge",
                 self.unacked.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "ferry_ingest_subscribed",
+                "1 while the broker has acknowledged every subscription of this connection.",
+                "gauge",
+                f64::from(u8::from(self.subscribed.load(Ordering::Relaxed))),
             ),
             (
                 "ferry_ingest_oldest_unflushed_seconds",

@@ -83,6 +83,7 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
+    let mut subacks = 0;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -92,9 +93,27 @@ pub async fn consume(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
                 info!(session_present = ack.session_present, "ingest connected");
+                subacks = 0;
                 for filter in &filters {
                     if let Err(e) = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce) {
                         warn!(filter = %filter, error = %e, "subscribe request not queued");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                if refused {
+                    warn!("the broker refused a subscription; check the ingest's permissions");
+                } else {
+                    subacks += 1;
+                    if subacks == filters.len() {
+                        info!("ingest subscribed");
+                        metrics
+                            .subscribed
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }
@@ -113,6 +132,9 @@ pub async fn consume(
             }
             Ok(_) => {}
             Err(e) => {
+                metrics
+                    .subscribed
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 warn!(error = %e, failures, "ingest MQTT connection failed; retrying");
                 let delay = ferry_shared::backoff::jittered(BACKOFF_MIN, BACKOFF_MAX, failures);
                 failures = failures.saturating_add(1);

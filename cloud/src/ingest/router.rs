@@ -125,7 +125,8 @@ impl Router {
     /// Sends batches until `stop`. `wake` is notified when the pipeline queues routes.
     pub async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
         info!(url = %self.cfg.url, "loyalty router started");
-        // Routes up to here are on their way to the pipeline's report; read past them.
+        // Routes up to `cursor` have their answers; the pipeline deletes them when it takes
+        // the report, so reads go past them rather than wait for that.
         let mut cursor = 0;
         let mut failures = 0u32;
         loop {
@@ -232,14 +233,16 @@ impl Router {
         // Which devices to tell about which card.
         let mut devices_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for route in batch {
-            report.answered.push(route.id);
             let Some(txn) = &route.txn else {
+                report.answered.push(route.id);
                 self.reject(&mut report, route, "unroutable", now);
                 continue;
             };
+            // `send` checked that there is one result per transaction sent.
             let Some(outcome) = results.next() else {
                 break;
             };
+            report.answered.push(route.id);
             match outcome.status {
                 Status::Applied | Status::Duplicate => {
                     devices_of
