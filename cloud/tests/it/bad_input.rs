@@ -27,6 +27,7 @@ async fn malformed_payloads_are_traced_with_their_reason() {
     let s3 = S3Server::start(crate::BUCKET);
     let mut ingest = ingest(dir.path(), broker.port, Lake::S3(&s3), "");
     ingest.proc.start();
+    ingest.wait_subscribed().await;
 
     let topic = "ferry/v1/ws-bad/telemetry";
     let spool = spool_id(1);

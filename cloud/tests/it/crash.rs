@@ -13,7 +13,7 @@ use crate::{assert_exactly_once, fleet, s3_stack};
 async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let _serial = crate::one_at_a_time().await;
     // Small objects, flushed often, so kills land between sealing and writing too.
-    let mut stack = s3_stack("flush_bytes = 16384");
+    let mut stack = s3_stack("flush_bytes = 16384").await;
     let (expected, rounds): (BTreeMap<_, _>, Vec<_>) = (0..10)
         .map(|d| {
             let (messages, expected) = fleet(&format!("ws-crash-{d}"), 1, 6_000, 100);

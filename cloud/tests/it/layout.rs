@@ -38,6 +38,7 @@ async fn objects_follow_the_flush_rules_and_duckdb_reads_the_lake() {
     // Long enough that the busiest partitions reach flush_bytes first, whatever the load.
     ingest.proc.env("FERRY_LAKE__FLUSH_INTERVAL_S", "10");
     ingest.proc.start();
+    ingest.wait_subscribed().await;
 
     let mut expected = BTreeMap::new();
     let mut messages = Vec::new();

@@ -37,12 +37,13 @@ pub struct Stack {
     pub ingest: Ingest,
 }
 
-pub fn s3_stack(lake_extra: &str) -> Stack {
+pub async fn s3_stack(lake_extra: &str) -> Stack {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = ferry_tests::broker::Mosquitto::start();
     let s3 = ferry_tests::s3::S3Server::start(BUCKET);
     let mut ingest = ingest(dir.path(), broker.port, Lake::S3(&s3), lake_extra);
     ingest.proc.start();
+    ingest.wait_subscribed().await;
     Stack {
         dir,
         broker,

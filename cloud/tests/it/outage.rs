@@ -15,7 +15,7 @@ async fn an_s3_outage_loses_nothing_and_heals_by_itself() {
         broker,
         mut s3,
         mut ingest,
-    } = s3_stack("flush_bytes = 32768");
+    } = s3_stack("flush_bytes = 32768").await;
     // Every device's first half before the outage, its second half during it.
     let (messages, expected) = fleet("ws-outage", 5, 4_000, 100);
     let (before, during): (Vec<_>, Vec<_>) = messages

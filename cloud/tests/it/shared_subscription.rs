@@ -34,12 +34,8 @@ async fn a_share_group_splits_the_load() {
         })
         .collect();
     for ingest in &ingests {
-        ferry_tests::wait_until(Duration::from_secs(20), "both ingests to subscribe", || {
-            ingest.proc.log().contains("ingest connected")
-        })
-        .await;
+        ingest.wait_subscribed().await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut expected = BTreeMap::new();
     let mut messages = Vec::new();
