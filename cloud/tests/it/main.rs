@@ -16,8 +16,9 @@ pub use ferry_tests::cloud::{BUCKET, Ingest, Lake, assert_exactly_once, metric, 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
 
 /// Held for the whole of each test: the tests of this binary run one at a time. Each starts
-/// a broker, an S3 server and an ingest; six such stacks at once on two cores made one of
-/// them stall for minutes (not yet understood; see the closing note of this change).
+/// a broker, an S3 server and an ingest, and loads two cores on its own. (What once looked
+/// like a stall under that load was a test publishing before the ingest's first
+/// subscription, which the broker drops; the tests now wait for `wait_subscribed`.)
 pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
