@@ -69,12 +69,15 @@ enum Command {
     },
 }
 
+/// Without `FERRY_LOG`: info, but for the embedded broker of `dev`, which reports every
+/// connection and every disconnect (as errors) at its own levels.
+const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| // The embedded broker reports every connection at info.
-                tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttd::router::routing=off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
