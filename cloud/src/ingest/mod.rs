@@ -276,10 +276,14 @@ impl Pipeline {
             self.batcher
                 .add(&chunk.partition, chunk.id, &chunk.lines, chunk.records, now);
         }
-        let pending = tokio::task::block_in_place(|| self.journal.routes_pending())?;
-        self.metrics
-            .routes_pending
-            .store(pending, Ordering::Relaxed);
+        // Derived, not recounted: admit adds what it queued, this takes off what left.
+        let answered = report.answered.len() as u64;
+        let _ =
+            self.metrics
+                .routes_pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(answered))
+                });
         Ok(())
     }
 
