@@ -37,3 +37,9 @@ CREATE TABLE IF NOT EXISTS routes (
     tx_id TEXT NOT NULL,
     body  TEXT NOT NULL
 );
+
+-- Entries for the dashboards' hot store (readings, status, device activity), as JSON.
+CREATE TABLE IF NOT EXISTS hot (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    body TEXT NOT NULL
+);

@@ -40,8 +40,10 @@ pub struct CloudConfig {
     /// Where the ingest routes transactions (`url`, `token`), and the ledger the loyalty
     /// role keeps (`database`).
     pub loyalty: Option<LoyaltyConfig>,
-    /// The HTTP APIs; the loyalty role needs it.
+    /// The HTTP APIs; the loyalty and dashboard roles need it.
     pub http: Option<HttpConfig>,
+    /// The dashboards' hot store, which the ingest feeds and the dashboard role reads.
+    pub dashboard: Option<DashboardConfig>,
 }
 
 /// A role of `ferry-cloud` (CONTRACT §1), and the sections it needs.
@@ -49,6 +51,7 @@ pub struct CloudConfig {
 pub enum Role {
     Ingest,
     Loyalty,
+    Dashboard,
     All,
 }
 
@@ -57,6 +60,7 @@ impl Role {
         match self {
             Self::Ingest => "ingest",
             Self::Loyalty => "loyalty",
+            Self::Dashboard => "dashboard",
             Self::All => "all",
         }
     }
@@ -74,6 +78,118 @@ pub struct IngestSetup {
     pub lake: LakeConfig,
     pub ingest: IngestConfig,
     pub loyalty: Option<LoyaltyConfig>,
+    /// With it, the ingest also feeds the hot store.
+    pub dashboard: Option<DashboardConfig>,
+}
+
+/// `[dashboard]`: the hot store and what the dashboards make of it.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// `sqlite:///PATH` or `postgres://...`, as for the ledger.
+    pub database: String,
+    /// Raw readings are kept this long...
+    #[serde(default = "defaults::raw_retention_days")]
+    pub raw_retention_days: u32,
+    /// ...and 1-minute rollups this long.
+    #[serde(default = "defaults::rollup_retention_days")]
+    pub rollup_retention_days: u32,
+    /// A device not heard from for this long is offline, whatever it last said.
+    #[serde(default = "defaults::offline_after_s")]
+    pub offline_after_s: u64,
+    /// How often the retention job runs.
+    #[serde(default = "defaults::retention_interval_s")]
+    pub retention_interval_s: u64,
+    /// How often the event feed looks for news in the hot store, in ms.
+    #[serde(default = "defaults::events_interval_ms")]
+    pub events_interval_ms: u64,
+    /// Threshold alarm rules (`[[dashboard.alarms]]`).
+    #[serde(default)]
+    pub alarms: Vec<crate::dashboard::AlarmRule>,
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+impl DashboardConfig {
+    pub fn raw_keep_ms(&self) -> i64 {
+        i64::from(self.raw_retention_days) * DAY_MS
+    }
+
+    pub fn rollup_keep_ms(&self) -> i64 {
+        i64::from(self.rollup_retention_days) * DAY_MS
+    }
+
+    pub fn offline_after_ms(&self) -> i64 {
+        i64::try_from(self.offline_after_s.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.database.is_empty() {
+            return Err(invalid("dashboard.database", "must not be empty"));
+        }
+        if self.raw_retention_days == 0 {
+            return Err(invalid(
+                "dashboard.raw_retention_days",
+                "must be at least 1",
+            ));
+        }
+        if self.rollup_retention_days < self.raw_retention_days {
+            return Err(invalid(
+                "dashboard.rollup_retention_days",
+                "must be at least dashboard.raw_retention_days",
+            ));
+        }
+        if self.offline_after_s == 0 {
+            return Err(invalid("dashboard.offline_after_s", "must be at least 1"));
+        }
+        if self.retention_interval_s == 0 {
+            return Err(invalid(
+                "dashboard.retention_interval_s",
+                "must be at least 1",
+            ));
+        }
+        if !(100..=60_000).contains(&self.events_interval_ms) {
+            return Err(invalid(
+                "dashboard.events_interval_ms",
+                "must be 100 to 60000",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for rule in &self.alarms {
+            if rule.name.is_empty() || !names.insert(rule.name.as_str()) {
+                return Err(invalid(
+                    "dashboard.alarms",
+                    format!("rule names must be present and unique ({:?})", rule.name),
+                ));
+            }
+            if rule.metric.is_empty() {
+                return Err(invalid(
+                    "dashboard.alarms",
+                    format!("rule {:?} needs a metric", rule.name),
+                ));
+            }
+            if !rule.value.is_finite() {
+                return Err(invalid(
+                    "dashboard.alarms",
+                    format!("rule {:?}: value must be a finite number", rule.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// By hand, so that a database password never reaches a log through `{:?}`.
+impl std::fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardConfig")
+            .field("database", &redact_password(Some(&self.database)))
+            .field("raw_retention_days", &self.raw_retention_days)
+            .field("rollup_retention_days", &self.rollup_retention_days)
+            .field("offline_after_s", &self.offline_after_s)
+            .field("alarms", &self.alarms.len())
+            .finish()
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -284,6 +400,21 @@ mod defaults {
     pub fn expiry_interval_s() -> u64 {
         3600
     }
+    pub fn raw_retention_days() -> u32 {
+        7
+    }
+    pub fn rollup_retention_days() -> u32 {
+        90
+    }
+    pub fn offline_after_s() -> u64 {
+        600
+    }
+    pub fn retention_interval_s() -> u64 {
+        3600
+    }
+    pub fn events_interval_ms() -> u64 {
+        1000
+    }
 }
 
 impl CloudConfig {
@@ -339,6 +470,9 @@ impl CloudConfig {
                 return Err(invalid("loyalty.database", "must not be empty"));
             }
         }
+        if let Some(d) = &self.dashboard {
+            d.check()?;
+        }
         if let Some(http) = &self.http
             && http.token.is_empty()
         {
@@ -365,7 +499,12 @@ impl CloudConfig {
                 .and_then(|l| l.database.as_ref())
                 .ok_or_else(|| needed("loyalty.database"))?;
         }
-        if role == Role::Loyalty || (role == Role::All && self.runs_ledger()) {
+        if role == Role::Dashboard {
+            self.dashboard.as_ref().ok_or_else(|| needed("dashboard"))?;
+        }
+        let serves = matches!(role, Role::Loyalty | Role::Dashboard)
+            || (role == Role::All && (self.runs_ledger() || self.dashboard.is_some()));
+        if serves {
             self.http.as_ref().ok_or_else(|| needed("http"))?;
         }
         Ok(())
@@ -388,6 +527,7 @@ impl CloudConfig {
             lake,
             ingest: self.ingest.clone(),
             loyalty: self.loyalty.clone(),
+            dashboard: self.dashboard.clone(),
         })
     }
 }
@@ -436,6 +576,8 @@ url = "mqtt://127.0.0.1:1883"
 client_id = "ingest-1"
 [lake]
 root = "s3://ferry-lake/prod"
+[dashboard]
+database = "sqlite:///tmp/hot.db"
 "#;
 
     #[test]
@@ -468,6 +610,27 @@ root = "s3://ferry-lake/prod"
             ("FERRY_LOYALTY__URL", "ftp://x", "loyalty.url"),
             ("FERRY_LOYALTY__BATCH", "501", "loyalty.batch"),
             ("FERRY_LOYALTY__TIMEOUT_S", "0", "loyalty.timeout_s"),
+            ("FERRY_DASHBOARD__DATABASE", "", "dashboard.database"),
+            (
+                "FERRY_DASHBOARD__RAW_RETENTION_DAYS",
+                "0",
+                "dashboard.raw_retention_days",
+            ),
+            (
+                "FERRY_DASHBOARD__ROLLUP_RETENTION_DAYS",
+                "3",
+                "dashboard.rollup_retention_days",
+            ),
+            (
+                "FERRY_DASHBOARD__OFFLINE_AFTER_S",
+                "0",
+                "dashboard.offline_after_s",
+            ),
+            (
+                "FERRY_DASHBOARD__EVENTS_INTERVAL_MS",
+                "5",
+                "dashboard.events_interval_ms",
+            ),
         ];
         for (var, value, key) in cases {
             let err = CloudConfig::parse(BASE, [(var.to_owned(), value.to_owned())])
@@ -497,10 +660,56 @@ token = "t"
             .expect("the loyalty role has what it needs");
         let err = c.check_role(Role::Ingest).expect_err("no mqtt").to_string();
         assert!(err.contains("mqtt"), "{err}");
+        let err = c
+            .check_role(Role::Dashboard)
+            .expect_err("no dashboard")
+            .to_string();
+        assert!(err.contains("dashboard"), "{err}");
         let c = CloudConfig::parse(BASE, []).expect("valid");
         let err = c.check_role(Role::All).expect_err("no http").to_string();
         assert!(err.contains("http"), "{err}");
+        let err = c
+            .check_role(Role::Dashboard)
+            .expect_err("no http")
+            .to_string();
+        assert!(err.contains("http"), "{err}");
         c.ingest_setup().expect("the ingest has what it needs");
+    }
+
+    #[test]
+    fn alarm_rules_are_checked() {
+        let with = |rules: &str| CloudConfig::parse(&format!("{BASE}{rules}"), []);
+        let ok = with(
+            "[[dashboard.alarms]]\nname = \"hot\"\nmetric = \"temperature_c\"\nop = \">\"\nvalue = 30\nfor_s = 60\n",
+        )
+        .expect("valid");
+        let rules = &ok.dashboard.as_ref().expect("dashboard").alarms;
+        assert_eq!((rules[0].name.as_str(), rules[0].for_s), ("hot", 60));
+        for (rules, want) in [
+            (
+                "[[dashboard.alarms]]\nname = \"a\"\nmetric = \"m\"\nop = \"=>\"\nvalue = 1\n",
+                "op",
+            ),
+            (
+                "[[dashboard.alarms]]\nname = \"\"\nmetric = \"m\"\nop = \">\"\nvalue = 1\n",
+                "dashboard.alarms",
+            ),
+            (
+                "[[dashboard.alarms]]\nname = \"a\"\nmetric = \"\"\nop = \">\"\nvalue = 1\n",
+                "dashboard.alarms",
+            ),
+            (
+                "[[dashboard.alarms]]\nname = \"a\"\nmetric = \"m\"\nop = \">\"\nvalue = 1\n[[dashboard.alarms]]\nname = \"a\"\nmetric = \"m\"\nop = \"<\"\nvalue = 1\n",
+                "unique",
+            ),
+            (
+                "[[dashboard.alarms]]\nname = \"a\"\nmetric = \"m\"\nop = \">\"\nvalue = nan\n",
+                "finite",
+            ),
+        ] {
+            let err = with(rules).expect_err(want).to_string();
+            assert!(err.contains(want), "{rules}: {err}");
+        }
     }
 
     #[test]

@@ -1,17 +1,22 @@
-//! ferry-cloud: what devices publish, carried into the data lake and the loyalty core (and,
-//! to come, dashboards).
+//! ferry-cloud: what devices publish, carried into the data lake, the loyalty core and the
+//! dashboards.
 //!
 //! - [`ingest`]: the MQTT consumer, its journal, the pipeline to the lake, and the router to
 //!   the loyalty core;
 //! - [`lake`]: lake lines, gzip batching, and the S3 or local-folder store;
 //! - [`loyalty`]: the exactly-once ledger and its API;
+//! - [`dashboard`]: the hot store the ingest feeds, and the dashboards' API, event feed and
+//!   page;
+//! - [`pool`]: a few blocking database connections for async callers;
 //! - [`config`]: CONTRACT §2b;
 //! - [`http`]: `/healthz`, `/metrics` and the APIs behind the token;
 //! - [`dev`]: `ferry-cloud dev`, the whole pipeline on one machine.
 
 pub mod config;
+pub mod dashboard;
 pub mod dev;
 pub mod http;
 pub mod ingest;
 pub mod lake;
 pub mod loyalty;
+pub mod pool;

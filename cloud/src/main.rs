@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use ferry_cloud::config::{CloudConfig, Role, redact_password};
 use ferry_cloud::dev::{self, DevOptions};
 use ferry_cloud::loyalty::{self, LedgerPool, LoyaltyApi, LoyaltyMetrics};
-use ferry_cloud::{http, ingest};
+use ferry_cloud::{dashboard, http, ingest};
 use ferry_shared::Token;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -38,12 +38,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Devices, live readings and loyalty figures (not built yet).
+    /// Devices, live readings, loyalty figures and alarms: the API, the event feed and the
+    /// web page, from the hot store the ingest feeds.
     Dashboard {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Every role in one process: the ingest, and the ledger when `loyalty.database` is set.
+    /// Every role in one process: the ingest, the ledger when `loyalty.database` is set, and
+    /// the dashboards when `[dashboard]` is.
     All {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -86,7 +88,7 @@ fn main() -> ExitCode {
         Command::Ingest { config } => (Role::Ingest, config),
         Command::Loyalty { config } => (Role::Loyalty, config),
         Command::All { config } => (Role::All, config),
-        Command::Dashboard { .. } => return not_built("dashboard"),
+        Command::Dashboard { config } => (Role::Dashboard, config),
         Command::Dev {
             data_dir,
             mqtt_port,
@@ -201,11 +203,6 @@ fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
     })
 }
 
-fn not_built(role: &str) -> ExitCode {
-    eprintln!("ferry-cloud {role}: not built yet (see README.md)");
-    ExitCode::from(2)
-}
-
 /// How long `dev` waits for its ingest to subscribe before it gives up.
 const DEV_READY: Duration = Duration::from_secs(30);
 
@@ -219,6 +216,8 @@ async fn run(
     let tasks = tokio_util::task::TaskTracker::new();
     let mut metrics = http::Metrics::default();
     let mut apis: Option<axum::Router> = None;
+    let mut public: Option<axum::Router> = None;
+    let mut ledger: Option<Arc<LedgerPool>> = None;
 
     let runs_ledger = role == Role::Loyalty || (role == Role::All && cfg.runs_ledger());
     if let (true, Some(l)) = (runs_ledger, &cfg.loyalty)
@@ -240,6 +239,7 @@ async fn run(
             Duration::from_secs(l.expiry_interval_s),
             shutdown.clone(),
         ));
+        ledger = Some(pool.clone());
         let routes = loyalty::api::routes(LoyaltyApi {
             pool,
             metrics: lm.clone(),
@@ -250,6 +250,31 @@ async fn run(
         });
         metrics.loyalty = Some(lm);
     }
+    let runs_dashboard = matches!(role, Role::Dashboard | Role::All);
+    if let (true, Some(d)) = (runs_dashboard, &cfg.dashboard) {
+        info!(
+            database = redact_password(Some(&d.database)),
+            "opening the hot store"
+        );
+        // The dashboard role alone reads the ledger for its loyalty figures, if it may.
+        if ledger.is_none()
+            && let Some(database) = cfg.loyalty.as_ref().and_then(|l| l.database.clone())
+        {
+            ledger = Some(
+                tokio::task::spawn_blocking(move || {
+                    LedgerPool::open(&database, LedgerPool::size_for(&database))
+                })
+                .await?
+                .context("loyalty.database: cannot open the ledger")?,
+            );
+        }
+        let routes = dashboard::start(d.clone(), ledger.clone(), &tasks, shutdown.clone()).await?;
+        apis = Some(match apis {
+            Some(others) => others.merge(routes.api),
+            None => routes.api,
+        });
+        public = Some(routes.page);
+    }
     if role.runs_ingest() {
         metrics.ingest = Some(ingest_metrics.clone());
     }
@@ -258,7 +283,7 @@ async fn run(
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", h.listen))?;
         info!(listen = %h.listen, "HTTP listening");
-        let app = http::router(Arc::new(Token::new(h.token.clone())), metrics, apis);
+        let app = http::router(Arc::new(Token::new(h.token.clone())), metrics, apis, public);
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = http::serve(listener, app, stop.clone()).await {

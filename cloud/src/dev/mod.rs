@@ -106,8 +106,18 @@ database = "sqlite://{ledger}"
 [http]
 listen = "127.0.0.1:{http}"
 token = "{token}"
+[dashboard]
+database = "sqlite://{hot}"
+offline_after_s = 60
+[[dashboard.alarms]]
+name = "warm"
+metric = "temperature_c"
+op = ">"
+value = 17.0
+for_s = 30
 "#,
         cloud = data_dir.join("cloud").display(),
+        hot = data_dir.join("hot.db").display(),
         lake = data_dir.join("lake").display(),
         ledger = data_dir.join("loyalty.db").display(),
         mqtt = opts.mqtt_port,
@@ -156,9 +166,11 @@ fn print_banner(data_dir: &Path, opts: &DevOptions, token: &str, agents: &Agents
          MQTT broker   mqtt://127.0.0.1:{mqtt} (embedded)\n\
          Lake          {lake}\n\
          Ledger        {ledger} (SQLite)\n\
-         Cloud API     {http}   token: {token}\n\
+         Dashboard     {http}/   token: {token}\n\
+         Cloud API     {http}/v1/...\n\
          \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/programs\n\
          \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/cards/C-0001\n\
+         \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/devices\n\
          \x20 curl {http}/metrics\n\
          Agents        {agents} (logs and spools in {agent_dir})\n{tills}\n\
          Query the lake (objects appear within about 10 s):\n\

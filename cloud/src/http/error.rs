@@ -19,8 +19,11 @@ pub enum ApiError {
     #[error("{0}")]
     TooLarge(String),
     /// The database cannot be reached or refused the work: worth retrying.
-    #[error("the ledger database is unavailable; retry")]
-    Unavailable(#[source] LedgerError),
+    #[error("the database is unavailable; retry")]
+    Unavailable(#[source] anyhow::Error),
+    /// This process was not configured for the call.
+    #[error("{0}")]
+    NotConfigured(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -44,7 +47,7 @@ impl ApiError {
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {
-            LedgerError::Sqlite(_) | LedgerError::Postgres(_) => Self::Unavailable(e),
+            LedgerError::Sqlite(_) | LedgerError::Postgres(_) => Self::Unavailable(e.into()),
             other => Self::Internal(other.into()),
         }
     }
@@ -58,9 +61,10 @@ impl IntoResponse for ApiError {
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Unavailable(cause) => {
-                tracing::error!(error = %cause, "ledger unavailable");
+                tracing::error!(error = format!("{cause:#}"), "database unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
+            Self::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

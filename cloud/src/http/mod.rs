@@ -24,12 +24,21 @@ pub struct Metrics {
     pub loyalty: Option<Arc<LoyaltyMetrics>>,
 }
 
-/// `apis` are the roles' routes, if any; they all sit behind `token`.
-pub fn router(token: Arc<Token>, metrics: Metrics, apis: Option<Router>) -> Router {
-    let open = Router::new()
+/// `apis` are the roles' routes, if any; they all sit behind `token`. `public` routes (the
+/// dashboard page, which holds no data) do not.
+pub fn router(
+    token: Arc<Token>,
+    metrics: Metrics,
+    apis: Option<Router>,
+    public: Option<Router>,
+) -> Router {
+    let mut open = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(render_metrics).with_state(metrics))
         .fallback(|| async { ApiError::not_found("not_found", "no such route") });
+    if let Some(public) = public {
+        open = open.merge(public);
+    }
     match apis {
         // axum refuses a route layer on a router without routes, so only here.
         Some(apis) => open.merge(apis.route_layer(axum::middleware::from_fn_with_state(

@@ -4,15 +4,35 @@
 use ferry_shared::{RecordBody, Stream, Timestamp, Topic, decode};
 
 use super::journal::{Admission, Admitted};
+use crate::dashboard::{DeviceStatus, HotItem};
 use crate::lake::{record_line, reject_line};
 
-pub fn admission(topic: &str, payload: &[u8], received: Timestamp) -> Admission {
+fn hot_item(item: &HotItem) -> String {
+    // A map of names to finite numbers and plain strings: serialising cannot fail.
+    serde_json::to_string(item).unwrap_or_default()
+}
+
+/// `hot`: the dashboards' hot store is fed, so readings and status messages are queued for
+/// it (and status messages are expected at all).
+pub fn admission(topic: &str, payload: &[u8], received: Timestamp, hot: bool) -> Admission {
     let reject = |reason: &'static str| Admission::Reject {
         reason,
         line: reject_line(topic, reason, payload, received),
     };
     let parsed = match Topic::parse(topic) {
         Ok(t) if matches!(t.stream, Stream::Telemetry | Stream::Transactions) => t,
+        Ok(t) if hot && t.stream == Stream::Status => {
+            return match serde_json::from_slice::<DeviceStatus>(payload) {
+                Ok(status) => Admission::Status {
+                    hot: hot_item(&HotItem::Status {
+                        device: t.device.to_string(),
+                        received_ms: received.unix_millis(),
+                        status,
+                    }),
+                },
+                Err(_) => reject("bad_status"),
+            };
+        }
         _ => return reject("unknown_topic"),
     };
     let envelope = match decode(payload, &parsed.device) {
@@ -30,10 +50,21 @@ pub fn admission(topic: &str, payload: &[u8], received: Timestamp) -> Admission 
             RecordBody::Txn(txn) => Some(txn.tx_id.to_string()),
             _ => None,
         };
+        let hot = match &record.body {
+            RecordBody::Reading { metrics, .. } if hot => Some(hot_item(&HotItem::Reading {
+                device: envelope.device.to_string(),
+                spool: envelope.spool.to_string(),
+                seq: record.seq,
+                ts_ms: record.ts.unix_millis(),
+                metrics: metrics.clone(),
+            })),
+            _ => None,
+        };
         records.push(Admitted {
             seq: record.seq,
             line,
             tx_id,
+            hot,
         });
     }
     Admission::Records {

@@ -52,6 +52,10 @@ pub enum Admission {
         reason: &'static str,
         line: Line,
     },
+    /// A message on a device's `status` topic: for the hot store only, not the lake.
+    Status {
+        hot: String,
+    },
 }
 
 #[derive(Debug)]
@@ -60,6 +64,8 @@ pub struct Admitted {
     pub line: Line,
     /// The `tx_id` of a `txn`: the loyalty router gets its lake line.
     pub tx_id: Option<String>,
+    /// A reading's entry for the hot store's queue.
+    pub hot: Option<String>,
 }
 
 /// Lines of one partition, durable in the journal.
@@ -72,38 +78,58 @@ pub struct Chunk {
     pub first_received_ms: i64,
 }
 
-/// The router's read side of the journal's `routes` table: its own connection, so it reads
-/// while the pipeline writes (WAL). Only the pipeline deletes routes (`Journal::routed`).
-pub struct RouteQueue {
-    conn: Connection,
+/// Which durable queues the journal fills beside the lake's chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queues {
+    /// `routes`: transactions for the loyalty router.
+    pub routes: bool,
+    /// `hot`: readings, status and device activity for the dashboards' hot store.
+    pub hot: bool,
 }
 
-impl RouteQueue {
-    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+/// The read side of one of the journal's queues (`routes` or `hot`), for the task that
+/// drains it: its own connection, so it reads while the pipeline writes (WAL). Only the
+/// pipeline deletes entries, once the task reports them done.
+pub struct QueueReader {
+    conn: Connection,
+    after_sql: String,
+    oldest_sql: String,
+}
+
+impl QueueReader {
+    pub fn routes(dir: &Path) -> Result<Self, JournalError> {
+        Self::open(dir, "routes")
+    }
+
+    pub fn hot(dir: &Path) -> Result<Self, JournalError> {
+        Self::open(dir, "hot")
+    }
+
+    fn open(dir: &Path, table: &str) -> Result<Self, JournalError> {
         let conn = Connection::open_with_flags(
             dir.join("ingest.db"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            after_sql: format!("SELECT id, body FROM {table} WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            oldest_sql: format!("SELECT body FROM {table} ORDER BY id LIMIT 1"),
+        })
     }
 
-    /// Up to `limit` routes queued after route id `after`, oldest first: `(id, body)`.
+    /// Up to `limit` entries queued after id `after`, oldest first: `(id, body)`.
     pub fn after(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, body FROM routes WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let mut stmt = self.conn.prepare_cached(&self.after_sql)?;
         let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The body of the oldest route still queued.
+    /// The body of the oldest entry still queued.
     pub fn oldest(&self) -> Result<Option<String>, JournalError> {
         Ok(self
             .conn
-            .query_row("SELECT body FROM routes ORDER BY id LIMIT 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(&self.oldest_sql, [], |r| r.get(0))
             .optional()?)
     }
 }
@@ -125,17 +151,19 @@ pub struct AdmitOutcome {
     pub rejects: u64,
     /// Transactions queued for the loyalty router.
     pub routed: u64,
+    /// Entries queued for the hot store.
+    pub hot: u64,
 }
 
 pub struct Journal {
     conn: Connection,
     instance: String,
     seen: HashMap<(String, String), SeenSeqs>,
-    route_transactions: bool,
+    queues: Queues,
 }
 
 impl Journal {
-    pub fn open(dir: &Path, route_transactions: bool) -> Result<Self, JournalError> {
+    pub fn open(dir: &Path, queues: Queues) -> Result<Self, JournalError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
@@ -197,7 +225,7 @@ impl Journal {
             conn,
             instance,
             seen,
-            route_transactions,
+            queues,
         })
     }
 
@@ -218,8 +246,14 @@ impl Journal {
         let mut by_partition: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
         let mut touched: HashMap<(String, String), SeenSeqs> = HashMap::new();
         let mut routes = Vec::new();
+        let mut hot = Vec::new();
         for admission in admissions {
             match admission {
+                Admission::Status { hot: item } => {
+                    if self.queues.hot {
+                        hot.push(item);
+                    }
+                }
                 Admission::Reject { line, .. } => {
                     outcome.rejects += 1;
                     let entry = by_partition.entry(line.partition).or_default();
@@ -231,6 +265,9 @@ impl Journal {
                     spool,
                     records,
                 } => {
+                    if self.queues.hot {
+                        hot.push(seen_item(device.as_str(), received_ms));
+                    }
                     let key = (device.to_string(), spool.to_string());
                     let set = touched
                         .entry(key.clone())
@@ -241,10 +278,15 @@ impl Journal {
                             continue;
                         }
                         outcome.records += 1;
-                        if self.route_transactions
+                        if self.queues.routes
                             && let Some(tx_id) = record.tx_id
                         {
                             routes.push((tx_id, record.line.text.trim_end().to_owned()));
+                        }
+                        if self.queues.hot
+                            && let Some(item) = record.hot
+                        {
+                            hot.push(item);
                         }
                         let entry = by_partition.entry(record.line.partition).or_default();
                         entry.0.extend_from_slice(record.line.text.as_bytes());
@@ -281,9 +323,14 @@ impl Journal {
             for (tx_id, body) in &routes {
                 route.execute(params![tx_id, body])?;
             }
+            let mut queue_hot = tx.prepare_cached("INSERT INTO hot (body) VALUES (?1)")?;
+            for body in &hot {
+                queue_hot.execute(params![body])?;
+            }
         }
         tx.commit()?;
         outcome.routed = routes.len() as u64;
+        outcome.hot = hot.len() as u64;
         // Only now, with the transaction committed, does memory agree with the disk.
         self.seen.extend(touched);
         Ok(outcome)
@@ -421,12 +468,40 @@ impl Journal {
             .query_row("SELECT count(*) FROM routes", [], |r| r.get::<_, i64>(0))?
             as u64)
     }
+
+    /// Entries waiting for the hot store.
+    pub fn hot_pending(&self) -> Result<u64, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM hot", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// The hot store has every entry up to id `upto`: they leave the queue.
+    pub fn hot_written(&mut self, upto: i64) -> Result<(), JournalError> {
+        self.conn
+            .execute("DELETE FROM hot WHERE id <= ?1", params![upto])?;
+        Ok(())
+    }
+}
+
+/// A `seen` entry of the hot queue: the device was heard from at `at_ms`.
+fn seen_item(device: &str, at_ms: i64) -> String {
+    serde_json::to_string(&crate::dashboard::HotItem::Seen {
+        device: device.to_owned(),
+        at_ms,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lake::Line;
+
+    const ROUTES: Queues = Queues {
+        routes: true,
+        hot: false,
+    };
 
     fn records(device: &str, seqs: &[u64]) -> Admission {
         Admission::Records {
@@ -441,6 +516,7 @@ mod tests {
                         text: format!("{{\"seq\":{seq}}}\n"),
                     },
                     tx_id: None,
+                    hot: Some(format!("{{\"seq\":{seq}}}")),
                 })
                 .collect(),
         }
@@ -449,7 +525,7 @@ mod tests {
     #[test]
     fn resends_are_recognised_across_reopen_and_batches_survive_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut j = Journal::open(dir.path(), false).expect("open");
+        let mut j = Journal::open(dir.path(), Queues::default()).expect("open");
         let instance = j.instance().to_owned();
         let out = j
             .admit(vec![records("a", &[1, 2, 3]), records("a", &[3, 4])], 1)
@@ -471,7 +547,7 @@ mod tests {
         assert!(sealed.key.ends_with(".ndjson.gz") && sealed.key.contains(&instance));
         drop(j);
 
-        let mut j = Journal::open(dir.path(), false).expect("reopen");
+        let mut j = Journal::open(dir.path(), Queues::default()).expect("reopen");
         assert_eq!(j.instance(), instance, "the instance id is kept");
         assert_eq!(j.sealed().expect("sealed"), vec![sealed.clone()]);
         assert_eq!(
@@ -494,7 +570,7 @@ mod tests {
     #[test]
     fn routed_transactions_leave_the_queue_and_rejects_become_error_lines() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut j = Journal::open(dir.path(), true).expect("open");
+        let mut j = Journal::open(dir.path(), ROUTES).expect("open");
         let mut admission = records("pos-1", &[1, 2, 3]);
         if let Admission::Records { records, .. } = &mut admission {
             for r in records.iter_mut() {
@@ -502,7 +578,7 @@ mod tests {
             }
         }
         j.admit(vec![admission], 0).expect("admit");
-        let queued = RouteQueue::open(dir.path()).expect("queue");
+        let queued = QueueReader::routes(dir.path()).expect("queue");
         let routes = queued.after(0, 10).expect("read");
         assert_eq!(routes.len(), 3);
         let reject = Line {
@@ -527,7 +603,7 @@ mod tests {
     #[test]
     fn transactions_are_queued_for_the_router_with_their_lines() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut j = Journal::open(dir.path(), true).expect("open");
+        let mut j = Journal::open(dir.path(), ROUTES).expect("open");
         let mut admission = records("pos", &[1, 2]);
         if let Admission::Records { records, .. } = &mut admission {
             records[1].tx_id = Some("pos:tx-2".into());
@@ -545,7 +621,7 @@ mod tests {
             "a resend is not routed twice"
         );
         let other = tempfile::tempdir().expect("tempdir");
-        let mut off = Journal::open(other.path(), false).expect("open");
+        let mut off = Journal::open(other.path(), Queues::default()).expect("open");
         let mut admission = records("pos", &[3]);
         if let Admission::Records { records, .. } = &mut admission {
             records[0].tx_id = Some("pos:tx-3".into());
@@ -559,9 +635,44 @@ mod tests {
     }
 
     #[test]
+    fn new_readings_status_and_activity_are_queued_for_the_hot_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queues = Queues {
+            routes: false,
+            hot: true,
+        };
+        let mut j = Journal::open(dir.path(), queues).expect("open");
+        let status = Admission::Status {
+            hot: "{\"k\":\"status\"}".into(),
+        };
+        let out = j
+            .admit(vec![records("ws", &[1, 2]), status], 7)
+            .expect("admit");
+        assert_eq!(out.hot, 4, "two readings, one status, one seen");
+        let out = j.admit(vec![records("ws", &[2, 3])], 8).expect("admit");
+        assert_eq!(out.hot, 2, "the resent reading is not queued again");
+        let reader = QueueReader::hot(dir.path()).expect("reader");
+        let queued = reader.after(0, 100).expect("read");
+        assert_eq!(queued.len(), 6);
+        assert!(queued[0].1.contains("\"k\":\"seen\""), "{}", queued[0].1);
+        j.hot_written(queued[3].0).expect("written");
+        assert_eq!(j.hot_pending().expect("pending"), 2);
+        assert_eq!(
+            reader.oldest().expect("oldest").as_deref(),
+            Some(queued[4].1.as_str())
+        );
+        let mut off =
+            Journal::open(tempfile::tempdir().expect("dir").path(), ROUTES).expect("open");
+        assert_eq!(
+            off.admit(vec![records("ws", &[1])], 1).expect("admit").hot,
+            0
+        );
+    }
+
+    #[test]
     fn journal_mode_reads_back_wal() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let j = Journal::open(dir.path(), false).expect("open");
+        let j = Journal::open(dir.path(), Queues::default()).expect("open");
         let mode: String = j
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))

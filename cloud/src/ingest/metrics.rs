@@ -28,6 +28,14 @@ pub struct IngestMetrics {
     /// Age of the oldest transaction waiting for the ledger, in ms.
     route_backlog_age_ms: AtomicU64,
     routes_rejected: Mutex<BTreeMap<String, u64>>,
+    /// Entries waiting in the journal for the hot store.
+    pub hot_pending: AtomicU64,
+    /// Metric values stored in the hot store for the first time.
+    pub hot_stored: AtomicU64,
+    /// Metric values older than the raw retention, left to the lake.
+    pub hot_too_old: AtomicU64,
+    /// Hot store writes that failed (each retried).
+    pub hot_failures: AtomicU64,
     /// Messages received and not yet acknowledged to the broker.
     pub unacked: AtomicI64,
     /// The broker has acknowledged every subscription of the current connection: from
@@ -150,6 +158,30 @@ impl IngestMetrics {
                 "Age of the oldest transaction waiting for the loyalty core.",
                 "gauge",
                 load(&self.route_backlog_age_ms) / 1000.0,
+            ),
+            (
+                "ferry_ingest_hot_pending",
+                "Entries waiting in the journal for the dashboards' hot store.",
+                "gauge",
+                load(&self.hot_pending),
+            ),
+            (
+                "ferry_ingest_hot_stored_total",
+                "Metric values stored in the hot store.",
+                "counter",
+                load(&self.hot_stored),
+            ),
+            (
+                "ferry_ingest_hot_too_old_total",
+                "Metric values older than the raw retention, left to the lake.",
+                "counter",
+                load(&self.hot_too_old),
+            ),
+            (
+                "ferry_ingest_hot_failures_total",
+                "Hot store writes that failed, each retried.",
+                "counter",
+                load(&self.hot_failures),
             ),
         ] {
             let _ = writeln!(

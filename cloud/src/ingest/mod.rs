@@ -16,8 +16,13 @@
 //! With `[loyalty]`, transactions are also queued in the journal for the [`router`], which
 //! posts them to the loyalty core and reports the answers back here, where they are made
 //! durable (the queue entry gone, any reject line for `errors/` in its place).
+//!
+//! With `[dashboard]`, readings, status messages and device activity are queued in the
+//! journal for the [`hot`] writer, which feeds the dashboards' hot store and reports back
+//! here, where the entries leave the queue.
 
 mod decode;
+mod hot;
 mod journal;
 mod metrics;
 mod mqtt;
@@ -36,11 +41,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use journal::{Admission, Journal, RouteQueue};
+pub use journal::{Admission, Journal, QueueReader, Queues};
 pub use metrics::IngestMetrics;
 
 use crate::config::IngestSetup;
 use crate::lake::{Batcher, LakeStore, Limits, PutOutcome, Ready, gzip_lines};
+use hot::{HotReport, HotWriter};
 use mqtt::Incoming;
 use router::{RouteReport, Router};
 
@@ -65,7 +71,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     info!(data_dir = %cfg.data_dir.display(), "opening the ingest journal");
-    let journal = Journal::open(&cfg.data_dir, cfg.loyalty.is_some())
+    let queues = Queues {
+        routes: cfg.loyalty.is_some(),
+        hot: cfg.dashboard.is_some(),
+    };
+    let journal = Journal::open(&cfg.data_dir, queues)
         .with_context(|| format!("opening the ingest journal in {}", cfg.data_dir.display()))?;
     info!(lake = %cfg.lake.root, "opening the lake");
     let store = Arc::new(LakeStore::from_config(&cfg.lake).await?);
@@ -86,7 +96,7 @@ pub async fn run(
     tasks.spawn(mqtt::consume(
         client.clone(),
         eventloop,
-        mqtt::filters(&cfg.mqtt),
+        mqtt::filters(&cfg.mqtt, queues.hot),
         admit_tx,
         metrics.clone(),
         consumer_stop.clone(),
@@ -101,7 +111,7 @@ pub async fn run(
     ));
     let (routed_tx, routed_rx) = mpsc::unbounded_channel::<RouteReport>();
     let route_wake = Arc::new(Notify::new());
-    let router_stop = CancellationToken::new();
+    let drains_stop = CancellationToken::new();
     if let Some(loyalty) = cfg.loyalty.clone() {
         let router = Router::new(
             loyalty,
@@ -110,7 +120,13 @@ pub async fn run(
             routed_tx,
             metrics.clone(),
         )?;
-        tasks.spawn(router.run(route_wake.clone(), router_stop.clone()));
+        tasks.spawn(router.run(route_wake.clone(), drains_stop.clone()));
+    }
+    let (hot_tx, hot_rx) = mpsc::unbounded_channel::<HotReport>();
+    let hot_wake = Arc::new(Notify::new());
+    if let Some(dashboard) = cfg.dashboard.clone() {
+        let writer = HotWriter::new(dashboard, cfg.data_dir.clone(), hot_tx, metrics.clone());
+        tasks.spawn(writer.run(hot_wake.clone(), drains_stop.clone()));
     }
     tasks.close();
 
@@ -124,13 +140,16 @@ pub async fn run(
         inflight: HashMap::new(),
         routed_rx,
         route_wake,
+        hot_rx,
+        hot_wake,
+        hot: queues.hot,
     };
     let outcome = pipeline
         .run(&mut admit_rx, cfg.ingest.admit_batch, &shutdown)
         .await;
     consumer_stop.cancel();
     uploader_stop.cancel();
-    router_stop.cancel();
+    drains_stop.cancel();
     tasks.wait().await;
     // Whatever was admitted and not written stays in the journal for the next start.
     let _ = client.disconnect().await;
@@ -151,6 +170,11 @@ struct Pipeline {
     /// The loyalty router's reports; none without `[loyalty]`.
     routed_rx: mpsc::UnboundedReceiver<RouteReport>,
     route_wake: Arc<Notify>,
+    /// The hot writer's reports; none without `[dashboard]`.
+    hot_rx: mpsc::UnboundedReceiver<HotReport>,
+    hot_wake: Arc<Notify>,
+    /// Readings and status messages are queued for the hot store.
+    hot: bool,
 }
 
 impl Pipeline {
@@ -169,6 +193,7 @@ impl Pipeline {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some((batch, records)) = self.written_rx.recv() => self.written(batch, records)?,
                 Some(report) = self.routed_rx.recv() => self.routed(report)?,
+                Some(report) = self.hot_rx.recv() => self.hot_written(report)?,
                 n = admit_rx.recv_many(&mut group, admit_batch) => {
                     if n == 0 {
                         return Ok(());
@@ -191,6 +216,9 @@ impl Pipeline {
         self.metrics
             .routes_pending
             .store(self.journal.routes_pending()?, Ordering::Relaxed);
+        self.metrics
+            .hot_pending
+            .store(self.journal.hot_pending()?, Ordering::Relaxed);
         for sealed in self.journal.sealed()? {
             let lines = self.journal.batch_lines(sealed.batch)?;
             let upload = Upload {
@@ -222,7 +250,7 @@ impl Pipeline {
     fn admit(&mut self, group: &mut Vec<Incoming>) -> anyhow::Result<()> {
         let admissions: Vec<Admission> = group
             .iter()
-            .map(|m| decode::admission(&m.publish.topic, &m.publish.payload, m.received))
+            .map(|m| decode::admission(&m.publish.topic, &m.publish.payload, m.received, self.hot))
             .collect();
         for a in &admissions {
             if let Admission::Reject { reason, .. } = a {
@@ -242,6 +270,10 @@ impl Pipeline {
             m.routes_pending
                 .fetch_add(outcome.routed, Ordering::Relaxed);
             self.route_wake.notify_one();
+        }
+        if outcome.hot > 0 {
+            m.hot_pending.fetch_add(outcome.hot, Ordering::Relaxed);
+            self.hot_wake.notify_one();
         }
         m.records_in.fetch_add(outcome.records, Ordering::Relaxed);
         m.duplicates
@@ -284,6 +316,20 @@ impl Pipeline {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                     Some(n.saturating_sub(answered))
                 });
+        Ok(())
+    }
+
+    /// The hot store has the entries up to `report.upto`: they leave the journal.
+    fn hot_written(&mut self, report: HotReport) -> anyhow::Result<()> {
+        let journal = &mut self.journal;
+        tokio::task::block_in_place(|| journal.hot_written(report.upto))
+            .context("ingest journal commit of hot store progress failed")?;
+        let _ = self
+            .metrics
+            .hot_pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(report.entries))
+            });
         Ok(())
     }
 

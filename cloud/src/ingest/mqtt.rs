@@ -60,15 +60,21 @@ pub fn client(cfg: &MqttConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
     Ok(AsyncClient::new(opts, 1024))
 }
 
-/// The subscriptions: both data streams of every device, through the share group if any.
-pub fn filters(cfg: &MqttConfig) -> Vec<String> {
-    [Stream::Telemetry, Stream::Transactions]
+/// The subscriptions: both data streams of every device, through the share group if any;
+/// and, for the hot store, every device's `status`, outside the group: the broker hands
+/// retained messages only to plain subscriptions, and every ingest may keep device state.
+pub fn filters(cfg: &MqttConfig, status: bool) -> Vec<String> {
+    let mut filters: Vec<String> = [Stream::Telemetry, Stream::Transactions]
         .into_iter()
         .map(|stream| match &cfg.share_group {
             Some(group) => format!("$share/{group}/{}", Topic::filter_all(stream)),
             None => Topic::filter_all(stream),
         })
-        .collect()
+        .collect();
+    if status {
+        filters.push(Topic::filter_all(Stream::Status));
+    }
+    filters
 }
 
 /// Drives the event loop until `shutdown`, handing every publish to `admit`. When `admit`

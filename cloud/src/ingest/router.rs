@@ -2,7 +2,7 @@
 //! and sends each card's new balances back to the devices that used it.
 //!
 //! - Routes are read in id order, up to `loyalty.batch` at a time, through a read-only
-//!   connection of their own ([`RouteQueue`]); only the pipeline deletes them, after this
+//!   connection of their own ([`QueueReader`]); only the pipeline deletes them, after this
 //!   task reports the ledger's answers ([`RouteReport`]), in the same journal transaction
 //!   that makes any reject line for `errors/` durable. A crash between the answer and that
 //!   commit sends the batch again, and the ledger answers `duplicate`.
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::IngestMetrics;
-use super::journal::RouteQueue;
+use super::journal::QueueReader;
 use crate::config::LoyaltyConfig;
 use crate::lake::{Line, reject_line};
 use crate::loyalty::{CardBalances, Status};
@@ -90,7 +90,7 @@ pub struct Router {
     cfg: LoyaltyConfig,
     http: reqwest::Client,
     /// Behind a lock only so that the router is `Sync`: this task alone uses it.
-    queue: std::sync::Mutex<RouteQueue>,
+    queue: std::sync::Mutex<QueueReader>,
     mqtt: AsyncClient,
     report: mpsc::UnboundedSender<RouteReport>,
     metrics: Arc<IngestMetrics>,
@@ -112,7 +112,7 @@ impl Router {
             .connect_timeout(Duration::from_secs(cfg.timeout_s.min(5)))
             .build()?;
         Ok(Self {
-            queue: std::sync::Mutex::new(RouteQueue::open(&data_dir)?),
+            queue: std::sync::Mutex::new(QueueReader::routes(&data_dir)?),
             cfg,
             http,
             mqtt,

@@ -34,6 +34,8 @@ pub enum LedgerError {
     Url(String),
     #[error("ledger row: {0}")]
     Row(String),
+    #[error("ledger: {0}")]
+    Pool(#[from] crate::pool::PoolError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +70,22 @@ pub struct Balance {
 const PG_RETRIES: u32 = 50;
 /// Cards decided per database transaction by the expiry job.
 const EXPIRY_CHUNK: usize = 100;
+
+/// A store's loyalty figures for one UTC day (by when the ledger applied them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreDay {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Stamps given by `stamp` transactions.
+    pub stamps_issued: i64,
+    /// Points given by `earn` transactions.
+    pub points_issued: i64,
+    /// `redeem` transactions: one reward each.
+    pub rewards_redeemed: i64,
+    /// Transactions that took a card's balance below zero (offline redemptions the cloud
+    /// could not cover): each flags its card.
+    pub overdrafts_flagged: i64,
+}
 
 /// One entry of a card's ledger (`GET /v1/cards/{card}/transactions`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -308,6 +326,62 @@ impl Ledger {
             .collect()
     }
 
+    /// The store's figures per day, for days in `[from_day, to_day)` (`YYYY-MM-DD`) that
+    /// have any. An overdraft is found by running each card's balance over its whole ledger,
+    /// wherever its other transactions happened.
+    pub fn store_days(
+        &mut self,
+        store: &str,
+        from_day: &str,
+        to_day: &str,
+    ) -> Result<Vec<StoreDay>, LedgerError> {
+        let sql = "WITH run AS (
+                     SELECT store, applied_at, op, delta,
+                            SUM(delta) OVER (PARTITION BY card, program ORDER BY seq) AS after
+                     FROM ledger
+                     WHERE card IN (SELECT card FROM ledger WHERE store = $1
+                                    AND applied_at >= $2 AND applied_at < $3))
+                   SELECT substr(applied_at, 1, 10) AS day,
+                     CAST(SUM(CASE WHEN op = 'stamp' THEN delta ELSE 0 END) AS BIGINT),
+                     CAST(SUM(CASE WHEN op = 'earn' THEN delta ELSE 0 END) AS BIGINT),
+                     CAST(SUM(CASE WHEN op = 'redeem' THEN 1 ELSE 0 END) AS BIGINT),
+                     CAST(SUM(CASE WHEN after < 0 AND after - delta >= 0 THEN 1 ELSE 0 END)
+                          AS BIGINT)
+                   FROM run WHERE store = $1 AND applied_at >= $2 AND applied_at < $3
+                   GROUP BY day ORDER BY day";
+        Ok(match self {
+            Self::Sqlite(c) => c
+                .prepare_cached(sql)?
+                .query_map(rusqlite::params![store, from_day, to_day], |r| {
+                    Ok(StoreDay {
+                        day: r.get(0)?,
+                        stamps_issued: r.get(1)?,
+                        points_issued: r.get(2)?,
+                        rewards_redeemed: r.get(3)?,
+                        overdrafts_flagged: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?,
+            Self::Postgres(c) => c
+                .query(sql, &[&store, &from_day, &to_day])?
+                .into_iter()
+                .map(|r| StoreDay {
+                    day: r.get(0),
+                    stamps_issued: r.get(1),
+                    points_issued: r.get(2),
+                    rewards_redeemed: r.get(3),
+                    overdrafts_flagged: r.get(4),
+                })
+                .collect(),
+        })
+    }
+
+    /// Every store the ledger has seen.
+    pub fn stores(&mut self) -> Result<Vec<String>, LedgerError> {
+        let sql = "SELECT DISTINCT store FROM ledger WHERE op <> $1 ORDER BY store";
+        self.strings(sql, &"expire")
+    }
+
     /// Cards whose balance went below zero in some program, for a person to review.
     pub fn flagged_cards(&mut self) -> Result<Vec<String>, LedgerError> {
         self.strings(
@@ -368,6 +442,18 @@ impl Ledger {
                 })
             })
             .collect()
+    }
+}
+
+impl crate::pool::Pooled for Ledger {
+    type Error = LedgerError;
+
+    fn open(url: &str) -> Result<Self, LedgerError> {
+        Ledger::open(url)
+    }
+
+    fn is_usable(&self) -> bool {
+        Ledger::is_usable(self)
     }
 }
 

@@ -7,13 +7,14 @@ mod expiry;
 mod ledger;
 mod metrics;
 mod pg;
-mod pool;
 mod program;
 mod sqlite;
 
 pub use api::{CardBalances, LoyaltyApi};
 pub use expiry::run_expiry;
-pub use ledger::{Balance, Ledger, LedgerEntry, LedgerError, Outcome, Status};
+pub use ledger::{Balance, Ledger, LedgerEntry, LedgerError, Outcome, Status, StoreDay};
 pub use metrics::LoyaltyMetrics;
-pub use pool::LedgerPool;
+
+/// The ledger's connections, for the async side.
+pub type LedgerPool = crate::pool::Pool<Ledger>;
 pub use program::Program;

@@ -1,0 +1,431 @@
+//! The dashboards' JSON API. Handlers parse and check; the hot store and the ledger answer.
+//!
+//! `GET /v1/devices/{id}/readings` picks raw points or rollups from the span when `step` is
+//! absent: raw up to an hour (within the raw retention), otherwise whole-minute steps that
+//! give at most [`AUTO_POINTS`] points (1 min for a day, 7 min for a week). `step=raw` asks
+//! for raw points; any other step must be a whole number of minutes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{Duration as Span, NaiveDate, Utc};
+use ferry_shared::Timestamp;
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::HotPool;
+use super::events::Feed;
+use super::store::{Series, rfc3339};
+use crate::config::DashboardConfig;
+use crate::http::ApiError;
+use crate::loyalty::{LedgerPool, StoreDay};
+
+/// Raw points at most, up to this span, when the step is chosen for the caller.
+const RAW_SPAN_MS: i64 = 3600 * 1000;
+/// Points an automatic step aims at, at most.
+pub const AUTO_POINTS: i64 = 1440;
+/// Points one answer holds at most, raw or aggregated.
+pub const MAX_POINTS: i64 = 20_000;
+const MINUTE_MS: i64 = 60_000;
+/// Days one loyalty answer covers at most.
+const MAX_DAYS: i64 = 366;
+/// Cleared alarms listed.
+const CLEARED_LISTED: usize = 100;
+
+#[derive(Clone)]
+pub struct DashboardApi {
+    pub hot: Arc<HotPool>,
+    pub ledger: Option<Arc<LedgerPool>>,
+    pub cfg: Arc<DashboardConfig>,
+    pub feed: Feed,
+    pub shutdown: CancellationToken,
+}
+
+pub fn routes(api: DashboardApi) -> Router {
+    Router::new()
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/{id}", get(show_device))
+        .route("/v1/devices/{id}/readings", get(readings))
+        .route("/v1/stores", get(list_stores))
+        .route("/v1/stores/{id}/loyalty", get(store_loyalty))
+        .route("/v1/alarms", get(list_alarms))
+        .route("/v1/events", get(events))
+        .with_state(api)
+}
+
+fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::Unavailable(e.into())
+}
+
+async fn list_devices(State(api): State<DashboardApi>) -> Result<Json<Value>, ApiError> {
+    let after = api.cfg.offline_after_ms();
+    let now = Timestamp::now().unix_millis();
+    let devices = api
+        .hot
+        .run(move |s| s.devices(now, after))
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({
+        "devices": devices,
+        "offline_after_s": api.cfg.offline_after_s,
+    })))
+}
+
+async fn show_device(
+    State(api): State<DashboardApi>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let after = api.cfg.offline_after_ms();
+    let now = Timestamp::now().unix_millis();
+    let device = id.clone();
+    let (view, latest) = api
+        .hot
+        .run(move |s| Ok((s.device(&device, now, after)?, s.latest(&device)?)))
+        .await
+        .map_err(unavailable)?;
+    let view = view.ok_or_else(|| unknown_device(&id))?;
+    let mut body = serde_json::to_value(view).map_err(unavailable)?;
+    body["latest"] = serde_json::to_value(latest).map_err(unavailable)?;
+    Ok(Json(body))
+}
+
+fn unknown_device(id: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_device",
+        format!("no device {id:?} has been heard from"),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadingsQuery {
+    metric: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+}
+
+/// What a readings query resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Raw,
+    /// Step in ms, a whole number of minutes.
+    Rollup(i64),
+}
+
+/// Chooses raw points or a step for `[from, to)`, as the module documentation says.
+pub fn plan(
+    step: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+    raw_from_ms: i64,
+) -> Result<Plan, ApiError> {
+    let span = to_ms - from_ms;
+    let plan = match step.map(str::trim) {
+        None | Some("") | Some("auto") => {
+            if span <= RAW_SPAN_MS && from_ms >= raw_from_ms {
+                Plan::Raw
+            } else {
+                let per_point = (span + AUTO_POINTS - 1) / AUTO_POINTS;
+                let minutes = ((per_point + MINUTE_MS - 1) / MINUTE_MS).max(1);
+                Plan::Rollup(minutes * MINUTE_MS)
+            }
+        }
+        Some("raw") => Plan::Raw,
+        Some(text) => {
+            let ms = parse_duration_ms(text).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_step",
+                    format!("step {text:?}: use raw, auto, or a duration such as 60s, 5m, 1h, 1d"),
+                )
+            })?;
+            if ms <= 0 || ms % MINUTE_MS != 0 {
+                return Err(ApiError::invalid(
+                    "invalid_step",
+                    "step must be a whole number of minutes (rollups are per minute), or raw",
+                ));
+            }
+            Plan::Rollup(ms)
+        }
+    };
+    if let Plan::Rollup(step) = plan
+        && span / step > MAX_POINTS
+    {
+        return Err(ApiError::invalid(
+            "too_many_points",
+            format!(
+                "{} points at this step; at most {MAX_POINTS}: take a larger step or a shorter span",
+                span / step
+            ),
+        ));
+    }
+    Ok(plan)
+}
+
+/// `90`, `90s`, `5m`, `1h`, `1d`, in ms.
+fn parse_duration_ms(text: &str) -> Option<i64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: i64 = digits.parse().ok()?;
+    let scale = match unit {
+        "" | "s" => 1000,
+        "m" => MINUTE_MS,
+        "h" => 3600 * 1000,
+        "d" => 24 * 3600 * 1000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// RFC 3339, or Unix ms.
+fn parse_time(key: &'static str, text: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    Timestamp::parse(text)
+        .map(|t| t.unix_millis())
+        .map_err(|_| {
+            ApiError::invalid(
+                "invalid_time",
+                format!("{key} {text:?}: use RFC 3339 (2026-11-24T10:00:00Z) or Unix ms"),
+            )
+        })
+}
+
+async fn readings(
+    State(api): State<DashboardApi>,
+    Path(id): Path<String>,
+    Query(q): Query<ReadingsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let metric = q
+        .metric
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::invalid("missing_metric", "metric is required"))?;
+    let now = Timestamp::now().unix_millis();
+    let to =
+        q.to.as_deref()
+            .map(|t| parse_time("to", t))
+            .transpose()?
+            .unwrap_or(now);
+    let from = match q.from.as_deref() {
+        Some(t) => parse_time("from", t)?,
+        None => to - RAW_SPAN_MS,
+    };
+    if from >= to {
+        return Err(ApiError::invalid("invalid_range", "from must be before to"));
+    }
+    let plan = plan(q.step.as_deref(), from, to, now - api.cfg.raw_keep_ms())?;
+    let after = api.cfg.offline_after_ms();
+    let (device, m) = (id.clone(), metric.clone());
+    let (known, series) = api
+        .hot
+        .run(move |s| {
+            if s.device(&device, now, after)?.is_none() {
+                return Ok((false, None));
+            }
+            let series = match plan {
+                Plan::Raw => s.raw(&device, &m, from, to, MAX_POINTS as usize)?,
+                Plan::Rollup(step) => s.rollup(&device, &m, from, to, step)?,
+            };
+            Ok((true, Some(series)))
+        })
+        .await
+        .map_err(unavailable)?;
+    let series = series
+        .filter(|_| known)
+        .ok_or_else(|| unknown_device(&id))?;
+    let truncated = matches!(series, Series::Raw { .. }) && series.len() as i64 >= MAX_POINTS;
+    let mut body = json!({
+        "device": id,
+        "metric": metric,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "truncated": truncated,
+    });
+    if let (Value::Object(out), Value::Object(fields)) = (
+        &mut body,
+        serde_json::to_value(series).map_err(unavailable)?,
+    ) {
+        out.extend(fields);
+    }
+    Ok(Json(body))
+}
+
+fn ledger(api: &DashboardApi) -> Result<Arc<LedgerPool>, ApiError> {
+    api.ledger.clone().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "loyalty figures need loyalty.database in this process's configuration".into(),
+        )
+    })
+}
+
+async fn list_stores(State(api): State<DashboardApi>) -> Result<Json<Value>, ApiError> {
+    let stores = ledger(&api)?
+        .run(|l| l.stores())
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({ "stores": stores })))
+}
+
+#[derive(Debug, Deserialize)]
+struct DaysQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `YYYY-MM-DD`, or the day of an RFC 3339 time.
+fn parse_day(key: &'static str, text: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .or_else(|_| {
+            Timestamp::parse(text).map(|t| {
+                chrono::DateTime::<Utc>::from_timestamp_millis(t.unix_millis())
+                    .map(|d| d.date_naive())
+                    .unwrap_or_default()
+            })
+        })
+        .map_err(|_| {
+            ApiError::invalid(
+                "invalid_time",
+                format!("{key} {text:?}: use a day (2026-11-24) or an RFC 3339 time"),
+            )
+        })
+}
+
+/// Days `from..=to` (UTC), today when absent; every day is listed, with zeros when quiet.
+async fn store_loyalty(
+    State(api): State<DashboardApi>,
+    Path(store): Path<String>,
+    Query(q): Query<DaysQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let today = Utc::now().date_naive();
+    let to =
+        q.to.as_deref()
+            .map(|t| parse_day("to", t))
+            .transpose()?
+            .unwrap_or(today);
+    let from = q
+        .from
+        .as_deref()
+        .map(|t| parse_day("from", t))
+        .transpose()?
+        .unwrap_or(to);
+    if from > to {
+        return Err(ApiError::invalid(
+            "invalid_range",
+            "from must not be after to",
+        ));
+    }
+    if (to - from).num_days() >= MAX_DAYS {
+        return Err(ApiError::invalid(
+            "invalid_range",
+            format!("at most {MAX_DAYS} days at a time"),
+        ));
+    }
+    let end = to + Span::days(1);
+    let (s, a, b) = (store.clone(), from.to_string(), end.to_string());
+    let found = ledger(&api)?
+        .run(move |l| l.store_days(&s, &a, &b))
+        .await
+        .map_err(unavailable)?;
+    let days: Vec<StoreDay> = from
+        .iter_days()
+        .take_while(|d| *d <= to)
+        .map(|d| {
+            let day = d.to_string();
+            found
+                .iter()
+                .find(|f| f.day == day)
+                .cloned()
+                .unwrap_or(StoreDay {
+                    day,
+                    ..StoreDay::default()
+                })
+        })
+        .collect();
+    Ok(Json(json!({ "store": store, "days": days })))
+}
+
+async fn list_alarms(State(api): State<DashboardApi>) -> Result<Json<Value>, ApiError> {
+    let (active, cleared) = api
+        .hot
+        .run(|s| Ok((s.active_alarms()?, s.cleared_alarms(CLEARED_LISTED)?)))
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({
+        "rules": api.cfg.alarms,
+        "active": active,
+        "cleared": cleared,
+    })))
+}
+
+async fn events(
+    State(api): State<DashboardApi>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = api.feed.subscribe();
+    let stream =
+        futures_util::stream::unfold((rx, api.shutdown.clone()), |(mut rx, stop)| async move {
+            let event = tokio::select! {
+                // Ends the stream, so a graceful shutdown does not wait for the browser.
+                _ = stop.cancelled() => return None,
+                got = rx.recv() => match got {
+                    Ok(e) => SseEvent::default().event(e.name).data(e.data.as_str()),
+                    Err(RecvError::Lagged(missed)) => SseEvent::default()
+                        .event("resync")
+                        .data(json!({ "missed": missed }).to_string()),
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            Some((Ok(event), (rx, stop)))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3600 * 1000;
+
+    #[test]
+    fn the_step_follows_the_span_unless_asked() {
+        let now = 100 * 24 * H;
+        let raw_from = now - 7 * 24 * H;
+        let cases: &[(Option<&str>, i64, Plan)] = &[
+            (None, H, Plan::Raw),
+            (Some("auto"), H, Plan::Raw),
+            (None, H + 1, Plan::Rollup(MINUTE_MS)),
+            (None, 24 * H, Plan::Rollup(MINUTE_MS)),
+            (None, 7 * 24 * H, Plan::Rollup(7 * MINUTE_MS)),
+            (None, 90 * 24 * H, Plan::Rollup(90 * MINUTE_MS)),
+            (Some("raw"), 24 * H, Plan::Raw),
+            (Some("60"), 7 * 24 * H, Plan::Rollup(MINUTE_MS)),
+            (Some("1m"), 7 * 24 * H, Plan::Rollup(MINUTE_MS)),
+            (Some("1h"), 7 * 24 * H, Plan::Rollup(H)),
+            (Some("1d"), 7 * 24 * H, Plan::Rollup(24 * H)),
+        ];
+        for &(step, span, want) in cases {
+            let got = plan(step, now - span, now, raw_from).expect("plan");
+            assert_eq!(got, want, "step {step:?} over {span} ms");
+        }
+        // An hour that lies before the raw retention comes from the rollups.
+        assert_eq!(
+            plan(None, raw_from - 2 * H, raw_from - H, raw_from).expect("plan"),
+            Plan::Rollup(MINUTE_MS)
+        );
+        for bad in ["30s", "90s", "0", "-1m", "5x", "m"] {
+            assert!(plan(Some(bad), now - H, now, raw_from).is_err(), "{bad}");
+        }
+        assert!(
+            plan(Some("1m"), now - 90 * 24 * H, now, raw_from).is_err(),
+            "129,600 points is too many"
+        );
+    }
+}
