@@ -1,5 +1,5 @@
-//! A real `ferry-cloud loyalty` process: its config, its API, and the programs a test
-//! needs.
+//! A real `ferry-cloud loyalty` (or `dashboard`) process: its config, its API, and the
+//! programs a test needs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,6 +14,29 @@ use crate::process::Proc;
 pub struct Loyalty {
     pub proc: Proc,
     pub port: u16,
+    role: &'static str,
+}
+
+/// A `ferry-cloud dashboard` with `sections` (`[dashboard]`, and `[loyalty]` for the
+/// figures) beside `data_dir` and `[http]`, not yet started.
+pub fn dashboard(bin: &Path, dir: &Path, sections: &str) -> Loyalty {
+    let port = free_port();
+    let config = format!(
+        "data_dir = \"{data}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n{sections}",
+        data = dir.join("dashboard-data").display(),
+    );
+    let path = dir.join("dashboard.toml");
+    std::fs::write(&path, config).expect("writing dashboard config");
+    let path = path.to_string_lossy().into_owned();
+    Loyalty {
+        proc: Proc::new(
+            bin,
+            &["dashboard", "--config", &path],
+            dir.join("dashboard.log"),
+        ),
+        port,
+        role: "dashboard",
+    }
 }
 
 /// A loyalty role on `database` (`sqlite:///...` or `postgres://...`), not yet started.
@@ -35,6 +58,7 @@ pub fn loyalty(bin: &Path, dir: &Path, database: &str) -> Loyalty {
             dir.join("loyalty.log"),
         ),
         port,
+        role: "loyalty",
     }
 }
 
@@ -54,12 +78,14 @@ impl Loyalty {
         while !matches!(request(self.port, "GET", "/healthz", "", ""), Ok((200, _))) {
             assert!(
                 self.proc.is_running(),
-                "ferry-cloud loyalty exited; log:\n{}",
+                "ferry-cloud {} exited; log:\n{}",
+                self.role,
                 self.proc.log()
             );
             assert!(
                 Instant::now() < deadline,
-                "ferry-cloud loyalty not ready in 30 s; log:\n{}",
+                "ferry-cloud {} not ready in 30 s; log:\n{}",
+                self.role,
                 self.proc.log()
             );
             std::thread::sleep(Duration::from_millis(50));
