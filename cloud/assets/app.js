@@ -16,6 +16,7 @@ const state = {
   kind: null,
   alarms: new Map(),
   feed: null,
+  autoPicked: false,
 };
 
 class Unauthorized extends Error {}
@@ -72,7 +73,10 @@ async function loadDevices() {
   const pick = $("#device-pick");
   const names = [...state.devices.keys()];
   pick.replaceChildren(...names.map((n) => new Option(n, n)));
-  if (!state.device || !state.devices.has(state.device)) state.device = names[0] || null;
+  if (!state.device || !state.devices.has(state.device)) {
+    state.device = names[0] || null;
+    state.autoPicked = true;
+  }
   if (state.device) pick.value = state.device;
 }
 
@@ -97,6 +101,7 @@ function renderDevices() {
 
 async function pickDevice(device) {
   state.device = device;
+  state.autoPicked = false;
   $("#device-pick").value = device;
   renderDevices();
   await loadMetrics();
@@ -110,7 +115,21 @@ async function loadMetrics() {
     pick.replaceChildren();
     return;
   }
-  const body = await api(`/v1/devices/${encodeURIComponent(state.device)}`);
+  let body = await api(`/v1/devices/${encodeURIComponent(state.device)}`);
+  // A device picked for the user that has no readings (a till) gives way to one that has.
+  if (state.autoPicked && !body.latest.length) {
+    for (const other of state.devices.keys()) {
+      const candidate = await api(`/v1/devices/${encodeURIComponent(other)}`);
+      if (candidate.latest.length) {
+        body = candidate;
+        state.device = other;
+        $("#device-pick").value = other;
+        renderDevices();
+        break;
+      }
+    }
+  }
+  state.autoPicked = false;
   const metrics = body.latest.map((l) => l.metric);
   pick.replaceChildren(...metrics.map((m) => new Option(m, m)));
   if (!metrics.includes(state.metric)) state.metric = metrics[0] || null;
@@ -307,8 +326,11 @@ function handleEvent(block) {
   }
   if (!data.length) return;
   const payload = JSON.parse(data.join("\n"));
-  if (name === "reading") livePoint(payload);
-  else if (name === "device") {
+  if (name === "reading") {
+    const device = state.devices.get(payload.device);
+    if (device && (!device.last_seen || device.last_seen < payload.ts)) device.last_seen = payload.ts;
+    livePoint(payload);
+  } else if (name === "device") {
     const known = state.devices.has(payload.device);
     state.devices.set(payload.device, payload);
     if (known) renderDevices();
@@ -362,10 +384,14 @@ for (const button of document.querySelectorAll("[data-range]")) {
 window.addEventListener("resize", () => {
   if (state.plot) state.plot.setSize({ width: $("#chart").clientWidth, height: 300 });
 });
-// Ages in the device list, and quiet stores, move on without events.
+// Ages in the device list move on without events; last-seen times of devices without
+// readings (tills) and quiet stores come with a reload.
 setInterval(() => {
   if (state.token && !$("#login").open) renderDevices();
 }, 5000);
+setInterval(() => {
+  if (state.token && !$("#login").open) loadDevices().catch(() => {});
+}, 15000);
 setInterval(() => {
   if (state.token && !$("#login").open) loadLoyalty().catch(() => {});
 }, 30000);

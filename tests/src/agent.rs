@@ -45,6 +45,12 @@ impl AgentProc {
         self.proc.terminate()
     }
 
+    /// Sends a signal by name: `STOP` freezes the agent with its connection open, as a hung
+    /// device would, so only an inactivity timeout can tell.
+    pub fn send(&self, name: &str) {
+        self.proc.send(name);
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.proc.is_running()
     }

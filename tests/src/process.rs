@@ -93,6 +93,13 @@ impl Proc {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`...) to the running process.
+    pub fn send(&self, name: &str) {
+        if let Some(child) = &self.child {
+            signal(child, name);
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
