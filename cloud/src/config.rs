@@ -713,6 +713,29 @@ token = "t"
     }
 
     #[test]
+    fn the_example_configs_parse() {
+        // cloud-s3 names certificate files of a real deployment, checked at parse time.
+        for (name, text) in [
+            (
+                "cloud-local",
+                include_str!("../../deploy/examples/cloud-local.toml"),
+            ),
+            (
+                "cloud-loyalty",
+                include_str!("../../deploy/examples/cloud-loyalty.toml"),
+            ),
+        ] {
+            CloudConfig::parse(text, []).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let local = CloudConfig::parse(include_str!("../../deploy/examples/cloud-local.toml"), [])
+            .expect("cloud-local");
+        local
+            .check_role(Role::All)
+            .expect("cloud-local runs every role");
+        assert_eq!(local.dashboard.map(|d| d.alarms.len()), Some(1));
+    }
+
+    #[test]
     fn database_passwords_are_redacted() {
         assert_eq!(
             redact_password(Some("postgres://ferry:s3cret@db:5432/ledger")).as_deref(),
