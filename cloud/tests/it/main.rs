@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod crash;
+mod hot;
 mod layout;
 mod outage;
 mod round_trip;
