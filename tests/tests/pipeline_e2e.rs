@@ -50,6 +50,61 @@ fn balances_from_lake(objects: &[Object]) -> BTreeMap<(String, String), i64> {
 
 /// Waits until the lake holds every record of every device once, then until the ledger
 /// agrees with the lake's transactions.
+/// `dev`'s dashboards agree with the lake: every device listed, and each station's
+/// temperature readings counted once in the hot store's rollups.
+async fn assert_dashboard(http: u16, token: &str, logs: impl Fn() -> String) {
+    let get = |path: &str| {
+        request(http, "GET", path, token, "")
+            .ok()
+            .and_then(|(status, body)| (status == 200).then_some(body))
+            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+            .unwrap_or(Value::Null)
+    };
+    let two_days_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        - 2 * 86_400_000;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let devices = get("/v1/devices");
+        let listed: BTreeSet<&str> = devices["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["device"].as_str())
+            .collect();
+        let counted: Vec<i64> = STATIONS
+            .iter()
+            .map(|station| {
+                let answer = get(&format!(
+                    "/v1/devices/{station}/readings?metric=temperature_c&step=1h&from={two_days_ago}"
+                ));
+                answer["count"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_i64)
+                    .sum()
+            })
+            .collect();
+        let all_listed = STATIONS.iter().chain(&TILLS).all(|d| listed.contains(d));
+        if all_listed && counted.iter().all(|&n| n == RECORDS as i64) {
+            return;
+        }
+        assert!(
+            counted.iter().all(|&n| n <= RECORDS as i64),
+            "a reading counted twice in the hot store: {counted:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the dashboards list {listed:?} and count {counted:?} readings after 60 s; logs:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn assert_pipeline(lake_root: &Path, http_port: u16, token: &str, logs: impl Fn() -> String) {
     let devices = STATIONS.len() + TILLS.len();
     let want = devices * RECORDS as usize;
@@ -178,6 +233,7 @@ async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_pipeline(&data.join("lake"), http, token.trim(), logs).await;
+    assert_dashboard(http, token.trim(), logs).await;
 
     // Ctrl-C stops everything cleanly: the agents first, then the cloud.
     signal(&dev, "INT");
