@@ -9,6 +9,8 @@
 //!   rollups, latest values), in batches of one simulated hour of all devices.
 //! - The query is what `GET /v1/devices/{id}/readings?step=1m` runs, including turning the
 //!   answer into JSON; 200 queries over random devices, after 5 to warm up.
+//! - The write path is also timed on a durable PostgreSQL for one simulated hour, against
+//!   the same hour into a fresh SQLite file.
 //! - The baseline, in the same run on the same file: the same aggregates computed from the
 //!   raw readings (GROUP BY minute over ~600,000 rows), which is what a store without
 //!   rollups must do for every such chart. Its ratio to the rollup query is what the
@@ -18,11 +20,51 @@ use std::time::{Duration, Instant};
 
 use ferry_cloud::dashboard::{HotItem, HotStore};
 use ferry_shared::Timestamp;
+use ferry_tests::postgres::Postgres;
 
 const DEVICES: usize = 20;
 const MINUTE_MS: i64 = 60_000;
 const QUERIES: usize = 200;
 const BASELINE_QUERIES: usize = 10;
+
+/// One simulated hour of every device, from `start`.
+fn hour_of(devices: &[String], start: i64, hour: i64) -> Vec<HotItem> {
+    let mut batch = Vec::with_capacity(devices.len() * 3600);
+    for (d, device) in devices.iter().enumerate() {
+        for s in 0..3600i64 {
+            let second = hour * 3600 + s;
+            let value = 12.0 + 6.0 * ((second as f64) / 3600.0 + d as f64).sin();
+            batch.push(HotItem::Reading {
+                device: device.clone(),
+                spool: "bench".into(),
+                seq: second as u64 + 1,
+                ts_ms: start + second * 1000,
+                metrics: [("temperature_c".to_owned(), value)].into(),
+            });
+        }
+    }
+    batch
+}
+
+/// Readings per second through `HotStore::write` for `hours` simulated hours.
+fn fill_rate(
+    store: &mut HotStore,
+    devices: &[String],
+    start: i64,
+    hours: i64,
+    keep: i64,
+    now: i64,
+) -> f64 {
+    let began = Instant::now();
+    let mut written = 0;
+    for hour in 0..hours {
+        written += store
+            .write(&hour_of(devices, start, hour), &[], keep, now)
+            .expect("write")
+            .stored;
+    }
+    written as f64 / began.elapsed().as_secs_f64()
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -50,21 +92,9 @@ fn main() {
     let mut written = 0u64;
     let hours = days * 24;
     for hour in 0..hours {
-        let mut batch = Vec::with_capacity(DEVICES * 3600);
-        for (d, device) in devices.iter().enumerate() {
-            for s in 0..3600i64 {
-                let second = hour * 3600 + s;
-                let value = 12.0 + 6.0 * ((second as f64) / 3600.0 + d as f64).sin();
-                batch.push(HotItem::Reading {
-                    device: device.clone(),
-                    spool: "bench".into(),
-                    seq: second as u64 + 1,
-                    ts_ms: start + second * 1000,
-                    metrics: [("temperature_c".to_owned(), value)].into(),
-                });
-            }
-        }
-        let outcome = store.write(&batch, &[], keep, now).expect("write");
+        let outcome = store
+            .write(&hour_of(&devices, start, hour), &[], keep, now)
+            .expect("write");
         written += outcome.stored;
         if hour % 24 == 23 {
             eprintln!(
@@ -126,6 +156,24 @@ fn main() {
         ms(p50),
         ms(p95),
         ms(p99)
+    );
+    // The write path on a durable PostgreSQL (fsync on), one simulated hour, against the
+    // same hour into a fresh SQLite file.
+    let pg = Postgres::start_durable();
+    let mut on_pg = HotStore::open(&pg.database("hot")).expect("hot store on PostgreSQL");
+    let pg_rate = fill_rate(&mut on_pg, &devices, start, 1, keep, now);
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let mut on_sqlite = HotStore::open(&format!(
+        "sqlite://{}",
+        fresh.path().join("hot.db").display()
+    ))
+    .expect("hot store");
+    let sqlite_rate = fill_rate(&mut on_sqlite, &devices, start, 1, keep, now);
+    println!(
+        "write path, one simulated hour of {DEVICES} devices ({} readings): PostgreSQL {pg_rate:.0} \
+         readings/s, SQLite {sqlite_rate:.0} readings/s (ratio {:.2})",
+        DEVICES * 3600,
+        pg_rate / sqlite_rate
     );
     println!(
         "baseline, the same aggregates from raw readings, {BASELINE_QUERIES} queries: p50 {:.0} ms; \

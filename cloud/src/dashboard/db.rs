@@ -241,6 +241,10 @@ impl Db {
 }
 
 impl Tx<'_> {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     pub fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, DbError> {
         match self {
             Self::Sqlite(c) => sqlite_query(c, sql, params),
