@@ -7,6 +7,7 @@
 //! - [`loyalty`]: the exactly-once ledger and its API;
 //! - [`dashboard`]: the hot store the ingest feeds, and the dashboards' API, event feed and
 //!   page;
+//! - [`db`]: opening a SQLite or PostgreSQL database, and one interface over both;
 //! - [`pool`]: a few blocking database connections for async callers;
 //! - [`config`]: CONTRACT §2b;
 //! - [`http`]: `/healthz`, `/metrics` and the APIs behind the token;
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod dashboard;
+pub mod db;
 pub mod dev;
 pub mod http;
 pub mod ingest;

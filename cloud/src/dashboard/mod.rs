@@ -10,7 +10,6 @@
 
 pub mod alarms;
 mod api;
-mod db;
 mod events;
 mod page;
 mod retention;
@@ -22,8 +21,8 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::db::DbError;
 pub use alarms::{AlarmRule, Op};
-pub use db::DbError;
 pub use store::{
     Alarm, Backlog, DeviceStatus, DeviceView, HotItem, HotStore, Latest, Series, WriteOutcome,
     is_online,

@@ -15,7 +15,7 @@ use ferry_shared::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::alarms::{AlarmRule, Track, Transition};
-use super::db::{Db, DbError, Row, Tx, Val};
+use crate::db::{Db, DbError, Row, Tx, Val};
 
 const SQLITE_SCHEMA: &str = include_str!("../../migrations/0004_hot.sql");
 const POSTGRES_SCHEMA: &str = include_str!("../../migrations/0005_hot_postgres.sql");
@@ -457,13 +457,7 @@ impl HotStore {
              FROM rollups
              WHERE device = $2 AND metric = $3 AND minute_ms >= $4 AND minute_ms < $5
              GROUP BY bucket ORDER BY bucket",
-            &[
-                step_ms.into(),
-                device.into(),
-                metric.into(),
-                from_ms.into(),
-                to_ms.into(),
-            ],
+            &range(step_ms, device, metric, from_ms, to_ms),
         )?;
         let mut series = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in &rows {
@@ -499,13 +493,7 @@ impl HotStore {
              FROM readings
              WHERE device = $2 AND metric = $3 AND ts_ms >= $4 AND ts_ms < $5
              GROUP BY bucket ORDER BY bucket",
-            &[
-                step_ms.into(),
-                device.into(),
-                metric.into(),
-                from_ms.into(),
-                to_ms.into(),
-            ],
+            &range(step_ms, device, metric, from_ms, to_ms),
         )?;
         Ok(rows.len())
     }
@@ -559,6 +547,17 @@ impl HotStore {
         )?;
         Ok((raw, rollups))
     }
+}
+
+/// The parameters of a per-step query of one series over `[from_ms, to_ms)`.
+fn range(step_ms: i64, device: &str, metric: &str, from_ms: i64, to_ms: i64) -> [Val; 5] {
+    [
+        step_ms.into(),
+        device.into(),
+        metric.into(),
+        from_ms.into(),
+        to_ms.into(),
+    ]
 }
 
 fn next_rev(tx: &mut Tx<'_>) -> Result<i64, DbError> {

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::apply::{LedgerTx, apply_batch, lapse};
 use super::program::Program;
 use super::{pg, sqlite};
+use crate::db::{Db, DbError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -36,6 +37,18 @@ pub enum LedgerError {
     Row(String),
     #[error("ledger: {0}")]
     Pool(#[from] crate::pool::PoolError),
+}
+
+impl From<DbError> for LedgerError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlite(e) => Self::Sqlite(e),
+            DbError::Postgres(e) => Self::Postgres(e),
+            DbError::NotWal(mode) => Self::NotWal(mode),
+            DbError::Url(url) => Self::Url(url),
+            DbError::Other(what) => Self::Row(what),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,35 +128,10 @@ impl Ledger {
     /// `sqlite:///var/lib/ferry-cloud/loyalty.db` (or a plain path), or
     /// `postgres://user@host:port/db`.
     pub fn open(database: &str) -> Result<Self, LedgerError> {
-        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-            let mut client = postgres::Client::connect(database, postgres::NoTls)?;
-            // Several processes may start at once; one migrates at a time.
-            client.batch_execute("SELECT pg_advisory_lock(7152001)")?;
-            let migrated = client.batch_execute(pg::SCHEMA);
-            client.batch_execute("SELECT pg_advisory_unlock(7152001)")?;
-            migrated?;
-            return Ok(Self::Postgres(client));
-        }
-        let path = match database.strip_prefix("sqlite://") {
-            Some(path) => path,
-            None if database.contains("://") => return Err(LedgerError::Url(database.into())),
-            None => database,
-        };
-        if let Some(dir) = std::path::Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| LedgerError::Row(format!("creating {}: {e}", dir.display())))?;
-        }
-        let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(LedgerError::NotWal(mode));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(sqlite::SCHEMA)?;
-        Ok(Self::Sqlite(conn))
+        Ok(match Db::open(database, (sqlite::SCHEMA, pg::SCHEMA))? {
+            Db::Sqlite(c) => Self::Sqlite(c),
+            Db::Postgres(c) => Self::Postgres(c),
+        })
     }
 
     /// False once a PostgreSQL connection has closed: the pool then opens a new one.

@@ -1,5 +1,6 @@
-//! One connection to the hot store, SQLite or PostgreSQL, behind one small interface, so the
-//! store's SQL is written once. The SQL uses `$1`, `$2`... in order of first use: PostgreSQL
+//! One database connection, SQLite or PostgreSQL, opened and checked the same way for the
+//! ledger and the hot store; and, for the hot store, one small interface over both, so its
+//! SQL is written once. The SQL uses `$1`, `$2`... in order of first use: PostgreSQL
 //! numbers them, and SQLite binds such names in the order they first appear.
 //!
 //! Values cross as [`Val`]: integers, reals, text or null. Columns are declared `BIGINT`,
@@ -12,15 +13,15 @@ use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("hot store (SQLite): {0}")]
+    #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("hot store (PostgreSQL): {0}")]
+    #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
-    #[error("hot store: journal_mode reads back {0:?}, not \"wal\"")]
+    #[error("journal_mode reads back {0:?}, not \"wal\"")]
     NotWal(String),
-    #[error("dashboard.database must be sqlite:///PATH or postgres://..., not {0:?}")]
+    #[error("the database URL must be sqlite:///PATH or postgres://..., not {0:?}")]
     Url(String),
-    #[error("hot store: {0}")]
+    #[error("{0}")]
     Other(String),
 }
 
@@ -161,14 +162,15 @@ pub enum Tx<'a> {
 
 impl Db {
     /// `sqlite:///PATH` (or a plain path) or `postgres://...`, with `schemas` (SQLite's,
-    /// PostgreSQL's) applied; both must be idempotent.
+    /// PostgreSQL's) applied; both must be idempotent. SQLite runs in WAL (read back) with
+    /// `synchronous=FULL`.
     pub fn open(url: &str, schemas: (&str, &str)) -> Result<Self, DbError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut client = postgres::Client::connect(url, postgres::NoTls)?;
             // Several processes may start at once; one migrates at a time.
-            client.batch_execute("SELECT pg_advisory_lock(7152002)")?;
+            client.batch_execute("SELECT pg_advisory_lock(7152001)")?;
             let migrated = client.batch_execute(schemas.1);
-            client.batch_execute("SELECT pg_advisory_unlock(7152002)")?;
+            client.batch_execute("SELECT pg_advisory_unlock(7152001)")?;
             migrated?;
             return Ok(Self::Postgres(client));
         }
@@ -189,7 +191,8 @@ impl Db {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(DbError::NotWal(mode));
         }
-        // FULL: the ingest's journal forgets readings once the hot store has committed them.
+        // FULL: a committed transaction is acknowledged (the ledger) or forgotten upstream
+        // (the ingest's journal, once the hot store has it).
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(schemas.0)?;
         Ok(Self::Sqlite(conn))
