@@ -225,22 +225,19 @@ async fn readings(
     let plan = plan(q.step.as_deref(), from, to, now - api.cfg.raw_keep_ms())?;
     let after = api.cfg.offline_after_ms();
     let (device, m) = (id.clone(), metric.clone());
-    let (known, series) = api
+    let series = api
         .hot
         .run(move |s| {
             if s.device(&device, now, after)?.is_none() {
-                return Ok((false, None));
+                return Ok(None);
             }
-            let series = match plan {
+            Ok(Some(match plan {
                 Plan::Raw => s.raw(&device, &m, from, to, MAX_POINTS as usize)?,
                 Plan::Rollup(step) => s.rollup(&device, &m, from, to, step)?,
-            };
-            Ok((true, Some(series)))
+            }))
         })
         .await
-        .map_err(unavailable)?;
-    let series = series
-        .filter(|_| known)
+        .map_err(unavailable)?
         .ok_or_else(|| unknown_device(&id))?;
     let truncated = matches!(series, Series::Raw { .. }) && series.len() as i64 >= MAX_POINTS;
     let mut body = json!({

@@ -65,7 +65,8 @@ impl HotWriter {
         // report, so reads go past them rather than wait for that.
         let mut cursor = 0;
         let mut failures = 0u32;
-        loop {
+        // Checked before each batch too: a long backlog must not hold up a shutdown.
+        while !stop.is_cancelled() {
             let step = tokio::task::block_in_place(|| self.step(&mut store, &mut queue, cursor));
             match step {
                 Ok(Some(report)) => {
