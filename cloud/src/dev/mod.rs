@@ -113,7 +113,7 @@ offline_after_s = 60
 name = "warm"
 metric = "temperature_c"
 op = ">"
-value = 17.0
+value = 15.0
 for_s = 30
 "#,
         cloud = data_dir.join("cloud").display(),
@@ -166,6 +166,7 @@ fn print_banner(data_dir: &Path, opts: &DevOptions, token: &str, agents: &Agents
          MQTT broker   mqtt://127.0.0.1:{mqtt} (embedded)\n\
          Lake          {lake}\n\
          Ledger        {ledger} (SQLite)\n\
+         Hot store     {hot} (SQLite, for the dashboards)\n\
          Dashboard     {http}/   token: {token}\n\
          Cloud API     {http}/v1/...\n\
          \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/programs\n\
@@ -180,6 +181,7 @@ fn print_banner(data_dir: &Path, opts: &DevOptions, token: &str, agents: &Agents
         mqtt = opts.mqtt_port,
         lake = lake.display(),
         ledger = data_dir.join("loyalty.db").display(),
+        hot = data_dir.join("hot.db").display(),
         agents = agents.names().join(", "),
         agent_dir = data_dir.join("agents").display(),
         tills = agents
