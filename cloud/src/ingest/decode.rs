@@ -73,3 +73,45 @@ pub fn admission(topic: &str, payload: &[u8], received: Timestamp, hot: bool) ->
         records,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(a: &Admission) -> Option<&'static str> {
+        match a {
+            Admission::Reject { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn status_messages_go_to_the_hot_store_or_are_traced() {
+        let now = Timestamp::now();
+        let topic = "ferry/v1/ws-1/status";
+        let payload = br#"{"online":true,"device":"ws-1","agent_version":"0.1.0","at":"2026-11-24T00:00:00.000Z","spool":"s","last_seq":9,"pending":2,"pending_bytes":10,"pending_transactions":0,"oldest_pending_age_s":1.5,"evicted_total":0,"device_id":"ws-1"}"#;
+        let Admission::Status { hot } = admission(topic, payload, now, true) else {
+            panic!("a status for the hot store");
+        };
+        let item: HotItem = serde_json::from_str(&hot).expect("a hot item");
+        let HotItem::Status { device, status, .. } = item else {
+            panic!("{hot}");
+        };
+        assert_eq!((device.as_str(), status.pending), ("ws-1", Some(2)));
+        // The will carries no figures.
+        let will = br#"{"online":false,"device":"ws-1","agent_version":"0.1.0"}"#;
+        assert!(matches!(
+            admission(topic, will, now, true),
+            Admission::Status { .. }
+        ));
+        assert_eq!(
+            reason(&admission(topic, b"{\"online\":\"yes\"}", now, true)),
+            Some("bad_status")
+        );
+        assert_eq!(
+            reason(&admission(topic, payload, now, false)),
+            Some("unknown_topic"),
+            "no hot store, no status topic"
+        );
+    }
+}
