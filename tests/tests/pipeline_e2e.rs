@@ -201,20 +201,23 @@ async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
     };
     let mqtt = free_port();
     let log = dir.path().join("dev.log");
-    let mut dev = Command::new(bins::path("ferry-cloud"))
-        .args(["dev", "--data-dir"])
-        .arg(&data)
-        .args([
-            "--mqtt-port",
-            &mqtt.to_string(),
-            "--http-port",
-            &http.to_string(),
-        ])
-        .args(["--records", &RECORDS.to_string(), "--interval-ms", "20"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("starting ferry-cloud dev");
+    let mut dev = StopOnDrop(
+        Command::new(bins::path("ferry-cloud"))
+            .args(["dev", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--mqtt-port",
+                &mqtt.to_string(),
+                "--http-port",
+                &http.to_string(),
+            ])
+            .args(["--records", &RECORDS.to_string(), "--interval-ms", "20"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("starting ferry-cloud dev"),
+    );
+    let dev = &mut dev.0;
     // The agents are dev's children; their logs are in its data folder.
     let logs = || {
         let mut all = tail(&log);
@@ -236,7 +239,7 @@ async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
     assert_dashboard(http, token.trim(), logs).await;
 
     // Ctrl-C stops everything cleanly: the agents first, then the cloud.
-    signal(&dev, "INT");
+    signal(dev, "INT");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = dev.try_wait().expect("wait") {
@@ -253,6 +256,27 @@ async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
             log.contains("agent stopped"),
             "{agent} did not stop cleanly:\n{log}"
         );
+    }
+}
+
+/// `ferry-cloud dev`, stopped with SIGINT (so that it stops its agents too) if a failed
+/// assertion leaves it running, and killed if that does not do.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        signal(&self.0, "INT");
+        for _ in 0..200 {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
