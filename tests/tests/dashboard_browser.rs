@@ -28,10 +28,13 @@ const TILL: &str = "pos-1";
 /// The dashboard's inactivity timeout in this test.
 const OFFLINE_AFTER_S: u64 = 8;
 
-/// chromedriver on a free 127.0.0.1 port, killed on drop.
+/// chromedriver on a free 127.0.0.1 port, killed on drop with the browser it started:
+/// a failed test does not close its session, and chromium outlives a killed chromedriver.
 struct Driver {
     child: Child,
     port: u16,
+    /// Chromium's profile folder, unique to this test: it names the browser's processes.
+    profile: PathBuf,
 }
 
 impl Driver {
@@ -60,7 +63,11 @@ impl Driver {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, port }
+        Self {
+            child,
+            port,
+            profile: dir.join("chromium-profile"),
+        }
     }
 }
 
@@ -68,6 +75,11 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .args(["-f", "--"])
+            .arg(format!("--user-data-dir={}", self.profile.display()))
+            .status();
     }
 }
 
@@ -224,7 +236,7 @@ async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() 
 
     let driver = Driver::start(dir.path());
     let mut caps = serde_json::Map::new();
-    let profile = dir.path().join("chromium-profile");
+    let profile = &driver.profile;
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
