@@ -12,8 +12,8 @@ fn hot_item(item: &HotItem) -> String {
     serde_json::to_string(item).unwrap_or_default()
 }
 
-/// `hot`: the dashboards' hot store is fed, so readings and status messages are queued for
-/// it (and status messages are expected at all).
+/// `hot`: the dashboards' hot store is fed, so readings (their lake lines) and status
+/// messages are queued for it (and status messages are expected at all).
 pub fn admission(topic: &str, payload: &[u8], received: Timestamp, hot: bool) -> Admission {
     let reject = |reason: &'static str| Admission::Reject {
         reason,
@@ -50,21 +50,11 @@ pub fn admission(topic: &str, payload: &[u8], received: Timestamp, hot: bool) ->
             RecordBody::Txn(txn) => Some(txn.tx_id.to_string()),
             _ => None,
         };
-        let hot = match &record.body {
-            RecordBody::Reading { metrics, .. } if hot => Some(hot_item(&HotItem::Reading {
-                device: envelope.device.to_string(),
-                spool: envelope.spool.to_string(),
-                seq: record.seq,
-                ts_ms: record.ts.unix_millis(),
-                metrics: metrics.clone(),
-            })),
-            _ => None,
-        };
         records.push(Admitted {
             seq: record.seq,
             line,
             tx_id,
-            hot,
+            hot: hot && matches!(record.body, RecordBody::Reading { .. }),
         });
     }
     Admission::Records {

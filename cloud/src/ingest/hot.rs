@@ -1,17 +1,22 @@
 //! The hot writer: drains the journal's durable `hot` queue into the dashboards' hot store.
 //!
+//! A queue entry is a reading's lake line, as the journal already holds it (so the ingest
+//! serialises a reading once), or a [`HotItem`] for a status message or device activity.
+//!
 //! Entries are read in id order through a read-only connection ([`QueueReader`]) and
 //! written in one hot-store transaction per batch; then this task reports how far it got,
 //! and the pipeline deletes them from the journal. A crash in between writes the batch
 //! again, which the hot store recognises (readings are keyed by device, spool and seq). While
 //! the hot store is down, entries wait in the journal and the lake is not held up.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ferry_shared::Timestamp;
+use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -27,6 +32,43 @@ const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long the writer sleeps with nothing queued, should it miss a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// A `hot` queue entry: tried in this order.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    /// Status and activity, tagged with `k`.
+    Item(HotItem),
+    /// A reading's lake line: the record's fields with `device` and `spool`.
+    Line {
+        device: String,
+        spool: String,
+        seq: u64,
+        ts: Timestamp,
+        metrics: BTreeMap<String, f64>,
+    },
+}
+
+impl From<Entry> for HotItem {
+    fn from(entry: Entry) -> Self {
+        match entry {
+            Entry::Item(item) => item,
+            Entry::Line {
+                device,
+                spool,
+                seq,
+                ts,
+                metrics,
+            } => HotItem::Reading {
+                device,
+                spool,
+                seq,
+                ts_ms: ts.unix_millis(),
+                metrics,
+            },
+        }
+    }
+}
 
 /// The hot store holds every entry up to `upto`; `entries` of them were in this batch.
 #[derive(Debug)]
@@ -127,8 +169,8 @@ impl HotWriter {
         };
         let items: Vec<HotItem> = entries
             .iter()
-            .filter_map(|(id, body)| match serde_json::from_str(body) {
-                Ok(item) => Some(item),
+            .filter_map(|(id, body)| match serde_json::from_str::<Entry>(body) {
+                Ok(entry) => Some(entry.into()),
                 Err(e) => {
                     // Written by this program; a bad entry must not block the rest.
                     warn!(id, error = %e, "hot queue entry not understood; skipped");
@@ -157,5 +199,38 @@ impl HotWriter {
             upto,
             entries: entries.len() as u64,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_entries_are_lake_lines_or_items() {
+        let line = r#"{"seq":7,"ts":"2026-11-24T00:00:01.000Z","type":"reading","sensor":"bme280","metrics":{"temperature_c":21.5},"device":"ws-1","spool":"S1","received_at":"2026-11-24T00:00:02.000Z"}"#;
+        let item: HotItem = serde_json::from_str::<Entry>(line).expect("a line").into();
+        let want_ts = Timestamp::parse("2026-11-24T00:00:01.000Z")
+            .expect("ts")
+            .unix_millis();
+        assert_eq!(
+            item,
+            HotItem::Reading {
+                device: "ws-1".into(),
+                spool: "S1".into(),
+                seq: 7,
+                ts_ms: want_ts,
+                metrics: [("temperature_c".to_owned(), 21.5)].into(),
+            }
+        );
+        let seen = HotItem::Seen {
+            device: "pos-1".into(),
+            at_ms: 5,
+        };
+        let text = serde_json::to_string(&seen).expect("json");
+        let back: HotItem = serde_json::from_str::<Entry>(&text)
+            .expect("an item")
+            .into();
+        assert_eq!(back, seen);
     }
 }

@@ -64,8 +64,8 @@ pub struct Admitted {
     pub line: Line,
     /// The `tx_id` of a `txn`: the loyalty router gets its lake line.
     pub tx_id: Option<String>,
-    /// A reading's entry for the hot store's queue.
-    pub hot: Option<String>,
+    /// A reading: its lake line also goes to the hot store's queue.
+    pub hot: bool,
 }
 
 /// Lines of one partition, durable in the journal.
@@ -283,10 +283,8 @@ impl Journal {
                         {
                             routes.push((tx_id, record.line.text.trim_end().to_owned()));
                         }
-                        if self.queues.hot
-                            && let Some(item) = record.hot
-                        {
-                            hot.push(item);
+                        if self.queues.hot && record.hot {
+                            hot.push(record.line.text.trim_end().to_owned());
                         }
                         let entry = by_partition.entry(record.line.partition).or_default();
                         entry.0.extend_from_slice(record.line.text.as_bytes());
@@ -516,7 +514,7 @@ mod tests {
                         text: format!("{{\"seq\":{seq}}}\n"),
                     },
                     tx_id: None,
-                    hot: Some(format!("{{\"seq\":{seq}}}")),
+                    hot: true,
                 })
                 .collect(),
         }
