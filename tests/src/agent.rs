@@ -13,6 +13,26 @@ pub struct AgentProc {
     proc: Proc,
 }
 
+/// A `ferry-agent` with one simulator source (`profile` `weather` or `pos`) publishing to
+/// the broker on `broker_port`, in `dir/{device}`; not yet started.
+pub fn simulated(
+    dir: &Path,
+    device: &str,
+    profile: &str,
+    broker_port: u16,
+    interval_ms: u64,
+    count: u64,
+) -> AgentProc {
+    let agent_dir = dir.join(device);
+    std::fs::create_dir_all(&agent_dir).expect("agent dir");
+    let config = format!(
+        "device_id = \"{device}\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\n\
+         [[sources]]\ntype = \"simulator\"\nprofile = \"{profile}\"\ninterval_ms = {interval_ms}\ncount = {count}\n",
+        agent_dir.join("data").display(),
+    );
+    AgentProc::new(crate::bins::path("ferry-agent"), &agent_dir, &config)
+}
+
 impl AgentProc {
     /// `config` is TOML text; it is written into `dir` with the agent's log beside it.
     pub fn new(bin: impl Into<PathBuf>, dir: &Path, config: &str) -> Self {

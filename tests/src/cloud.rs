@@ -131,6 +131,38 @@ impl Ingest {
     }
 }
 
+/// `ferry-cloud all` with `config` (TOML, written into `dir`), started; returns once its
+/// ingest has subscribed, as `/metrics` on its `http` port says: before that a broker
+/// drops what devices publish.
+pub async fn start_all(dir: &Path, config: &str, http: u16) -> Proc {
+    let path = dir.join("cloud.toml");
+    std::fs::write(&path, config).expect("writing cloud config");
+    let path = path.to_string_lossy().into_owned();
+    let mut cloud = Proc::new(
+        crate::bins::path("ferry-cloud"),
+        &["all", "--config", &path],
+        dir.join("cloud.log"),
+    );
+    cloud.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !request(http, "GET", "/metrics", "", "")
+        .is_ok_and(|(_, m)| m.contains("ferry_ingest_subscribed 1"))
+    {
+        assert!(
+            cloud.is_running(),
+            "ferry-cloud all exited:\n{}",
+            cloud.log()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferry-cloud all not subscribed in 30 s:\n{}",
+            cloud.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cloud
+}
+
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

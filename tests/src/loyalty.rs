@@ -62,6 +62,19 @@ pub fn loyalty(bin: &Path, dir: &Path, database: &str) -> Loyalty {
     }
 }
 
+/// `PUT /v1/programs/{id}` on the API at `port`, which must accept it.
+pub fn put_program(port: u16, id: &str, program: &Value) {
+    let (status, answer) = request(
+        port,
+        "PUT",
+        &format!("/v1/programs/{id}"),
+        TOKEN,
+        &program.to_string(),
+    )
+    .unwrap_or_else(|e| panic!("PUT /v1/programs/{id}: {e}"));
+    assert_eq!(status, 200, "PUT /v1/programs/{id}: {answer}");
+}
+
 impl Loyalty {
     /// The `[loyalty]` section that points an ingest here.
     pub fn route_config(&self) -> String {
@@ -100,9 +113,7 @@ impl Loyalty {
     }
 
     pub fn put_program(&self, id: &str, program: Value) {
-        let (status, answer) =
-            self.call("PUT", &format!("/v1/programs/{id}"), &program.to_string());
-        assert_eq!(status, 200, "PUT /v1/programs/{id}: {answer}");
+        put_program(self.port, id, &program);
     }
 
     /// Balance per program of `card`; empty for a card the ledger has not seen.

@@ -13,12 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use ferry_tests::agent::AgentProc;
+use ferry_tests::agent::{AgentProc, simulated};
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::cloud::TOKEN;
-use ferry_tests::http::request;
-use ferry_tests::process::Proc;
-use ferry_tests::{bins, free_port};
+use ferry_tests::cloud::{TOKEN, start_all};
+use ferry_tests::free_port;
+use ferry_tests::loyalty::put_program;
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -112,17 +111,6 @@ fn cloud_config(dir: &Path, broker: u16, http: u16) -> String {
     )
 }
 
-fn agent(dir: &Path, device: &str, profile: &str, broker: u16) -> AgentProc {
-    let agent_dir = dir.join(device);
-    std::fs::create_dir_all(&agent_dir).expect("agent dir");
-    let config = format!(
-        "device_id = \"{device}\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\n\
-         [[sources]]\ntype = \"simulator\"\nprofile = \"{profile}\"\ninterval_ms = 500\ncount = 0\n",
-        agent_dir.join("data").display(),
-    );
-    AgentProc::new(bins::path("ferry-agent"), &agent_dir, &config)
-}
-
 /// What the page shows, read from the DOM in one call.
 async fn page_state(c: &Client) -> Value {
     c.execute(
@@ -181,54 +169,29 @@ async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() 
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::start();
     let http = free_port();
-    let config = dir.path().join("cloud.toml");
-    std::fs::write(&config, cloud_config(dir.path(), broker.port, http)).expect("config");
-    let config_arg = config.to_string_lossy().into_owned();
-    let mut cloud = Proc::new(
-        bins::path("ferry-cloud"),
-        &["all", "--config", &config_arg],
-        dir.path().join("cloud.log"),
+    let mut cloud = start_all(
+        dir.path(),
+        &cloud_config(dir.path(), broker.port, http),
+        http,
+    )
+    .await;
+    put_program(
+        http,
+        "coffee",
+        &json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}),
     );
-    cloud.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok((200, metrics)) = request(http, "GET", "/metrics", "", "")
-            && metrics.contains("ferry_ingest_subscribed 1")
-        {
-            break;
-        }
-        assert!(cloud.is_running(), "ferry-cloud exited: {}", cloud.log());
-        assert!(
-            Instant::now() < deadline,
-            "ferry-cloud not subscribed in 30 s: {}",
-            cloud.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, body) = request(
+    put_program(
         http,
-        "PUT",
-        "/v1/programs/coffee",
-        TOKEN,
-        &json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}).to_string(),
-    )
-    .expect("PUT program");
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = request(
-        http,
-        "PUT",
-        "/v1/programs/points",
-        TOKEN,
-        &json!({"kind": "points", "points_per_currency_unit": 1, "reward": "voucher", "reward_cost": 100})
-            .to_string(),
-    )
-    .expect("PUT program");
-    assert_eq!(status, 200, "{body}");
-
+        "points",
+        &json!({"kind": "points", "points_per_currency_unit": 1, "reward": "voucher", "reward_cost": 100}),
+    );
     let mut agents: Vec<AgentProc> = STATIONS
         .iter()
-        .map(|d| agent(dir.path(), d, "weather", broker.port))
-        .chain([agent(dir.path(), TILL, "pos", broker.port)])
+        .chain([&TILL])
+        .map(|d| {
+            let profile = if *d == TILL { "pos" } else { "weather" };
+            simulated(dir.path(), d, profile, broker.port, 500, 0)
+        })
         .collect();
     for a in &mut agents {
         a.start();

@@ -9,12 +9,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_tests::agent::AgentProc;
+use ferry_tests::agent::{AgentProc, simulated};
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::cloud::TOKEN;
+use ferry_tests::cloud::{TOKEN, start_all};
 use ferry_tests::http::request;
 use ferry_tests::lake::{self, Object};
-use ferry_tests::process::{Proc, signal};
+use ferry_tests::loyalty::put_program;
+use ferry_tests::process::signal;
 use ferry_tests::{bins, free_port};
 use serde_json::{Value, json};
 
@@ -297,63 +298,22 @@ async fn whole_pipeline_on_mosquitto() {
         lake = lake_root.display(),
         ledger = dir.path().join("ledger.db").display(),
     );
-    let config_path = dir.path().join("cloud.toml");
-    std::fs::write(&config_path, config).expect("cloud config");
-    let config_arg = config_path.to_string_lossy().into_owned();
-    let mut cloud = Proc::new(
-        bins::path("ferry-cloud"),
-        &["all", "--config", &config_arg],
-        dir.path().join("cloud.log"),
+    let mut cloud = start_all(dir.path(), &config, http).await;
+    put_program(
+        http,
+        "coffee",
+        &json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}),
     );
-    cloud.start();
-    // Devices start once the broker keeps messages for the ingest: before its first
-    // subscription a broker drops what nobody has subscribed to.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !request(http, "GET", "/metrics", "", "")
-        .is_ok_and(|(_, m)| m.contains("ferry_ingest_subscribed 1"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "cloud not ready:\n{}",
-            cloud.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for (id, program) in [
-        (
-            "coffee",
-            json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}),
-        ),
-        (
-            "points",
-            json!({"kind": "points", "points_per_currency_unit": POINTS_PER_UNIT, "reward": "voucher", "reward_cost": 100}),
-        ),
-    ] {
-        let (status, body) = request(
-            http,
-            "PUT",
-            &format!("/v1/programs/{id}"),
-            TOKEN,
-            &program.to_string(),
-        )
-        .expect("PUT program");
-        assert_eq!(status, 200, "{body}");
-    }
+    put_program(
+        http,
+        "points",
+        &json!({"kind": "points", "points_per_currency_unit": POINTS_PER_UNIT, "reward": "voucher", "reward_cost": 100}),
+    );
     let mut agents: Vec<AgentProc> = STATIONS
         .iter()
         .map(|d| (d, "weather"))
         .chain(TILLS.iter().map(|d| (d, "pos")))
-        .map(|(device, profile)| {
-            let agent_dir = dir.path().join(device);
-            std::fs::create_dir_all(&agent_dir).expect("agent dir");
-            let config = format!(
-                "device_id = \"{device}\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n\
-                 [[sources]]\ntype = \"simulator\"\nprofile = \"{profile}\"\ninterval_ms = 20\ncount = {RECORDS}\n",
-                agent_dir.join("data").display(),
-                broker.port
-            );
-            AgentProc::new(bins::path("ferry-agent"), &agent_dir, &config)
-        })
+        .map(|(device, profile)| simulated(dir.path(), device, profile, broker.port, 20, RECORDS))
         .collect();
     for agent in &mut agents {
         agent.start();
