@@ -152,6 +152,19 @@ async fn wait_for(
     }
 }
 
+/// Types `token` into the page's token dialog, as a person would, and submits it.
+async fn submit_token(c: &Client, token: &str) {
+    let field = c.find(Locator::Css("#token")).await.expect("token field");
+    field.clear().await.expect("clear");
+    field.send_keys(token).await.expect("type");
+    c.find(Locator::Css("#login-go"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+}
+
 async fn save_screenshot(c: &Client, name: &str) -> PathBuf {
     let path = artifacts_dir().join(name);
     match c.screenshot().await {
@@ -225,31 +238,12 @@ async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() 
         s["login_open"] == true
     })
     .await;
-    c.find(Locator::Css("#token"))
-        .await
-        .expect("token field")
-        .send_keys("wrong")
-        .await
-        .expect("type");
-    c.find(Locator::Css("#login-go"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    submit_token(&c, "wrong").await;
     wait_for(&c, "the token asked again", Duration::from_secs(10), |s| {
         s["login_open"] == true
     })
     .await;
-    let field = c.find(Locator::Css("#token")).await.expect("token field");
-    field.clear().await.expect("clear");
-    field.send_keys(TOKEN).await.expect("type");
-    c.find(Locator::Css("#login-go"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    submit_token(&c, TOKEN).await;
 
     let all = STATIONS.iter().chain([&TILL]).copied().collect::<Vec<_>>();
     wait_for(&c, "every device online", Duration::from_secs(60), |s| {
