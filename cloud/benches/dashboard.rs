@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_cloud::dashboard::{HotItem, HotStore};
+use ferry_cloud::hot::{HotItem, HotStore};
 use ferry_shared::Timestamp;
 use ferry_tests::postgres::Postgres;
 

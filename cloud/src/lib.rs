@@ -5,8 +5,10 @@
 //!   the loyalty core;
 //! - [`lake`]: lake lines, gzip batching, and the S3 or local-folder store;
 //! - [`loyalty`]: the exactly-once ledger and its API;
-//! - [`dashboard`]: the hot store the ingest feeds, and the dashboards' API, event feed and
-//!   page;
+//! - [`hot`]: the dashboards' hot store (recent readings, rollups, device state, alarms),
+//!   which the ingest feeds;
+//! - [`dashboard`]: the dashboards' API, event feed and page over the hot store and the
+//!   ledger;
 //! - [`db`]: opening a SQLite or PostgreSQL database, and one interface over both;
 //! - [`pool`]: a few blocking database connections for async callers;
 //! - [`config`]: CONTRACT §2b;
@@ -15,10 +17,14 @@
 
 pub mod config;
 pub mod dashboard;
-pub mod db;
+pub(crate) mod db;
 pub mod dev;
+pub mod hot;
 pub mod http;
 pub mod ingest;
-pub mod lake;
+pub(crate) mod lake;
 pub mod loyalty;
 pub mod pool;
+
+#[cfg(test)]
+mod layers;

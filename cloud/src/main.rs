@@ -248,7 +248,7 @@ async fn run(
             Some(others) => others.merge(routes),
             None => routes,
         });
-        metrics.loyalty = Some(lm);
+        metrics.register(lm);
     }
     let runs_dashboard = matches!(role, Role::Dashboard | Role::All);
     if let (true, Some(d)) = (runs_dashboard, &cfg.dashboard) {
@@ -276,7 +276,7 @@ async fn run(
         public = Some(routes.page);
     }
     if role.runs_ingest() {
-        metrics.ingest = Some(ingest_metrics.clone());
+        metrics.register(ingest_metrics.clone());
     }
     if let Some(h) = &cfg.http {
         let listener = tokio::net::TcpListener::bind(h.listen)

@@ -6,12 +6,21 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
+use crate::db::DbError;
+
 /// A connection the pool can open again from its URL.
 pub trait Pooled: Sized + Send + 'static {
     type Error: From<PoolError> + Send + 'static;
     fn open(url: &str) -> Result<Self, Self::Error>;
     /// False once the connection is broken (a PostgreSQL link closed).
     fn is_usable(&self) -> bool;
+}
+
+/// The hot store's connections fail with [`DbError`]; the pool's own failures are one too.
+impl From<PoolError> for DbError {
+    fn from(e: PoolError) -> Self {
+        Self::Other(e.to_string())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,9 @@ fn binary() -> PathBuf {
             return candidate.into();
         }
     }
-    panic!("mosquitto is not installed: run `apt-get install -y mosquitto` (.ci/run does this)");
+    panic!(
+        "mosquitto is not installed: `cargo xtask test` installs it (apt-get install -y mosquitto)"
+    );
 }
 
 impl Mosquitto {
@@ -40,10 +42,16 @@ impl Mosquitto {
     }
 
     /// A broker on a given port, e.g. one an agent was already told to use.
+    ///
+    /// `user root`: started as root, mosquitto would otherwise drop to the `mosquitto` user,
+    /// which cannot write into this root-only folder, and every save of its persistence
+    /// file would fail, so a restart would lose what it had queued. Not root, the line does
+    /// nothing. [`Mosquitto::stop`] and the drop fail the test if a save failed anyway.
     pub fn start_on(port: u16, pki: Option<&TestPki>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for mosquitto");
         let mut conf = format!(
             "listener {port} 127.0.0.1\n\
+             user root\n\
              allow_anonymous true\n\
              persistence true\n\
              persistence_location {}/\n\
@@ -74,7 +82,8 @@ impl Mosquitto {
         broker
     }
 
-    /// Stops the broker politely (it saves its persistence file), keeping the port.
+    /// Stops the broker politely (it saves its persistence file), keeping the port. Panics
+    /// if the broker logged a failed save: what it had queued would then be lost.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             crate::agent::signal(&child, "TERM");
@@ -85,6 +94,19 @@ impl Mosquitto {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.assert_saves_ok();
+    }
+
+    /// Panics when the broker's log shows that it failed to save its persistence file.
+    pub fn assert_saves_ok(&self) {
+        let log = self.log();
+        let failed: Vec<&str> = log.lines().filter(|l| l.contains("Error saving")).collect();
+        assert!(
+            failed.is_empty(),
+            "mosquitto on port {} could not save its persistence, so a restart loses its queues:\n{}",
+            self.port,
+            failed.join("\n")
+        );
     }
 
     /// Starts it again on the same port, with the same configuration and persistence.
@@ -125,6 +147,10 @@ impl Drop for Mosquitto {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // A second panic while unwinding would abort and hide the first one.
+        if !std::thread::panicking() {
+            self.assert_saves_ok();
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod loyalty;
 pub mod postgres;
 pub mod process;
 pub mod s3;
+pub mod webdriver;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! A real PostgreSQL server, made with `initdb` and started on a random 127.0.0.1 port from
-//! the server binaries (`/usr/lib/postgresql/15/bin`, or `PG_BIN`). PostgreSQL refuses to
+//! the server binaries (`PG_BIN`, or the newest `/usr/lib/postgresql/*/bin`). PostgreSQL refuses to
 //! run as root, so as root it runs as the `postgres` user through `runuser`.
 
 use std::path::{Path, PathBuf};
@@ -13,15 +13,29 @@ pub struct Postgres {
 }
 
 fn bin_dir() -> PathBuf {
-    let dir = std::env::var_os("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
-    assert!(
-        dir.join("initdb").exists() && dir.join("postgres").exists(),
-        "PostgreSQL server binaries are not in {} (apt-get install -y postgresql, or set PG_BIN)",
-        dir.display()
-    );
-    dir
+    let usable = |dir: &Path| dir.join("initdb").exists() && dir.join("postgres").exists();
+    if let Some(dir) = std::env::var_os("PG_BIN").map(PathBuf::from) {
+        assert!(
+            usable(&dir),
+            "PG_BIN={} holds no initdb and postgres",
+            dir.display()
+        );
+        return dir;
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| usable(bin))
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL server binaries are not installed: `cargo xtask test` installs them \
+             (apt-get install -y postgresql), or set PG_BIN"
+        )
+    })
 }
 
 fn is_root() -> bool {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 
@@ -119,7 +119,8 @@ fn serve(
             }
         };
         let _ = ready.send(Ok(()));
-        let http = ConnBuilder::new(TokioExecutor::new());
+        // HTTP/1.1 only, as the SDK speaks to a plain-http endpoint.
+        let http = http1::Builder::new();
         let mut stop = std::pin::pin!(stop);
         loop {
             let socket = tokio::select! {
@@ -129,9 +130,7 @@ fn serve(
                     Err(_) => continue,
                 },
             };
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
+            let conn = http.serve_connection(TokioIo::new(socket), service.clone());
             tokio::spawn(async move {
                 let _ = conn.await;
             });

@@ -20,10 +20,10 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::HotPool;
 use super::events::Feed;
-use super::store::{Series, rfc3339};
 use crate::config::DashboardConfig;
+use crate::hot::HotPool;
+use crate::hot::{Series, rfc3339};
 use crate::http::ApiError;
 use crate::loyalty::{LedgerPool, StoreDay};
 

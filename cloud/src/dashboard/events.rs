@@ -23,9 +23,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::HotPool;
-use super::store::{Changes, DeviceView};
 use crate::config::DashboardConfig;
+use crate::hot::HotPool;
+use crate::hot::{Changes, DeviceView};
 
 /// Events a slow stream may fall behind before it is told to resync.
 const BUFFER: usize = 4096;

@@ -1,19 +1,17 @@
 //! `ferry-cloud dashboard`: devices, live readings, loyalty figures and alarms, from the
 //! hot store the ingest feeds (and the ledger, when this process can reach it).
 //!
-//! - [`store`]: the hot store's tables, written by the ingest, read here;
-//! - [`alarms`]: threshold rules and how a reading moves them;
+//! The hot store itself, which the ingest writes, is [`crate::hot`].
+//!
 //! - [`api`]: the JSON API behind the token;
 //! - [`events`]: one task that watches the hot store and fans news out as Server-Sent Events;
 //! - [`page`]: the web page and its assets, embedded in the binary;
 //! - [`retention`]: the job that drops raw readings and rollups past their retention.
 
-pub mod alarms;
 mod api;
 mod events;
 mod page;
 mod retention;
-mod store;
 
 use std::sync::Arc;
 
@@ -21,37 +19,9 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::db::DbError;
-pub use alarms::{AlarmRule, Op};
-pub use store::{
-    Alarm, Backlog, DeviceStatus, DeviceView, HotItem, HotStore, Latest, Series, WriteOutcome,
-    is_online,
-};
-
 use crate::config::DashboardConfig;
+use crate::hot::HotPool;
 use crate::loyalty::LedgerPool;
-use crate::pool::{Pool, PoolError, Pooled};
-
-/// The hot store's connections, for the async side.
-pub type HotPool = Pool<HotStore>;
-
-impl From<PoolError> for DbError {
-    fn from(e: PoolError) -> Self {
-        Self::Other(e.to_string())
-    }
-}
-
-impl Pooled for HotStore {
-    type Error = DbError;
-
-    fn open(url: &str) -> Result<Self, DbError> {
-        HotStore::open(url)
-    }
-
-    fn is_usable(&self) -> bool {
-        HotStore::is_usable(self)
-    }
-}
 
 /// The dashboard role's routes: `api` goes behind the token, `page` (the web page and its
 /// assets, which hold no data) does not.

@@ -8,8 +8,8 @@ use ferry_shared::Timestamp;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::HotPool;
 use crate::config::DashboardConfig;
+use crate::hot::HotPool;
 
 pub async fn run(hot: Arc<HotPool>, cfg: Arc<DashboardConfig>, stop: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(cfg.retention_interval_s));

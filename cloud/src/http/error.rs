@@ -6,8 +6,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::loyalty::LedgerError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -40,15 +38,6 @@ impl ApiError {
         Self::NotFound {
             code,
             message: message.into(),
-        }
-    }
-}
-
-impl From<LedgerError> for ApiError {
-    fn from(e: LedgerError) -> Self {
-        match e {
-            LedgerError::Sqlite(_) | LedgerError::Postgres(_) => Self::Unavailable(e.into()),
-            other => Self::Internal(other.into()),
         }
     }
 }

@@ -14,14 +14,21 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 
-use crate::ingest::IngestMetrics;
-use crate::loyalty::LoyaltyMetrics;
+/// A role's counters, as Prometheus text. The roles register theirs, so this layer knows
+/// none of them.
+pub trait RenderMetrics: Send + Sync {
+    fn render(&self, out: &mut String);
+}
 
-/// What `/metrics` reports: the roles this process runs.
+/// What `/metrics` reports: the counters of the roles this process runs, in the order
+/// they were registered.
 #[derive(Clone, Default)]
-pub struct Metrics {
-    pub ingest: Option<Arc<IngestMetrics>>,
-    pub loyalty: Option<Arc<LoyaltyMetrics>>,
+pub struct Metrics(Vec<Arc<dyn RenderMetrics>>);
+
+impl Metrics {
+    pub fn register(&mut self, role: Arc<dyn RenderMetrics>) {
+        self.0.push(role);
+    }
 }
 
 /// `apis` are the roles' routes, if any; they all sit behind `token`. `public` routes (the
@@ -51,11 +58,8 @@ pub fn router(
 
 async fn render_metrics(State(metrics): State<Metrics>) -> String {
     let mut out = String::new();
-    if let Some(m) = &metrics.ingest {
-        m.render(&mut out);
-    }
-    if let Some(m) = &metrics.loyalty {
-        m.render(&mut out);
+    for role in &metrics.0 {
+        role.render(&mut out);
     }
     out
 }

@@ -4,7 +4,7 @@
 use ferry_shared::{RecordBody, Stream, Timestamp, Topic, decode};
 
 use super::journal::{Admission, Admitted};
-use crate::dashboard::{DeviceStatus, HotItem};
+use crate::hot::{DeviceStatus, HotItem};
 use crate::lake::{record_line, reject_line};
 
 fn hot_item(item: &HotItem) -> String {

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 use super::IngestMetrics;
 use super::journal::QueueReader;
 use crate::config::DashboardConfig;
-use crate::dashboard::{HotItem, HotStore};
+use crate::hot::{HotItem, HotStore};
 
 /// Entries per hot-store transaction.
 const BATCH: usize = 2000;

@@ -82,9 +82,11 @@ impl IngestMetrics {
             at => (Timestamp::now().unix_millis() - at).max(0) as f64 / 1000.0,
         }
     }
+}
 
+impl crate::http::RenderMetrics for IngestMetrics {
     /// Prometheus text.
-    pub fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut String) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
         for (name, help, kind, value) in [
             (

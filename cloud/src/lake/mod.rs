@@ -6,5 +6,5 @@ mod line;
 mod store;
 
 pub use batcher::{Batcher, Limits, Ready, gzip_lines};
-pub use line::{Line, MAX_REJECT_PAYLOAD, record_line, reject_line};
-pub use store::{LakeStore, PutOutcome, StoreError};
+pub use line::{Line, record_line, reject_line};
+pub use store::{LakeStore, PutOutcome};

@@ -16,8 +16,19 @@ use ferry_shared::Txn;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Balance, LedgerEntry, LedgerPool, LoyaltyMetrics, Outcome, Program, Status};
+use super::{
+    Balance, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome, Program, Status,
+};
 use crate::http::ApiError;
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Sqlite(_) | LedgerError::Postgres(_) => Self::Unavailable(e.into()),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
 
 /// Transactions in one request, at most (CONTRACT §6).
 pub const MAX_BATCH: usize = 500;

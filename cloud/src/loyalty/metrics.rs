@@ -31,9 +31,11 @@ impl LoyaltyMetrics {
             };
         }
     }
+}
 
+impl crate::http::RenderMetrics for LoyaltyMetrics {
     /// Prometheus text.
-    pub fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut String) {
         let name = "ferry_loyalty_transactions_total";
         let _ = writeln!(
             out,

@@ -1,11 +1,15 @@
-//! Integration tests of the real `ferry-cloud ingest` binary against a real Mosquitto and a
-//! real S3-protocol server (s3s-fs, driven by the ingest's aws-sdk-s3 client). One test
-//! binary, one module per behaviour.
+//! Integration tests of the real `ferry-cloud` binary against a real Mosquitto, a real
+//! S3-protocol server (s3s-fs, driven by the ingest's aws-sdk-s3 client) and a real
+//! PostgreSQL: the ingest, the ledger's conformance suite, the loyalty and dashboard APIs.
+//! One test binary (one link on 2 cores), one module per behaviour.
 
 mod bad_input;
 mod crash;
+mod dashboard_api;
 mod hot;
 mod layout;
+mod ledger;
+mod loyalty_api;
 mod outage;
 mod round_trip;
 mod shared_subscription;
@@ -16,13 +20,21 @@ pub use ferry_tests::cloud::{BUCKET, Ingest, Lake, assert_exactly_once, metric, 
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
 
-/// Held for the whole of each test: the tests of this binary run one at a time. Each starts
-/// a broker, an S3 server and an ingest, and loads two cores on its own. (What once looked
-/// like a stall under that load was a test publishing before the ingest's first
-/// subscription, which the broker drops; the tests now wait for `wait_subscribed`.)
-pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+static LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held for the whole of each ingest test: they run one at a time, and beside no other
+/// test. Each starts a broker, an S3 server and an ingest, and loads two cores on its own.
+/// (What once looked like a stall under that load was a test publishing before the
+/// ingest's first subscription, which the broker drops; the tests now wait for
+/// `wait_subscribed`.)
+pub async fn one_at_a_time() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write().await
+}
+
+/// Held by the ledger's and the APIs' tests (synchronous ones): they run beside each other
+/// but never beside an ingest test.
+pub fn beside_others() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    LOAD.blocking_read()
 }
 
 /// An ingest under test, on `broker_port`; `lake_extra` lines go into `[lake]`.

@@ -7,78 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-pub enum Op {
-    #[serde(rename = ">")]
-    Gt,
-    #[serde(rename = ">=")]
-    Ge,
-    #[serde(rename = "<")]
-    Lt,
-    #[serde(rename = "<=")]
-    Le,
-    #[serde(rename = "==")]
-    Eq,
-    #[serde(rename = "!=")]
-    Ne,
-}
-
-impl Op {
-    pub fn holds(self, left: f64, right: f64) -> bool {
-        match self {
-            Self::Gt => left > right,
-            Self::Ge => left >= right,
-            Self::Lt => left < right,
-            Self::Le => left <= right,
-            Self::Eq => left == right,
-            Self::Ne => left != right,
-        }
-    }
-
-    pub fn symbol(self) -> &'static str {
-        match self {
-            Self::Gt => ">",
-            Self::Ge => ">=",
-            Self::Lt => "<",
-            Self::Le => "<=",
-            Self::Eq => "==",
-            Self::Ne => "!=",
-        }
-    }
-}
-
-/// `[[dashboard.alarms]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlarmRule {
-    /// Unique among the rules; alarms carry it.
-    pub name: String,
-    pub metric: String,
-    pub op: Op,
-    pub value: f64,
-    /// How long, in seconds of reading time, the comparison must hold before the alarm is
-    /// raised; 0 raises it at the first reading that matches.
-    #[serde(default)]
-    pub for_s: u64,
-    /// Only this device; every device when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-}
-
-impl AlarmRule {
-    pub fn applies(&self, device: &str, metric: &str) -> bool {
-        self.metric == metric && self.device.as_deref().is_none_or(|d| d == device)
-    }
-
-    /// `temperature_c > 30 for 60 s`.
-    pub fn condition(&self) -> String {
-        let mut text = format!("{} {} {}", self.metric, self.op.symbol(), self.value);
-        if self.for_s > 0 {
-            text.push_str(&format!(" for {} s", self.for_s));
-        }
-        text
-    }
-}
+use super::readings::Fresh;
+use super::{HotStore, rfc3339};
+use crate::config::AlarmRule;
+use crate::db::{DbError, Row, Tx};
 
 /// Where one rule stands for one device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,9 +62,152 @@ impl Track {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub id: i64,
+    pub rule: String,
+    pub device: String,
+    pub metric: String,
+    pub condition: String,
+    pub raised_at: String,
+    pub raised_value: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleared_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleared_value: Option<f64>,
+}
+
+/// Runs every rule that applies over each series' fresh points.
+pub(super) fn judge_all(
+    tx: &mut Tx<'_>,
+    rules: &[AlarmRule],
+    fresh: &Fresh,
+    rev: i64,
+) -> Result<(), DbError> {
+    for ((device, metric), points) in fresh {
+        for rule in rules.iter().filter(|r| r.applies(device, metric)) {
+            judge(tx, rule, device, points, rev)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a rule over a series' new points, from where it stood, and keeps where it stands.
+fn judge(
+    tx: &mut Tx<'_>,
+    rule: &AlarmRule,
+    device: &str,
+    points: &[(i64, f64)],
+    rev: i64,
+) -> Result<(), DbError> {
+    let stored = tx.query(
+        "SELECT since_ms, active_id, last_ts_ms FROM alarm_state WHERE rule = $1 AND device = $2",
+        &[rule.name.as_str().into(), device.into()],
+    )?;
+    let mut active_id = stored.first().and_then(|r| r[1].int());
+    let mut track = Track {
+        since_ms: stored.first().and_then(|r| r[0].int()),
+        active: active_id.is_some(),
+        last_ts_ms: stored.first().and_then(|r| r[2].int()),
+    };
+    for &(ts, value) in points {
+        match track.observe(rule, ts, value) {
+            Some(Transition::Raise { at_ms, value }) => {
+                let id = tx
+                    .query(
+                        "INSERT INTO alarms (rule, device, metric, condition, raised_ms,
+                                             raised_value, rev)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                        &[
+                            rule.name.as_str().into(),
+                            device.into(),
+                            rule.metric.as_str().into(),
+                            rule.condition().into(),
+                            at_ms.into(),
+                            value.into(),
+                            rev.into(),
+                        ],
+                    )?
+                    .first()
+                    .and_then(|r| r[0].int());
+                active_id = id;
+            }
+            Some(Transition::Clear { at_ms, value }) => {
+                if let Some(id) = active_id.take() {
+                    tx.exec(
+                        "UPDATE alarms SET cleared_ms = $1, cleared_value = $2, rev = $3
+                         WHERE id = $4",
+                        &[at_ms.into(), value.into(), rev.into(), id.into()],
+                    )?;
+                }
+            }
+            None => {}
+        }
+    }
+    let Some(last_ts) = track.last_ts_ms else {
+        return Ok(());
+    };
+    tx.exec(
+        "INSERT INTO alarm_state (rule, device, since_ms, active_id, last_ts_ms)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (rule, device) DO UPDATE SET
+           since_ms = excluded.since_ms, active_id = excluded.active_id,
+           last_ts_ms = excluded.last_ts_ms",
+        &[
+            rule.name.as_str().into(),
+            device.into(),
+            track.since_ms.into(),
+            active_id.into(),
+            last_ts.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+impl HotStore {
+    /// Alarms not cleared, newest first.
+    pub fn active_alarms(&mut self) -> Result<Vec<Alarm>, DbError> {
+        let rows = self
+            .db
+            .query(&alarm_sql("WHERE cleared_ms IS NULL ORDER BY id DESC"), &[])?;
+        Ok(rows.iter().map(alarm_row).collect())
+    }
+
+    /// The `limit` alarms cleared last, newest first.
+    pub fn cleared_alarms(&mut self, limit: usize) -> Result<Vec<Alarm>, DbError> {
+        let rows = self.db.query(
+            &alarm_sql("WHERE cleared_ms IS NOT NULL ORDER BY id DESC LIMIT $1"),
+            &[(limit as i64).into()],
+        )?;
+        Ok(rows.iter().map(alarm_row).collect())
+    }
+}
+
+pub(super) fn alarm_sql(tail: &str) -> String {
+    format!(
+        "SELECT id, rule, device, metric, condition, raised_ms, raised_value, cleared_ms,
+                cleared_value FROM alarms {tail}"
+    )
+}
+
+pub(super) fn alarm_row(r: &Row) -> Alarm {
+    Alarm {
+        id: r[0].int().unwrap_or_default(),
+        rule: r[1].text().unwrap_or_default().to_owned(),
+        device: r[2].text().unwrap_or_default().to_owned(),
+        metric: r[3].text().unwrap_or_default().to_owned(),
+        condition: r[4].text().unwrap_or_default().to_owned(),
+        raised_at: rfc3339(r[5].int().unwrap_or_default()),
+        raised_value: r[6].real().unwrap_or(f64::NAN),
+        cleared_at: r[7].int().map(rfc3339),
+        cleared_value: r[8].real(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Op;
 
     fn rule(op: Op, value: f64, for_s: u64) -> AlarmRule {
         AlarmRule {

@@ -7,7 +7,7 @@ use ferry_tests::http::request;
 use ferry_tests::loyalty::{Loyalty, loyalty};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
+use crate::BIN;
 
 fn started(dir: &tempfile::TempDir) -> Loyalty {
     let db = format!("sqlite://{}", dir.path().join("ledger.db").display());
@@ -22,6 +22,7 @@ fn stamp(id: &str, card: &str, qty: u64) -> Value {
 
 #[test]
 fn every_call_needs_the_token_but_health_and_metrics() {
+    let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let l = started(&dir);
     for (method, path) in [
@@ -55,6 +56,7 @@ fn every_call_needs_the_token_but_health_and_metrics() {
 
 #[test]
 fn programs_transactions_and_cards() {
+    let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let l = started(&dir);
     // Bad programs name the problem.
@@ -226,6 +228,7 @@ fn programs_transactions_and_cards() {
 
 #[test]
 fn bad_configuration_names_the_key() {
+    let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.toml");
     std::fs::write(

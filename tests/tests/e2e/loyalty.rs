@@ -97,6 +97,7 @@ fn tail(log: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
+    let _load = super::alone().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::start();
     let cloud_bin = bins::path("ferry-cloud");

@@ -7,7 +7,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ferry_cloud::dashboard::{AlarmRule, DeviceStatus, HotItem, HotStore, Op, Series};
+use ferry_cloud::config::{AlarmRule, Op};
+use ferry_cloud::hot::{DeviceStatus, HotItem, HotStore, Series};
 use ferry_cloud::loyalty::{Ledger, Program};
 use ferry_shared::{Timestamp, Txn};
 use ferry_tests::cloud::TOKEN;
@@ -16,7 +17,7 @@ use ferry_tests::loyalty::{Loyalty, dashboard};
 use ferry_tests::postgres::Postgres;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
+use crate::BIN;
 const MIN: i64 = 60_000;
 const DAY: i64 = 24 * 60 * MIN;
 const WEEK: i64 = 7 * DAY;
@@ -283,6 +284,7 @@ fn hot_store_behaves(store: &mut HotStore) {
 
 #[test]
 fn hot_store_on_sqlite() {
+    let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("hot.db").display());
     let mut store = HotStore::open(&url).expect("open");
@@ -296,6 +298,7 @@ fn hot_store_on_sqlite() {
 
 #[test]
 fn hot_store_on_postgres() {
+    let _load = crate::beside_others();
     let pg = Postgres::start();
     let url = pg.database("hot");
     let mut store = HotStore::open(&url).expect("open");
@@ -393,6 +396,7 @@ fn get(d: &Loyalty, path: &str) -> (u16, Value) {
 
 #[test]
 fn every_route_needs_the_token_and_errors_are_json() {
+    let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let (d, _, _) = served(&dir);
     for path in [
@@ -491,6 +495,7 @@ fn every_route_needs_the_token_and_errors_are_json() {
 
 #[test]
 fn devices_readings_alarms_and_loyalty_figures() {
+    let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let (d, _, base) = served(&dir);
     let (status, body) = get(&d, "/v1/devices");
@@ -639,6 +644,7 @@ fn read_events(
 
 #[test]
 fn the_event_stream_carries_readings_alarms_and_device_changes() {
+    let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let (d, hot, _) = served(&dir);
     let mut stream = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");

@@ -190,6 +190,7 @@ fn tail(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
+    let _load = super::shared().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("dev");
     // dev's tills take the two ports after the API's: find a run of three that is free.
@@ -283,6 +284,7 @@ impl Drop for StopOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_pipeline_on_mosquitto() {
+    let _load = super::shared().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::start();
     let http = free_port();

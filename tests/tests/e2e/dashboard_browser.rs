@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
 use ferry_tests::agent::{AgentProc, simulated};
 use ferry_tests::broker::Mosquitto;
 use ferry_tests::cloud::{TOKEN, start_all};
 use ferry_tests::free_port;
 use ferry_tests::loyalty::put_program;
+use ferry_tests::webdriver::Session;
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -42,7 +42,7 @@ impl Driver {
             assert!(
                 Path::new(bin).exists(),
                 "{bin} is missing: install Debian's browser and its driver \
-                 (apt-get install -y chromium chromium-driver; .ci/run does)"
+                 (apt-get install -y chromium chromium-driver; `cargo xtask test` does)"
             );
         }
         let port = free_port();
@@ -112,7 +112,7 @@ fn cloud_config(dir: &Path, broker: u16, http: u16) -> String {
 }
 
 /// What the page shows, read from the DOM in one call.
-async fn page_state(c: &Client) -> Value {
+fn page_state(c: &Session) -> Value {
     c.execute(
         "const q = (s) => [...document.querySelectorAll(s)];
          return {
@@ -126,26 +126,24 @@ async fn page_state(c: &Client) -> Value {
            feed: document.querySelector('#feed').dataset.state,
            login_open: document.querySelector('#login').open,
          };",
-        vec![],
     )
-    .await
-    .unwrap_or_else(|e| json!({ "error": e.to_string() }))
+    .unwrap_or_else(|e| json!({ "error": e }))
 }
 
 async fn wait_for(
-    c: &Client,
+    c: &Session,
     what: &str,
     timeout: Duration,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let state = page_state(c).await;
+        let state = page_state(c);
         if check(&state) {
             return state;
         }
         if Instant::now() >= deadline {
-            save_screenshot(c, "dashboard-failed.png").await;
+            save_screenshot(c, "dashboard-failed.png");
             panic!("the page did not show {what} within {timeout:?}; it shows {state}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -153,21 +151,16 @@ async fn wait_for(
 }
 
 /// Types `token` into the page's token dialog, as a person would, and submits it.
-async fn submit_token(c: &Client, token: &str) {
-    let field = c.find(Locator::Css("#token")).await.expect("token field");
-    field.clear().await.expect("clear");
-    field.send_keys(token).await.expect("type");
-    c.find(Locator::Css("#login-go"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+fn submit_token(c: &Session, token: &str) {
+    let field = c.find("#token").expect("token field");
+    field.clear().expect("clear");
+    field.send_keys(token).expect("type");
+    c.find("#login-go").expect("button").click().expect("click");
 }
 
-async fn save_screenshot(c: &Client, name: &str) -> PathBuf {
+fn save_screenshot(c: &Session, name: &str) -> PathBuf {
     let path = artifacts_dir().join(name);
-    match c.screenshot().await {
+    match c.screenshot() {
         Ok(png) => {
             std::fs::write(&path, png).expect("writing the screenshot");
             eprintln!("screenshot saved: {}", path.display());
@@ -179,6 +172,7 @@ async fn save_screenshot(c: &Client, name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() {
+    let _load = super::alone().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::start();
     let http = free_port();
@@ -211,39 +205,31 @@ async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() 
     }
 
     let driver = Driver::start(dir.path());
-    let mut caps = serde_json::Map::new();
     let profile = &driver.profile;
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
+    let caps = json!({
+        "goog:chromeOptions": {
             "binary": CHROMIUM,
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                      "--disable-dev-shm-usage", "--disable-component-update", "--disable-sync",
                      "--no-first-run", "--window-size=1400,1100",
                      format!("--user-data-dir={}", profile.display())],
-        }),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let c = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session through chromedriver");
+        }
+    });
+    let c = Session::new(driver.port, caps).expect("a Chromium session through chromedriver");
 
     c.goto(&format!("http://127.0.0.1:{http}/"))
-        .await
         .expect("open the page");
     // It asks for the token; a wrong one is refused and asked for again.
     wait_for(&c, "the token dialog", Duration::from_secs(10), |s| {
         s["login_open"] == true
     })
     .await;
-    submit_token(&c, "wrong").await;
+    submit_token(&c, "wrong");
     wait_for(&c, "the token asked again", Duration::from_secs(10), |s| {
         s["login_open"] == true
     })
     .await;
-    submit_token(&c, TOKEN).await;
+    submit_token(&c, TOKEN);
 
     let all = STATIONS.iter().chain([&TILL]).copied().collect::<Vec<_>>();
     wait_for(&c, "every device online", Duration::from_secs(60), |s| {
@@ -264,7 +250,7 @@ async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() 
     })
     .await;
     // The chart keeps growing from the event feed, without a reload.
-    let before = page_state(&c).await["points"].as_u64().unwrap_or_default();
+    let before = page_state(&c)["points"].as_u64().unwrap_or_default();
     wait_for(
         &c,
         "live points on the chart",
@@ -298,14 +284,14 @@ async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() 
     eprintln!(
         "ws-3 went offline on the page {took:?} after it froze (timeout {OFFLINE_AFTER_S} s)"
     );
-    let shot = save_screenshot(&c, "dashboard.png").await;
+    let shot = save_screenshot(&c, "dashboard.png");
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
         "screenshot {}",
         shot.display()
     );
 
-    let _ = c.close().await;
+    let _ = c.close();
     agents[2].send("CONT");
     for a in &mut agents {
         assert_eq!(a.terminate(), Some(0), "{}", a.log());

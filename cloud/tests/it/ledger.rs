@@ -1,9 +1,8 @@
 //! The ledger's conformance suite: the same scenarios on SQLite and on a real PostgreSQL
 //! that the test starts (`initdb` + `postgres` on a random port).
 //!
-//! A test binary of its own, not a module of `it`: its 8 writers load the disk and both
-//! cores for a minute, and the ingest tests, which run beside each other, must not share
-//! that minute.
+//! Its 8 writers load the disk and both cores for a minute; like every test of this binary
+//! it holds `beside_others`, so no ingest test shares that minute.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +32,7 @@ fn postgres_db(pg: &Postgres, name: &str) -> Open {
 /// Runs every scenario on both stores.
 #[test]
 fn conformance_on_sqlite_and_postgres() {
+    let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = Postgres::start();
     let scenarios: [Scenario; 5] = [

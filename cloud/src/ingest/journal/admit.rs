@@ -1,0 +1,163 @@
+//! Admission: a group of decoded messages made durable in one transaction (one fsync):
+//! lake lines into chunks, resends recognised and left out, queue entries for the router
+//! and the hot store beside them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ferry_shared::{DeviceId, SpoolId};
+use rusqlite::params;
+
+use super::{Chunk, Journal, JournalError};
+use crate::ingest::seen::SeenSeqs;
+use crate::lake::Line;
+
+/// What one message brought, decoded and checked.
+#[derive(Debug)]
+pub enum Admission {
+    Records {
+        device: DeviceId,
+        spool: SpoolId,
+        records: Vec<Admitted>,
+    },
+    Reject {
+        reason: &'static str,
+        line: Line,
+    },
+    /// A message on a device's `status` topic: for the hot store only, not the lake.
+    Status {
+        hot: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Admitted {
+    pub seq: u64,
+    pub line: Line,
+    /// The `tx_id` of a `txn`: the loyalty router gets its lake line.
+    pub tx_id: Option<String>,
+    /// A reading: its lake line also goes to the hot store's queue.
+    pub hot: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct AdmitOutcome {
+    pub chunks: Vec<Chunk>,
+    pub records: u64,
+    pub duplicates: u64,
+    pub rejects: u64,
+    /// Transactions queued for the loyalty router.
+    pub routed: u64,
+    /// Entries queued for the hot store.
+    pub hot: u64,
+}
+
+impl Journal {
+    /// Makes the new records of `admissions` (and every reject) durable in one transaction.
+    /// Records seen before are counted as duplicates and left out. When this returns `Ok`,
+    /// the messages may be acknowledged.
+    pub fn admit(
+        &mut self,
+        admissions: Vec<Admission>,
+        received_ms: i64,
+    ) -> Result<AdmitOutcome, JournalError> {
+        let mut outcome = AdmitOutcome::default();
+        let mut by_partition: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut touched: HashMap<(String, String), SeenSeqs> = HashMap::new();
+        let mut routes = Vec::new();
+        let mut hot = Vec::new();
+        for admission in admissions {
+            match admission {
+                Admission::Status { hot: item } => {
+                    if self.queues.hot {
+                        hot.push(item);
+                    }
+                }
+                Admission::Reject { line, .. } => {
+                    outcome.rejects += 1;
+                    let entry = by_partition.entry(line.partition).or_default();
+                    entry.0.extend_from_slice(line.text.as_bytes());
+                    entry.1 += 1;
+                }
+                Admission::Records {
+                    device,
+                    spool,
+                    records,
+                } => {
+                    if self.queues.hot {
+                        hot.push(seen_item(device.as_str(), received_ms));
+                    }
+                    let key = (device.to_string(), spool.to_string());
+                    let set = touched
+                        .entry(key.clone())
+                        .or_insert_with(|| self.seen.get(&key).cloned().unwrap_or_default());
+                    for record in records {
+                        if !set.insert(record.seq) {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        outcome.records += 1;
+                        if self.queues.routes
+                            && let Some(tx_id) = record.tx_id
+                        {
+                            routes.push((tx_id, record.line.text.trim_end().to_owned()));
+                        }
+                        if self.queues.hot && record.hot {
+                            hot.push(record.line.text.trim_end().to_owned());
+                        }
+                        let entry = by_partition.entry(record.line.partition).or_default();
+                        entry.0.extend_from_slice(record.line.text.as_bytes());
+                        entry.1 += 1;
+                    }
+                }
+            }
+        }
+
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO chunks (partition, lines, records, first_received_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (partition, (lines, records)) in by_partition {
+                insert.execute(params![partition, lines, records as i64, received_ms])?;
+                outcome.chunks.push(Chunk {
+                    id: tx.last_insert_rowid(),
+                    partition,
+                    lines,
+                    records,
+                    first_received_ms: received_ms,
+                });
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO seen (device, spool, ranges) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (device, spool) DO UPDATE SET ranges = excluded.ranges",
+            )?;
+            for ((device, spool), set) in &touched {
+                upsert.execute(params![device, spool, set.to_text()])?;
+            }
+            let mut route =
+                tx.prepare_cached("INSERT INTO routes (tx_id, body) VALUES (?1, ?2)")?;
+            for (tx_id, body) in &routes {
+                route.execute(params![tx_id, body])?;
+            }
+            let mut queue_hot = tx.prepare_cached("INSERT INTO hot (body) VALUES (?1)")?;
+            for body in &hot {
+                queue_hot.execute(params![body])?;
+            }
+        }
+        tx.commit()?;
+        outcome.routed = routes.len() as u64;
+        outcome.hot = hot.len() as u64;
+        // Only now, with the transaction committed, does memory agree with the disk.
+        self.seen.extend(touched);
+        Ok(outcome)
+    }
+}
+
+/// A `seen` entry of the hot queue: the device was heard from at `at_ms`.
+fn seen_item(device: &str, at_ms: i64) -> String {
+    serde_json::to_string(&crate::hot::HotItem::Seen {
+        device: device.to_owned(),
+        at_ms,
+    })
+    .unwrap_or_default()
+}

@@ -1,0 +1,207 @@
+//! `cargo xtask`: Ferry's dev tooling, one way to do each thing (`cargo xtask --help`).
+
+mod features;
+mod prereqs;
+mod sh;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use sh::Timings;
+
+const HELP: &str = "\
+cargo xtask COMMAND
+
+  test [-- ARGS]     install what the suite needs (mosquitto, PostgreSQL, chromium,
+                     duckdb, mold), then `cargo test --workspace ARGS`
+  ci                 what CI runs: test, fmt, clippy, the cross builds; a timed summary
+  cross              the agent's unit tests for aarch64 under qemu, and the armv7 build
+  bench [NAME...]    the benchmarks (all, or those named); see docs/BENCHMARKS.md
+  features           checks that the run build and the test build compile shared
+                     dependencies with the same features (so one reuses the other)
+  prereqs [--markdown | --install]
+                     what the suite and CI need and whether it is here; --markdown
+                     prints README's paragraph; --install installs what is missing
+";
+
+/// Every benchmark: (package, bench target).
+const BENCHES: &[(&str, &str)] = &[
+    ("ferry-agent", "spool"),
+    ("ferry-agent", "drain"),
+    ("ferry-agent", "pos"),
+    ("ferry-cloud", "ingest"),
+    ("ferry-cloud", "ledger"),
+    ("ferry-cloud", "dashboard"),
+];
+
+const CROSS_TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => ("--help", &[][..]),
+    };
+    let result = match command {
+        "test" => test(passthrough(rest)),
+        "ci" => ci(),
+        "cross" => prereqs::ensure(prereqs::CROSS).and_then(|()| cross(&mut Timings::new())),
+        "bench" => bench(rest),
+        "features" => features::check(),
+        "prereqs" if rest.iter().any(|a| a == "--install") => {
+            prereqs::ensure(prereqs::TEST).and_then(|()| prereqs::ensure(prereqs::CROSS))
+        }
+        "prereqs" => {
+            show_prereqs(rest.iter().any(|a| a == "--markdown"));
+            Ok(())
+        }
+        "-h" | "--help" | "help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What follows `--`, or everything when there is none.
+fn passthrough(args: &[String]) -> &[String] {
+    match args.iter().position(|a| a == "--") {
+        Some(i) => &args[i + 1..],
+        None => args,
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// cargo, linking with mold where it is installed. `mold -run` swaps the linker under the
+/// C compiler without changing rustc's flags, so its builds share the cache with plain
+/// `cargo build`.
+fn cargo_linked() -> Command {
+    let mold = PathBuf::from("/usr/bin/mold");
+    if mold.exists() {
+        let mut cmd = Command::new(mold);
+        cmd.arg("-run")
+            .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd
+    } else {
+        cargo()
+    }
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    prereqs::ensure(prereqs::TEST)?;
+    sh::run(cargo_linked().args(["test", "--workspace"]).args(args))
+}
+
+fn ci() -> Result<(), String> {
+    let mut t = Timings::new();
+    t.step("prerequisites", || {
+        prereqs::ensure(prereqs::TEST)?;
+        prereqs::ensure(prereqs::CROSS)
+    })?;
+    t.step("features (run build = test build)", features::check)?;
+    let (tested, count) = t.step("test (README: cargo xtask test)", || {
+        sh::run_counting(cargo_linked().args(["test", "--workspace"]))
+    });
+    let checks = tested
+        .and_then(|()| {
+            t.step("fmt", || {
+                sh::run(cargo().args(["fmt", "--all", "--", "--check"]))
+            })
+        })
+        .and_then(|()| {
+            t.step("clippy", || {
+                sh::run(cargo_linked().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            })
+        })
+        .and_then(|()| cross(&mut t));
+    t.print();
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let shot = PathBuf::from(target).join("artifacts/dashboard.png");
+    if shot.exists() {
+        println!(
+            "artifact: the dashboard browser test's screenshot is {}",
+            shot.display()
+        );
+    }
+    println!("tests: {} passed, {} failed", count.passed, count.failed);
+    checks
+}
+
+/// Cross builds with Debian's cross gcc (`.cargo/config.toml` names the linkers and
+/// qemu-user as the runner), so `cargo test --target` runs on an x86_64 host.
+fn cross(t: &mut Timings) -> Result<(), String> {
+    let [aarch64, armv7] = CROSS_TARGETS;
+    t.step("aarch64 unit tests (qemu)", || {
+        sh::run(cargo().args([
+            "test",
+            "-p",
+            "ferry-shared",
+            "-p",
+            "ferry-agent",
+            "--lib",
+            "--target",
+            aarch64,
+        ]))
+    })?;
+    t.step("armv7 build", || {
+        sh::run(cargo().args(["build", "-p", "ferry-agent", "--target", armv7]))
+    })
+}
+
+fn bench(names: &[String]) -> Result<(), String> {
+    let (names, extra) = match names.iter().position(|a| a == "--") {
+        Some(i) => (&names[..i], &names[i..]),
+        None => (names, &[][..]),
+    };
+    if let Some(unknown) = names.iter().find(|n| !BENCHES.iter().any(|(_, b)| b == n)) {
+        let known: Vec<&str> = BENCHES.iter().map(|(_, b)| *b).collect();
+        return Err(format!(
+            "no benchmark {unknown:?}; there are: {}",
+            known.join(", ")
+        ));
+    }
+    // Some start mosquitto or PostgreSQL, as the tests do.
+    prereqs::ensure(prereqs::TEST)?;
+    let mut t = Timings::new();
+    for (package, name) in BENCHES {
+        if names.is_empty() || names.iter().any(|n| n == name) {
+            t.step(&format!("bench {name}"), || {
+                sh::run(
+                    cargo_linked()
+                        .args(["bench", "-p", package, "--bench", name])
+                        .args(extra),
+                )
+            })?;
+        }
+    }
+    t.print();
+    Ok(())
+}
+
+fn show_prereqs(markdown: bool) {
+    if markdown {
+        print!("{}", prereqs::markdown());
+        return;
+    }
+    for p in prereqs::TEST.iter().chain(prereqs::CROSS) {
+        let state = if p.present() { "ok     " } else { "missing" };
+        println!("{state} {:<42} {}", p.name, p.install_line());
+    }
+}
