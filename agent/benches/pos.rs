@@ -12,7 +12,7 @@ use ferry_tests::free_port;
 use ferry_tests::http::request;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-agent");
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-token-0123456";
 const REQUESTS_PER_RUN: usize = 6_000;
 
 struct Run {

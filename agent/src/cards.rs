@@ -42,6 +42,9 @@ pub struct CloudBalance {
     pub kind: String,
     pub balance: i64,
     pub rewards_available: i64,
+    /// What one reward costs in the program's unit; absent from an older cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_cost: Option<i64>,
     #[serde(default)]
     pub flagged: bool,
 }

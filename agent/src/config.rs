@@ -65,29 +65,18 @@ impl std::fmt::Debug for PosApiConfig {
 }
 
 impl PosApiConfig {
-    /// The bearer token, from `token` or the first line of `token_file`.
+    /// The bearer token, from `token` or the first line of `token_file`, refused when weak
+    /// or a placeholder.
     pub fn token(&self) -> Result<String, ConfigError> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(t), None) => t.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| invalid("pos_api.token_file", format!("{}: {e}", path.display())))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "pos_api.token",
-                    "give token or token_file, not both",
-                ));
-            }
-            (None, None) => return Err(invalid("pos_api.token", "required (or token_file)")),
-        };
-        if token.is_empty() {
-            return Err(invalid("pos_api.token", "must not be empty"));
-        }
-        Ok(token)
+        ferry_shared::token::from_config(self.token.as_deref(), self.token_file.as_deref()).map_err(
+            |(key, problem)| {
+                let key = match key {
+                    "token_file" => "pos_api.token_file",
+                    _ => "pos_api.token",
+                };
+                invalid(key, problem)
+            },
+        )
     }
 }
 

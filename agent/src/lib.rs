@@ -59,6 +59,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
             sources: source_metrics.clone(),
             answers: Arc::default(),
             cards: cards.clone(),
+            redemptions: Arc::default(),
         };
         // A source like the others: it stops taking transactions before the uplink stops.
         sources.spawn(pos_api::serve(listener, state, sources_stop.clone()));

@@ -26,6 +26,10 @@ enum Command {
     Run {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Stop cleanly when the process that started this one ends, however it ends: for
+        /// supervisors that cannot be relied on to stop their children (`ferry-cloud dev`).
+        #[arg(long)]
+        exit_with_parent: bool,
     },
     /// Print the spool's state as one JSON object; safe while `run` is running.
     Status {
@@ -55,7 +59,10 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            exit_with_parent,
+        } => {
             let cfg = AgentConfig::load(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -65,6 +72,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
+                if exit_with_parent {
+                    tokio::spawn(stop_when_orphaned(shutdown.clone()));
+                }
                 ferry_agent::run(cfg, shutdown).await
             })
         }
@@ -73,6 +83,24 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let status = ferry_agent::status::read(&cfg)?;
             println!("{}", serde_json::to_string(&status)?);
             Ok(())
+        }
+    }
+}
+
+/// A parent that dies, even by SIGKILL, leaves its children to another process: the
+/// parent pid changes, which is checked twice a second.
+async fn stop_when_orphaned(shutdown: CancellationToken) {
+    let parent = std::os::unix::process::parent_id();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if std::os::unix::process::parent_id() != parent {
+            info!(parent, "the parent process ended: shutting down");
+            shutdown.cancel();
+            return;
         }
     }
 }

@@ -31,3 +31,14 @@ CREATE TABLE IF NOT EXISTS ledger (
     reversed_by TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_by_card ON ledger (card, seq);
+
+-- The device registry: which devices may send transactions, and for which store. A
+-- transaction routed from a device is applied only when the device is a registered,
+-- active till at the transaction's store. Retiring keeps the row (retired_at).
+CREATE TABLE IF NOT EXISTS devices (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    store         TEXT,
+    registered_at TEXT NOT NULL,
+    retired_at    TEXT
+);

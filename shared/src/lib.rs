@@ -9,9 +9,12 @@ pub mod backoff;
 pub mod config_env;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "http-server")]
+pub mod http_server;
 pub mod ids;
 pub mod limits;
 pub mod record;
+pub mod rules;
 pub mod sensor_line;
 pub mod time;
 pub mod token;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
 use crate::ids::TxId;
-use crate::limits::{MAX_RECORD_BYTES, MAX_TEXT_LEN};
+use crate::limits::{MAX_AMOUNT_MINOR, MAX_METRICS, MAX_QTY, MAX_RECORD_BYTES, MAX_TEXT_LEN};
 use crate::time::Timestamp;
 
 /// A record as it travels inside an envelope.
@@ -108,6 +108,12 @@ impl RecordBody {
                 if metrics.is_empty() {
                     return Err(WireError::MissingField("metrics".into()));
                 }
+                if metrics.len() > MAX_METRICS {
+                    return Err(WireError::invalid(
+                        "metrics",
+                        format!("more than {MAX_METRICS} in one reading"),
+                    ));
+                }
                 for (name, value) in metrics {
                     text("metrics", name)?;
                     if !value.is_finite() {
@@ -138,13 +144,21 @@ impl Txn {
         text("program", &self.program)?;
         text("card", &self.card)?;
         text("store", &self.store)?;
-        if self.qty == Some(0) {
-            return Err(WireError::invalid("qty", "must be a positive integer"));
+        if let Some(qty) = self.qty
+            && !(1..=MAX_QTY).contains(&qty)
+        {
+            return Err(WireError::invalid(
+                "qty",
+                format!("must be an integer from 1 to {MAX_QTY}"),
+            ));
         }
         if let Some(amount) = self.amount_minor
-            && amount < 0
+            && !(0..=MAX_AMOUNT_MINOR).contains(&amount)
         {
-            return Err(WireError::invalid("amount_minor", "must not be negative"));
+            return Err(WireError::invalid(
+                "amount_minor",
+                format!("must be from 0 to {MAX_AMOUNT_MINOR}"),
+            ));
         }
         if let Some(currency) = &self.currency
             && !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()))
@@ -270,6 +284,42 @@ mod tests {
             ),
             (
                 Txn {
+                    qty: Some(MAX_QTY),
+                    ..txn(TxnOp::Redeem)
+                },
+                None,
+            ),
+            (
+                Txn {
+                    qty: Some(MAX_QTY + 1),
+                    ..txn(TxnOp::Stamp)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    qty: Some(u64::MAX),
+                    ..txn(TxnOp::Redeem)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    qty: Some(i64::MAX as u64),
+                    ..txn(TxnOp::Stamp)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
+                    qty: None,
+                    amount_minor: Some(MAX_AMOUNT_MINOR + 1),
+                    ..txn(TxnOp::Earn)
+                },
+                Some("invalid_field"),
+            ),
+            (
+                Txn {
                     qty: None,
                     ..txn(TxnOp::Earn)
                 },
@@ -331,6 +381,21 @@ mod tests {
             let got = t.validate().err().map(|e| e.reason_code());
             assert_eq!(got, want, "case {i}: {t:?}");
         }
+    }
+
+    #[test]
+    fn a_reading_has_at_most_max_metrics() {
+        let reading = |n: usize| RecordBody::Reading {
+            sensor: "s".into(),
+            metrics: (0..n).map(|i| (format!("m{i}"), 1.0)).collect(),
+        };
+        assert!(reading(MAX_METRICS).validate().is_ok());
+        assert_eq!(
+            reading(MAX_METRICS + 1)
+                .validate()
+                .map_err(|e| e.reason_code()),
+            Err("invalid_field")
+        );
     }
 
     #[test]

@@ -40,3 +40,37 @@ pub fn request(
         .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
     Ok((status, body.to_owned()))
 }
+
+/// `n` connections that each send half a request head and then nothing, as a slow or
+/// hostile client would; kept open while the returned streams live.
+pub fn half_sent(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("half-sent connection {i}: {e}"));
+            let _ =
+                stream.write_all(b"POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+            stream
+        })
+        .collect()
+}
+
+/// How many of `streams` the server has closed (a read sees the end, or a reset).
+pub fn closed_by_server(streams: &mut [TcpStream]) -> usize {
+    streams
+        .iter_mut()
+        .filter_map(|s| {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
+            let mut byte = [0u8; 1];
+            let closed = match s.read(&mut byte) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            };
+            closed.then_some(())
+        })
+        .count()
+}

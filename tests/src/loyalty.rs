@@ -75,6 +75,15 @@ pub fn put_program(port: u16, id: &str, program: &Value) {
     assert_eq!(status, 200, "PUT /v1/programs/{id}: {answer}");
 }
 
+/// `PUT /v1/devices/{device}` on the API at `port`: a till at `store`, whose transactions
+/// the ledger then applies.
+pub fn register_till(port: u16, device: &str, store: &str) {
+    let body = serde_json::json!({"kind": "till", "store": store}).to_string();
+    let (status, answer) = request(port, "PUT", &format!("/v1/devices/{device}"), TOKEN, &body)
+        .unwrap_or_else(|e| panic!("PUT /v1/devices/{device}: {e}"));
+    assert_eq!(status, 200, "PUT /v1/devices/{device}: {answer}");
+}
+
 impl Loyalty {
     /// The `[loyalty]` section that points an ingest here.
     pub fn route_config(&self) -> String {
@@ -114,6 +123,10 @@ impl Loyalty {
 
     pub fn put_program(&self, id: &str, program: Value) {
         put_program(self.port, id, &program);
+    }
+
+    pub fn register_till(&self, device: &str, store: &str) {
+        register_till(self.port, device, store);
     }
 
     /// Balance per program of `card`; empty for a card the ledger has not seen.

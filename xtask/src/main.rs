@@ -99,7 +99,11 @@ fn cargo_linked() -> Command {
 
 fn test(args: &[String]) -> Result<(), String> {
     prereqs::ensure(prereqs::TEST)?;
-    sh::run(cargo_linked().args(["test", "--workspace"]).args(args))
+    sh::run(
+        cargo_linked()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(args),
+    )
 }
 
 fn ci() -> Result<(), String> {
@@ -110,7 +114,7 @@ fn ci() -> Result<(), String> {
     })?;
     t.step("features (run build = test build)", features::check)?;
     let (tested, count) = t.step("test (README: cargo xtask test)", || {
-        sh::run_counting(cargo_linked().args(["test", "--workspace"]))
+        sh::run_counting(cargo_linked().args(["test", "--workspace", "--no-fail-fast"]))
     });
     let checks = tested
         .and_then(|()| {

@@ -11,12 +11,27 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
-    #[error("estimated balance {balance} does not cover {wanted}")]
-    InsufficientBalance { balance: i64, wanted: u64 },
+    /// A redemption the till's estimate does not cover: it needs `needed` (qty times the
+    /// reward's cost) and the card holds `balance`; `needed` is unknown until the cloud has
+    /// sent the card's balances for the program once.
+    #[error("{}", insufficient(*balance, *needed))]
+    InsufficientBalance { balance: i64, needed: Option<i64> },
     #[error("the spool cannot store another transaction")]
     SpoolFull,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+fn insufficient(balance: i64, needed: Option<i64>) -> String {
+    match needed {
+        Some(needed) => {
+            format!("the redemption needs {needed} and the card's estimated balance is {balance}")
+        }
+        None => format!(
+            "the card's estimated balance is {balance}, and what a reward costs in this program \
+             is not known here yet (the cloud has not sent the card's balances for it)"
+        ),
+    }
 }
 
 impl ApiError {

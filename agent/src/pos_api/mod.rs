@@ -21,6 +21,7 @@ use crate::cards::CardCache;
 use crate::sources::SourceMetrics;
 use crate::spool::{Spool, SpoolError, SpoolReader};
 use crate::uplink::UplinkMetrics;
+use ferry_shared::http_server::{self, Limits};
 
 pub use auth::Token;
 pub use error::ApiError;
@@ -37,6 +38,9 @@ pub struct PosState {
     pub answers: Arc<Mutex<BTreeMap<u16, u64>>>,
     /// The last balances the cloud sent per card.
     pub cards: CardCache,
+    /// Held from a redemption's balance check until its record is in the spool, so that
+    /// two redemptions at once cannot both spend one balance.
+    pub redemptions: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PosState {
@@ -73,15 +77,14 @@ pub fn router(state: PosState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown`, finishing requests in flight.
+/// Serves until `shutdown`, with header-read and idle timeouts and a connection cap, then
+/// finishes what is in flight for a few seconds at most (`ferry_shared::http_server`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: PosState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    http_server::serve(listener, router(state), Limits::default(), shutdown).await;
     Ok(())
 }
 

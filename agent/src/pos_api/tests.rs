@@ -30,6 +30,7 @@ fn api(max_bytes: u64) -> Api {
         sources: Arc::default(),
         answers: Arc::default(),
         cards: crate::cards::CardCache::open(dir.path()).expect("card cache"),
+        redemptions: Arc::default(),
     };
     Api {
         cards: state.cards.clone(),
@@ -252,29 +253,56 @@ async fn full_spool_answers_507_and_stores_nothing() {
     );
 }
 
+/// What the cloud says of a card on the `cards` topic: one program's balance and reward cost.
+fn hear(api: &Api, card: &str, program: &str, kind: &str, balance: i64, cost: i64) {
+    let heard = json!({"card": card, "at": "2026-11-23T10:00:00.000Z", "balances": [
+        {"program": program, "kind": kind, "balance": balance,
+         "rewards_available": balance / cost, "reward_cost": cost}]});
+    api.cards
+        .remember(heard.to_string().as_bytes())
+        .expect("remember");
+}
+
+fn redeem(card: &str, program: &str, qty: u64, overdraft: bool) -> Value {
+    json!({"op": "redeem", "program": program, "card": card, "store": "S-01", "qty": qty,
+           "allow_overdraft": overdraft})
+}
+
 #[tokio::test]
 async fn offline_redemption_rules() {
     let api = api(64 << 20);
-    let redeem = |qty: u64, overdraft: bool| json!({"op": "redeem", "program": "coffee", "card": "C-9", "store": "S-01", "qty": qty, "allow_overdraft": overdraft});
-    // Nothing known of the card: the estimate is 0.
-    let (status, answer) = api.post(redeem(1, false)).await;
+    // Nothing known of the card, nor what a reward costs: refused, saying so.
+    let (status, answer) = api.post(redeem("C-9", "coffee", 1, false)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert_eq!(answer["error"]["code"], "insufficient_balance");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not known")),
+        "{answer}"
+    );
 
-    // The cashier's override is accepted, and marked offline.
-    let (status, _) = api.post(redeem(1, true)).await;
+    // The cloud says 25 stamps, 10 a coffee. The cashier's override is accepted, marked
+    // offline, and takes a whole reward's cost from the estimate: 15.
+    hear(&api, "C-9", "coffee", "stamps", 25, 10);
+    let (status, _) = api.post(redeem("C-9", "coffee", 1, true)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-
     for _ in 0..3 {
         assert_eq!(api.post(stamp("C-9")).await.0, StatusCode::ACCEPTED);
     }
-    // Estimate: -1 + 3 = 2 covers 2 but not 3.
-    assert_eq!(api.post(redeem(3, false)).await.0, StatusCode::CONFLICT);
-    assert_eq!(api.post(redeem(2, false)).await.0, StatusCode::ACCEPTED);
+    // 18 covers one coffee (10), not two (20); the refusal names both figures.
+    let (status, answer) = api.post(redeem("C-9", "coffee", 2, false)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("20") && message.contains("18"), "{answer}");
+    assert_eq!(
+        api.post(redeem("C-9", "coffee", 1, false)).await.0,
+        StatusCode::ACCEPTED
+    );
 
     let (status, card) = api.call("GET", "/v1/cards/C-9", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(card["estimated_balances"]["coffee"], 0, "{card}");
+    assert_eq!(card["estimated_balances"]["coffee"], 8, "{card}");
     let pending = card["pending"].as_array().expect("pending");
     assert_eq!(pending.len(), 5);
     for t in pending {
@@ -286,24 +314,83 @@ async fn offline_redemption_rules() {
     }
 }
 
+/// The cases that overdrew cards: a redemption is charged qty times the reward's cost, as
+/// the ledger charges it, not qty.
+#[tokio::test]
+async fn redemptions_are_charged_what_the_ledger_charges() {
+    let api = api(64 << 20);
+    // 190 points left, a reward costs 100: 5 rewards need 500, 2 need 200, 1 fits.
+    hear(&api, "C-1", "points", "points", 190, 100);
+    for (qty, want) in [
+        (5, StatusCode::CONFLICT),
+        (2, StatusCode::CONFLICT),
+        (1, StatusCode::ACCEPTED),
+        (1, StatusCode::CONFLICT),
+    ] {
+        let (status, answer) = api.post(redeem("C-1", "points", qty, false)).await;
+        assert_eq!(status, want, "redeem {qty}: {answer}");
+    }
+    // 1 of 10 stamps: no coffee.
+    hear(&api, "C-2", "coffee", "stamps", 1, 10);
+    assert_eq!(
+        api.post(redeem("C-2", "coffee", 1, false)).await.0,
+        StatusCode::CONFLICT
+    );
+    // A fresh card with 150 points: not 2 rewards of 100.
+    hear(&api, "C-3", "points", "points", 150, 100);
+    assert_eq!(
+        api.post(redeem("C-3", "points", 2, false)).await.0,
+        StatusCode::CONFLICT
+    );
+    // A qty that would wrap is refused before any arithmetic.
+    let (status, answer) = api.post(redeem("C-3", "points", u64::MAX, true)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+}
+
+/// Twenty redemptions of one coffee at once on a card that holds five: the check and the
+/// append take turns, so exactly five are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redemptions_cannot_overdraw_a_card() {
+    let api = Arc::new(api(64 << 20));
+    hear(&api, "C-5", "coffee", "stamps", 50, 10);
+    let tries: Vec<_> = (0..20)
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move { api.post(redeem("C-5", "coffee", 1, false)).await.0 })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tries {
+        match t.await.expect("request task") {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, 5, "a balance of 50 pays five coffees of 10");
+    let (_, card) = api.call("GET", "/v1/cards/C-5", Some(TOKEN), None).await;
+    assert_eq!(card["estimated_balances"]["coffee"], 0, "{card}");
+}
+
 #[tokio::test]
 async fn the_estimate_starts_from_the_clouds_balances() {
     let api = api(64 << 20);
-    let heard = json!({"card": "C-7", "at": "2026-11-23T10:00:00.000Z", "balances": [
-        {"program": "coffee", "kind": "stamps", "balance": 4, "rewards_available": 0}]});
-    api.cards
-        .remember(heard.to_string().as_bytes())
-        .expect("remember");
-    // The cloud says 4; with 2 pending stamps a redemption of 6 is covered, 7 is not.
+    hear(&api, "C-7", "coffee", "stamps", 4, 2);
+    // The cloud says 4; with 2 pending stamps, 6: three rewards of 2 are covered, four not.
     for _ in 0..2 {
         assert_eq!(api.post(stamp("C-7")).await.0, StatusCode::ACCEPTED);
     }
-    let redeem = |qty: u64| json!({"op": "redeem", "program": "coffee", "card": "C-7", "store": "S-01", "qty": qty});
-    assert_eq!(api.post(redeem(7)).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        api.post(redeem("C-7", "coffee", 4, false)).await.0,
+        StatusCode::CONFLICT
+    );
     let (status, card) = api.call("GET", "/v1/cards/C-7", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(card["cloud_balances"]["coffee"], 4, "{card}");
     assert_eq!(card["cloud_at"], "2026-11-23T10:00:00.000Z", "{card}");
     assert_eq!(card["estimated_balances"]["coffee"], 6, "{card}");
-    assert_eq!(api.post(redeem(6)).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        api.post(redeem("C-7", "coffee", 3, false)).await.0,
+        StatusCode::ACCEPTED
+    );
 }

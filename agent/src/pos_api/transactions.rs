@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use ferry_shared::record::Unsequenced;
-use ferry_shared::{RecordBody, Timestamp, TxId, Txn, TxnOp};
+use ferry_shared::{RecordBody, Timestamp, TxId, Txn, TxnOp, rules};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, PosState, cards};
@@ -82,13 +82,23 @@ pub async fn submit(
     };
     txn.validate()
         .map_err(|e| ApiError::invalid(e.reason_code(), e.to_string()))?;
-    if txn.op == TxnOp::Redeem && !req.allow_overdraft {
-        let wanted = txn.qty.unwrap_or_default();
-        let balance = cards::estimate(&state, &txn.card, &txn.program).await?;
-        if balance < wanted as i64 {
-            return Err(ApiError::InsufficientBalance { balance, wanted });
+    // Held until the record is in the spool: the next redemption's estimate counts it.
+    let _turn = if txn.op == TxnOp::Redeem && !req.allow_overdraft {
+        let turn = state.redemptions.clone().lock_owned().await;
+        let estimate = cards::estimate(&state, &txn.card, &txn.program).await?;
+        let needed = estimate
+            .reward_cost
+            .and_then(|cost| rules::redemption_cost(txn.qty.unwrap_or_default(), cost));
+        if needed.is_none_or(|needed| estimate.balance < needed) {
+            return Err(ApiError::InsufficientBalance {
+                balance: estimate.balance,
+                needed,
+            });
         }
-    }
+        Some(turn)
+    } else {
+        None
+    };
     let record = NewRecord::new(&Unsequenced::new(Timestamp::now(), RecordBody::Txn(txn)))
         .map_err(|e| ApiError::invalid(e.reason_code(), e.to_string()))?;
 

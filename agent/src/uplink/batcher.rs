@@ -12,7 +12,7 @@ use crate::spool::{AckRange, Class, PendingRow, SpoolError, SpoolReader};
 /// Most records read for one envelope, and most raw JSON built for one: together they bound
 /// the memory an envelope takes, however well the records compress.
 const MAX_ROWS: usize = 10_000;
-const MAX_RAW_BYTES: usize = 1024 * 1024;
+const MAX_RAW_BYTES: usize = ferry_shared::limits::MAX_ENVELOPE_JSON_BYTES;
 
 /// Aim a little under the limit, so that a guess from the last ratio rarely overshoots.
 const TARGET_FILL: f64 = 0.92;
@@ -82,7 +82,7 @@ impl Batcher {
                     }));
                 }
                 if rows.len() == 1 {
-                    // Cannot happen for records the spool accepted (64 KiB each at most);
+                    // Cannot happen for records the spool accepted (16 KiB each at most);
                     // skip it rather than stall the whole spool behind it. It stays spooled.
                     error!(
                         seq = last,

@@ -15,7 +15,7 @@ use crate::agent;
 const REQUESTS: usize = 5_000;
 const DISTINCT_KEYS: usize = 4_000;
 const CLIENTS: usize = 8;
-const TOKEN: &str = "pos-crash-token";
+const TOKEN: &str = "pos-crash-test-token";
 
 /// Key -> every (status, tx_id) the agent answered for it.
 type Answers = BTreeMap<String, Vec<(u16, String)>>;

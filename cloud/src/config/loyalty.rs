@@ -1,16 +1,21 @@
 //! `[loyalty]`: where the ingest routes transactions, and the ledger the loyalty role keeps.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
-use super::{ConfigError, invalid, redact_password};
+use super::{ConfigError, invalid, redact_password, resolve_token};
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoyaltyConfig {
     /// Where the ingest's router sends transactions: the loyalty role's HTTP address.
     pub url: String,
-    /// The loyalty role's `http.token`.
+    /// The loyalty role's `http.token`; or `token_file`, read at startup.
+    #[serde(default)]
     pub token: String,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// The ledger, for the loyalty role: `sqlite:///PATH` or `postgres://...`.
     pub database: Option<String>,
     /// Transactions per request to the loyalty API (at most 500, CONTRACT §6).
@@ -33,6 +38,7 @@ impl std::fmt::Debug for LoyaltyConfig {
         f.debug_struct("LoyaltyConfig")
             .field("url", &self.url)
             .field("token", &"<redacted>")
+            .field("token_file", &self.token_file)
             .field("database", &redact_password(self.database.as_deref()))
             .field("batch", &self.batch)
             .field("timeout_s", &self.timeout_s)
@@ -43,12 +49,19 @@ impl std::fmt::Debug for LoyaltyConfig {
 }
 
 impl LoyaltyConfig {
+    /// Reads `token_file` into `token`, and checks the token.
+    pub(super) fn resolve(&mut self) -> Result<(), ConfigError> {
+        self.token = resolve_token(
+            ("loyalty.token", "loyalty.token_file"),
+            &self.token,
+            self.token_file.as_deref(),
+        )?;
+        Ok(())
+    }
+
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(invalid("loyalty.url", "must be an http:// or https:// URL"));
-        }
-        if self.token.is_empty() {
-            return Err(invalid("loyalty.token", "must not be empty"));
         }
         if !(1..=500).contains(&self.batch) {
             return Err(invalid("loyalty.batch", "must be 1 to 500"));

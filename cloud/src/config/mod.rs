@@ -109,7 +109,13 @@ impl CloudConfig {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let config: Self = config_env::parse(text, env).map_err(ConfigError::Shape)?;
+        let mut config: Self = config_env::parse(text, env).map_err(ConfigError::Shape)?;
+        if let Some(http) = &mut config.http {
+            http.resolve()?;
+        }
+        if let Some(loyalty) = &mut config.loyalty {
+            loyalty.resolve()?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -132,9 +138,6 @@ impl CloudConfig {
         }
         if let Some(d) = &self.dashboard {
             d.check()?;
-        }
-        if let Some(http) = &self.http {
-            http.check()?;
         }
         Ok(())
     }
@@ -189,6 +192,19 @@ impl CloudConfig {
         })
     }
 }
+/// A section's token: `token` (empty when not given) or the first line of `token_file`,
+/// refused when weak or a placeholder; errors name `keys.0` or `keys.1`.
+fn resolve_token(
+    keys: (&'static str, &'static str),
+    token: &str,
+    file: Option<&Path>,
+) -> Result<String, ConfigError> {
+    let given = Some(token).filter(|t| !t.is_empty());
+    ferry_shared::token::from_config(given, file).map_err(|(key, problem)| {
+        invalid(if key == "token_file" { keys.1 } else { keys.0 }, problem)
+    })
+}
+
 /// A database URL for a log line: `postgres://user:secret@host` loses its password.
 pub fn redact_password(url: Option<&str>) -> Option<String> {
     let url = url?;
@@ -212,7 +228,7 @@ mod tests {
 data_dir = "/tmp/ferry-cloud"
 [loyalty]
 url = "http://127.0.0.1:8080"
-token = "t"
+token = "config-test-token-0123"
 database = "sqlite:///tmp/loyalty.db"
 [mqtt]
 url = "mqtt://127.0.0.1:1883"
@@ -292,11 +308,11 @@ database = "sqlite:///tmp/hot.db"
 data_dir = "/tmp/ferry-cloud"
 [loyalty]
 url = "http://127.0.0.1:8080"
-token = "t"
+token = "config-test-token-0123"
 database = "sqlite:///tmp/loyalty.db"
 [http]
 listen = "127.0.0.1:8080"
-token = "t"
+token = "config-test-token-0123"
 "#;
         let c = CloudConfig::parse(ledger_only, []).expect("valid");
         c.check_role(Role::Loyalty)
@@ -357,6 +373,25 @@ token = "t"
 
     #[test]
     fn the_example_configs_parse() {
+        // Their placeholder tokens are refused, naming the key; the environment sets real
+        // ones, as README's commands do.
+        let tokens = || {
+            [
+                ("FERRY_HTTP__TOKEN", "an-example-token-of-24ch"),
+                ("FERRY_LOYALTY__TOKEN", "an-example-token-of-24ch"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        };
+        let refused = CloudConfig::parse(
+            include_str!("../../../deploy/examples/cloud-local.toml"),
+            [],
+        )
+        .expect_err("a placeholder token")
+        .to_string();
+        assert!(
+            refused.contains("token") && refused.contains("placeholder"),
+            "{refused}"
+        );
         // cloud-s3 names certificate files of a real deployment, checked at parse time.
         for (name, text) in [
             (
@@ -368,17 +403,75 @@ token = "t"
                 include_str!("../../../deploy/examples/cloud-loyalty.toml"),
             ),
         ] {
-            CloudConfig::parse(text, []).unwrap_or_else(|e| panic!("{name}: {e}"));
+            CloudConfig::parse(text, tokens()).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         let local = CloudConfig::parse(
             include_str!("../../../deploy/examples/cloud-local.toml"),
-            [],
+            tokens(),
         )
         .expect("cloud-local");
         local
             .check_role(Role::All)
             .expect("cloud-local runs every role");
         assert_eq!(local.dashboard.map(|d| d.alarms.len()), Some(1));
+    }
+
+    #[test]
+    fn tokens_are_checked_and_read_from_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("http.token");
+        std::fs::write(&file, "read-from-a-token-file\n").expect("write");
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let with_http = format!("{BASE}[http]\nlisten = \"127.0.0.1:8080\"\n");
+        let c = CloudConfig::parse(
+            &with_http,
+            env(&[("FERRY_HTTP__TOKEN_FILE", file.to_str().expect("utf-8"))]),
+        )
+        .expect("token_file");
+        assert_eq!(c.http.expect("http").token, "read-from-a-token-file");
+        let good = ("FERRY_HTTP__TOKEN", "config-test-token-0123");
+        for (var, value, key) in [
+            ("FERRY_HTTP__TOKEN", "short", "http.token"),
+            ("FERRY_HTTP__TOKEN", "change-me", "http.token"),
+            (
+                "FERRY_HTTP__TOKEN",
+                "set-me-through-FERRY_HTTP__TOKEN",
+                "http.token",
+            ),
+            (
+                "FERRY_HTTP__TOKEN_FILE",
+                "/nonexistent/token",
+                "http.token_file",
+            ),
+            (
+                "FERRY_LOYALTY__TOKEN",
+                "change-me-0123456789",
+                "loyalty.token",
+            ),
+        ] {
+            let pairs = if var.starts_with("FERRY_HTTP") {
+                env(&[(var, value)])
+            } else {
+                env(&[good, (var, value)])
+            };
+            let err = CloudConfig::parse(&with_http, pairs)
+                .expect_err(value)
+                .to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+            assert!(
+                !err.contains(value) || key.ends_with("_file"),
+                "a token is never echoed: {err}"
+            );
+        }
+        let err = CloudConfig::parse(&with_http, [])
+            .expect_err("no token")
+            .to_string();
+        assert!(err.contains("http.token"), "{err}");
     }
 
     #[test]

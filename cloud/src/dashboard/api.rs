@@ -5,6 +5,7 @@
 //! give at most [`AUTO_POINTS`] points (1 min for a day, 7 min for a week). `step=raw` asks
 //! for raw points; any other step must be a whole number of minutes.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{Duration as Span, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use ferry_shared::Timestamp;
 use futures_util::Stream;
 use serde::Deserialize;
@@ -25,7 +26,7 @@ use crate::config::DashboardConfig;
 use crate::hot::HotPool;
 use crate::hot::{Series, rfc3339};
 use crate::http::ApiError;
-use crate::loyalty::{LedgerPool, StoreDay};
+use crate::loyalty::{LedgerPool, RegisteredDevice, StoreDay};
 
 /// Raw points at most, up to this span, when the step is chosen for the caller.
 const RAW_SPAN_MS: i64 = 3600 * 1000;
@@ -64,6 +65,26 @@ fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Unavailable(e.into())
 }
 
+/// The registry, when this process can read the ledger: registration beside state. A
+/// ledger that does not answer leaves the registrations out rather than the devices.
+async fn registry(api: &DashboardApi) -> BTreeMap<String, RegisteredDevice> {
+    let Some(ledger) = api.ledger.clone() else {
+        return BTreeMap::new();
+    };
+    match ledger.run(|l| l.devices()).await {
+        Ok(devices) => devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the device registry is unavailable");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// A registered device the hot store has never heard from.
+fn never_seen(reg: &RegisteredDevice) -> Value {
+    json!({"device": reg.id, "state": "never_seen", "last_seen": null, "registration": reg})
+}
+
 async fn list_devices(State(api): State<DashboardApi>) -> Result<Json<Value>, ApiError> {
     let after = api.cfg.offline_after_ms();
     let now = Timestamp::now().unix_millis();
@@ -72,8 +93,17 @@ async fn list_devices(State(api): State<DashboardApi>) -> Result<Json<Value>, Ap
         .run(move |s| s.devices(now, after))
         .await
         .map_err(unavailable)?;
+    let mut registry = registry(&api).await;
+    let mut list = Vec::with_capacity(devices.len() + registry.len());
+    for view in devices {
+        let reg = registry.remove(&view.device);
+        let mut entry = serde_json::to_value(view).map_err(unavailable)?;
+        entry["registration"] = json!(reg);
+        list.push(entry);
+    }
+    list.extend(registry.values().map(never_seen));
     Ok(Json(json!({
-        "devices": devices,
+        "devices": list,
         "offline_after_s": api.cfg.offline_after_s,
     })))
 }
@@ -90,8 +120,13 @@ async fn show_device(
         .run(move |s| Ok((s.device(&device, now, after)?, s.latest(&device)?)))
         .await
         .map_err(unavailable)?;
-    let view = view.ok_or_else(|| unknown_device(&id))?;
-    let mut body = serde_json::to_value(view).map_err(unavailable)?;
+    let reg = registry(&api).await.remove(&id);
+    let mut body = match (view, &reg) {
+        (Some(view), _) => serde_json::to_value(view).map_err(unavailable)?,
+        (None, Some(reg)) => never_seen(reg),
+        (None, None) => return Err(unknown_device(&id)),
+    };
+    body["registration"] = json!(reg);
     body["latest"] = serde_json::to_value(latest).map_err(unavailable)?;
     Ok(Json(body))
 }
@@ -185,17 +220,25 @@ fn parse_duration_ms(text: &str) -> Option<i64> {
     n.checked_mul(scale)
 }
 
-/// RFC 3339, or Unix ms.
+/// The times a query may name: 2000-01-01 up to the end of 9999, so that no arithmetic on
+/// them (spans, steps, a day added) can leave the calendar.
+const EARLIEST_MS: i64 = ferry_shared::limits::EARLIEST_STATE_TS_MS;
+const LATEST_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+
+/// RFC 3339, or Unix ms, within [`EARLIEST_MS`]..=[`LATEST_MS`].
 fn parse_time(key: &'static str, text: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    Timestamp::parse(text)
-        .map(|t| t.unix_millis())
-        .map_err(|_| {
+    let ms = match text.parse::<i64>() {
+        Ok(ms) => Some(ms),
+        Err(_) => Timestamp::parse(text).ok().map(|t| t.unix_millis()),
+    };
+    ms.filter(|ms| (EARLIEST_MS..=LATEST_MS).contains(ms))
+        .ok_or_else(|| {
             ApiError::invalid(
                 "invalid_time",
-                format!("{key} {text:?}: use RFC 3339 (2026-11-24T10:00:00Z) or Unix ms"),
+                format!(
+                    "{key} {text:?}: use RFC 3339 (2026-11-24T10:00:00Z) or Unix ms, \
+                     from 2000 to 9999"
+                ),
             )
         })
 }
@@ -278,22 +321,27 @@ struct DaysQuery {
     to: Option<String>,
 }
 
-/// `YYYY-MM-DD`, or the day of an RFC 3339 time.
+/// `YYYY-MM-DD`, or the day of an RFC 3339 time, from 2000 to 9999.
 fn parse_day(key: &'static str, text: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .or_else(|_| {
-            Timestamp::parse(text).map(|t| {
-                chrono::DateTime::<Utc>::from_timestamp_millis(t.unix_millis())
-                    .map(|d| d.date_naive())
-                    .unwrap_or_default()
-            })
-        })
-        .map_err(|_| {
-            ApiError::invalid(
-                "invalid_time",
-                format!("{key} {text:?}: use a day (2026-11-24) or an RFC 3339 time"),
-            )
-        })
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .or_else(|| {
+            let ms = Timestamp::parse(text).ok()?.unix_millis();
+            Some(chrono::DateTime::<Utc>::from_timestamp_millis(ms)?.date_naive())
+        });
+    let in_range = |d: &NaiveDate| {
+        chrono::DateTime::<Utc>::from_timestamp_millis(EARLIEST_MS)
+            .zip(chrono::DateTime::<Utc>::from_timestamp_millis(LATEST_MS))
+            .is_some_and(|(first, last)| (first.date_naive()..last.date_naive()).contains(d))
+    };
+    day.filter(in_range).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_time",
+            format!(
+                "{key} {text:?}: use a day (2026-11-24) or an RFC 3339 time, from 2000 to 9999"
+            ),
+        )
+    })
 }
 
 /// Days `from..=to` (UTC), today when absent; every day is listed, with zeros when quiet.
@@ -326,7 +374,8 @@ async fn store_loyalty(
             format!("at most {MAX_DAYS} days at a time"),
         ));
     }
-    let end = to + Span::days(1);
+    // `to` is before 9999-12-31 (`parse_day`), so the day after it exists.
+    let end = to.succ_opt().unwrap_or(to);
     let (s, a, b) = (store.clone(), from.to_string(), end.to_string());
     let found = ledger(&api)?
         .run(move |l| l.store_days(&s, &a, &b))

@@ -13,25 +13,36 @@ use super::DevOptions;
 const STATIONS: usize = 3;
 const TILLS: usize = 2;
 
+/// Every simulated device: its name, and whether it is a till.
+pub fn roster() -> Vec<(String, bool)> {
+    (1..=STATIONS)
+        .map(|i| (format!("ws-{i}"), false))
+        .chain((1..=TILLS).map(|i| (format!("pos-{i}"), true)))
+        .collect()
+}
+
+/// The store a simulated till stamps for: the simulator's `S-{device}`.
+pub fn store_of(till: &str) -> String {
+    format!("S-{till}")
+}
+
 pub struct Agents {
     children: Vec<(String, Child)>,
     pos_ports: Vec<(String, u16)>,
 }
 
 impl Agents {
-    pub fn start(data_dir: &Path, opts: &DevOptions, token: &str) -> anyhow::Result<Self> {
+    /// `token_file` holds the token the tills' POS APIs take: the configs name the file,
+    /// so no copy of the token is written.
+    pub fn start(data_dir: &Path, opts: &DevOptions, token_file: &Path) -> anyhow::Result<Self> {
+        let token = token_file.display();
         let bin = agent_binary()?;
         let mut agents = Self {
             children: Vec::new(),
             pos_ports: Vec::new(),
         };
-        for i in 1..=STATIONS + TILLS {
-            let till = i > STATIONS;
-            let name = if till {
-                format!("pos-{}", i - STATIONS)
-            } else {
-                format!("ws-{i}")
-            };
+        for (i, (name, till)) in roster().into_iter().enumerate() {
+            let i = i + 1;
             let dir = data_dir.join("agents").join(&name);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let source = if till {
@@ -40,7 +51,7 @@ impl Agents {
                 agents.pos_ports.push((name.clone(), port));
                 format!(
                     "[[sources]]\ntype = \"simulator\"\nprofile = \"pos\"\ninterval_ms = {ms}\ncount = {n}\n\
-                     [pos_api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\n",
+                     [pos_api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{token}\"\n",
                     n = opts.records,
                     ms = opts.interval_ms.unwrap_or(2000),
                 )
@@ -61,8 +72,10 @@ impl Agents {
                 .with_context(|| format!("writing {}", config_path.display()))?;
             let log = std::fs::File::create(dir.join("agent.log"))
                 .with_context(|| format!("creating {}", dir.join("agent.log").display()))?;
+            // `--exit-with-parent`: should `dev` die without stopping them (SIGKILL, a
+            // crash), the agents stop too rather than run on unseen.
             let child = Command::new(&bin)
-                .args(["run", "--config"])
+                .args(["run", "--exit-with-parent", "--config"])
                 .arg(&config_path)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

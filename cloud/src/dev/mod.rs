@@ -9,7 +9,7 @@ mod agents;
 mod broker;
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -17,7 +17,7 @@ use anyhow::Context;
 pub use agents::Agents;
 
 use crate::config::CloudConfig;
-use crate::loyalty::{Ledger, Program};
+use crate::loyalty::{DeviceKind, Ledger, Program, Registration};
 
 /// `ferry-cloud dev`'s options.
 #[derive(Debug, Clone)]
@@ -47,6 +47,10 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Prepared> {
         .data_dir
         .canonicalize()
         .with_context(|| format!("resolving {}", opts.data_dir.display()))?;
+    // Everything in it (the token, the ledger, the hot store, the lake, the spools) is its
+    // owner's alone.
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", data_dir.display()))?;
     let token = token(&data_dir)?;
     broker::start(opts.mqtt_port)?;
     let config = cloud_config(&data_dir, opts, &token)?;
@@ -60,14 +64,18 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Prepared> {
 
 /// Starts the simulated devices and prints where to look.
 pub fn start_agents(prepared: &Prepared, opts: &DevOptions) -> anyhow::Result<Agents> {
-    let agents = Agents::start(&prepared.data_dir, opts, &prepared.token)?;
+    let agents = Agents::start(&prepared.data_dir, opts, &token_path(&prepared.data_dir))?;
     print_banner(&prepared.data_dir, opts, &prepared.token, &agents);
     Ok(agents)
 }
 
+fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("token")
+}
+
 /// The API token: made at the first start, then read back.
 fn token(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("token");
+    let path = token_path(data_dir);
     if let Ok(token) = std::fs::read_to_string(&path)
         && !token.trim().is_empty()
     {
@@ -128,7 +136,7 @@ for_s = 30
 }
 
 /// The programs the simulated tills use, unless they exist already (a user may have
-/// changed them through the API).
+/// changed them through the API); and every simulated device in the registry.
 fn seed_programs(ledger: &Path) -> anyhow::Result<()> {
     let mut ledger = Ledger::open(&format!("sqlite://{}", ledger.display()))?;
     let have = ledger.programs()?;
@@ -154,6 +162,22 @@ fn seed_programs(ledger: &Path) -> anyhow::Result<()> {
         if !have.iter().any(|(known, _)| known == id) {
             ledger.put_program(id, &program)?;
         }
+    }
+    // The tills at their stores, so that their transactions apply; the stations too, so
+    // the dashboards list them before they are first heard from.
+    for (device, till) in agents::roster() {
+        let reg = if till {
+            Registration {
+                kind: DeviceKind::Till,
+                store: Some(agents::store_of(&device)),
+            }
+        } else {
+            Registration {
+                kind: DeviceKind::Station,
+                store: None,
+            }
+        };
+        ledger.put_device(&device, &reg)?;
     }
     Ok(())
 }

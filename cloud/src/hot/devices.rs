@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use ferry_shared::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{DeviceStatus, HotStore, insert_many, rfc3339};
@@ -102,7 +101,12 @@ pub(super) fn write_status(
     s: &DeviceStatus,
     rev: i64,
 ) -> Result<(), DbError> {
-    let said_ms = s.at.as_ref().map(Timestamp::unix_millis);
+    // The device's clock is believed only as far as the cloud's: a status stamped later
+    // than it arrived counts as of its arrival, so a device whose clock says 2999 cannot
+    // stay online, or shadow its later statuses, for good. An earlier stamp is kept: a
+    // retained status that the broker delivers again after an ingest restart is old news,
+    // not a sign of life.
+    let said_ms = s.at.as_ref().map(|at| at.unix_millis().min(received_ms));
     let int = |v: Option<u64>| Val::from(v.map(|v| v as i64));
     tx.exec(
         "INSERT INTO devices (device, last_seen_ms, online, status_ms, agent_version, spool,

@@ -52,3 +52,22 @@ pub struct DeviceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted_total: Option<u64>,
 }
+
+/// Longest `agent_version` and `spool` a status may carry: what an agent sends is far
+/// shorter, and every byte of it is served to every dashboard.
+const MAX_STATUS_TEXT: usize = 64;
+
+impl DeviceStatus {
+    /// Short texts without control characters, and finite figures.
+    pub fn is_sane(&self) -> bool {
+        let text_ok = |t: &Option<String>| {
+            t.as_deref()
+                .is_none_or(|t| t.len() <= MAX_STATUS_TEXT && !t.chars().any(char::is_control))
+        };
+        text_ok(&self.agent_version)
+            && text_ok(&self.spool)
+            && self
+                .oldest_pending_age_s
+                .is_none_or(|age| age.is_finite() && age >= 0.0)
+    }
+}

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use ferry_shared::Timestamp;
+use ferry_shared::limits::ts_drives_state;
 
 pub use alarms::{Alarm, Track, Transition};
 pub use devices::{Backlog, DeviceView, is_online};
@@ -49,6 +50,10 @@ pub struct WriteOutcome {
     pub duplicates: u64,
     /// Metric values older than the raw retention, left to the lake.
     pub too_old: u64,
+    /// Metric values stamped before 2000 or over a day ahead of the cloud's clock: the lake
+    /// keeps them, but they move no latest value, rollup or alarm (a device whose clock
+    /// says 2999 would otherwise freeze its series).
+    pub ts_suspect: u64,
 }
 
 /// What [`HotStore::changes`] found.
@@ -116,6 +121,10 @@ impl HotStore {
                         metrics,
                     } => {
                         for (metric, value) in metrics {
+                            if !ts_drives_state(*ts_ms, now_ms) {
+                                outcome.ts_suspect += 1;
+                                continue;
+                            }
                             if *ts_ms < oldest_kept {
                                 outcome.too_old += 1;
                                 continue;

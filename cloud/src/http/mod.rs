@@ -64,13 +64,13 @@ async fn render_metrics(State(metrics): State<Metrics>) -> String {
     out
 }
 
+/// Serves until `shutdown`, with header-read and idle timeouts and a connection cap, then
+/// finishes what is in flight for a few seconds at most (`ferry_shared::http_server`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    ferry_shared::http_server::serve(listener, app, Default::default(), shutdown).await;
     Ok(())
 }

@@ -195,6 +195,8 @@ impl HotWriter {
         let m = &self.metrics;
         m.hot_stored.fetch_add(outcome.stored, Ordering::Relaxed);
         m.hot_too_old.fetch_add(outcome.too_old, Ordering::Relaxed);
+        m.hot_ts_suspect
+            .fetch_add(outcome.ts_suspect, Ordering::Relaxed);
         Ok(Some(HotReport {
             upto,
             entries: entries.len() as u64,

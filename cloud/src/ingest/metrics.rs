@@ -23,6 +23,9 @@ pub struct IngestMetrics {
     pub routes_pending: AtomicU64,
     /// Transactions the ledger answered, whatever it said.
     pub routes_sent: AtomicU64,
+    /// Transactions from devices not registered (yet) seen in the router's last pass over
+    /// the queue: they stay queued until their device is registered.
+    pub routes_held: AtomicU64,
     /// Requests to the loyalty API that failed (each retried).
     pub route_failures: AtomicU64,
     /// Age of the oldest transaction waiting for the ledger, in ms.
@@ -34,6 +37,9 @@ pub struct IngestMetrics {
     pub hot_stored: AtomicU64,
     /// Metric values older than the raw retention, left to the lake.
     pub hot_too_old: AtomicU64,
+    /// Metric values whose `ts` is before 2000 or over a day ahead of this clock: in the
+    /// lake, but moving no dashboard state.
+    pub hot_ts_suspect: AtomicU64,
     /// Hot store writes that failed (each retried).
     pub hot_failures: AtomicU64,
     /// Messages received and not yet acknowledged to the broker.
@@ -178,6 +184,18 @@ impl crate::http::RenderMetrics for IngestMetrics {
                 "Metric values older than the raw retention, left to the lake.",
                 "counter",
                 load(&self.hot_too_old),
+            ),
+            (
+                "ferry_ingest_routes_held",
+                "Transactions waiting for their device to be registered as a till.",
+                "gauge",
+                load(&self.routes_held),
+            ),
+            (
+                "ferry_ingest_hot_ts_suspect_total",
+                "Metric values stamped before 2000 or over a day ahead, kept out of the dashboards' state.",
+                "counter",
+                load(&self.hot_ts_suspect),
             ),
             (
                 "ferry_ingest_hot_failures_total",

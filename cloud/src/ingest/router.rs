@@ -11,6 +11,14 @@
 //!   transaction leaves the queue only with the ledger's word on it.
 //! - A transaction the ledger `rejected` is final: it goes to `errors/` with reason
 //!   `loyalty_{reason}` and is counted.
+//! - One poison transaction never blocks the queue: a batch the ledger fails on (500, not
+//!   the 503 of an unreachable database) is halved until the failing transaction is alone;
+//!   failing alone [`POISON_TRIES`] times, it goes to `errors/` with reason
+//!   `loyalty_failed`, and the others go on.
+//! - Each transaction goes with the device it came from, so the ledger applies it only for
+//!   a registered till at its own store. One from a device not registered yet is `held`:
+//!   it stays queued (`ferry_ingest_routes_held`), and the router sends the queue again
+//!   from its start every [`HELD_RETRY`], so it applies once the till is registered.
 //! - Card balances go to `ferry/v1/{device}/cards` (QoS 1), for every device whose
 //!   transaction for that card was applied or recognised.
 
@@ -40,6 +48,10 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often the backlog alert repeats while it holds.
 const ALERT_EVERY: Duration = Duration::from_secs(60);
+/// How often held transactions are sent again.
+pub const HELD_RETRY: Duration = Duration::from_secs(5);
+/// How often the ledger may fail on one transaction alone before it is set aside.
+pub const POISON_TRIES: u32 = 3;
 
 /// The ledger's answers for one batch, for the pipeline to make durable.
 #[derive(Debug)]
@@ -86,6 +98,13 @@ enum SendError {
     Count { got: usize, sent: usize },
 }
 
+impl SendError {
+    /// The ledger failed on the batch itself, not for want of its database.
+    fn is_internal(&self) -> bool {
+        matches!(self, Self::Status { status, .. } if *status == reqwest::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
 pub struct Router {
     cfg: LoyaltyConfig,
     http: reqwest::Client,
@@ -129,8 +148,12 @@ impl Router {
         // the report, so reads go past them rather than wait for that.
         let mut cursor = 0;
         let mut failures = 0u32;
+        // Smaller than `loyalty.batch` while a failing transaction is being isolated.
+        let mut limit = self.cfg.batch;
+        let mut alone_failures = 0u32;
+        let mut last_pass = Instant::now();
         loop {
-            let batch = match tokio::task::block_in_place(|| self.next_batch(cursor)) {
+            let batch = match tokio::task::block_in_place(|| self.next_batch(cursor, limit)) {
                 Ok(batch) => batch,
                 Err(e) => {
                     error!(error = %e, "reading the route queue failed");
@@ -139,6 +162,15 @@ impl Router {
             };
             self.watch_backlog();
             let Some(last) = batch.last().map(|r| r.id) else {
+                // Caught up: what was held is still queued behind the cursor. Go over the
+                // queue again, now and then, in case its devices have been registered.
+                let held = self.metrics.routes_held.load(Ordering::Relaxed);
+                if held > 0 && last_pass.elapsed() >= HELD_RETRY {
+                    cursor = 0;
+                    last_pass = Instant::now();
+                    self.metrics.routes_held.store(0, Ordering::Relaxed);
+                    continue;
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = wake.notified() => {}
@@ -153,12 +185,30 @@ impl Router {
             match outcome {
                 Ok(answer) => {
                     failures = 0;
+                    alone_failures = 0;
+                    limit = self.cfg.batch;
                     if self.answered(&batch, answer).await.is_err() {
                         return; // the pipeline has stopped
                     }
                     cursor = last;
                 }
+                Err(e) if e.is_internal() && batch.len() > 1 => {
+                    warn!(error = %e, size = batch.len(), "the ledger failed on a batch; halving it");
+                    limit = batch.len() / 2;
+                }
+                Err(e) if e.is_internal() && alone_failures + 1 >= POISON_TRIES => {
+                    error!(error = %e, "the ledger fails on this transaction alone; it goes to errors/");
+                    if self.set_aside(&batch[0]).is_err() {
+                        return;
+                    }
+                    alone_failures = 0;
+                    limit = self.cfg.batch;
+                    cursor = last;
+                }
                 Err(e) => {
+                    if e.is_internal() {
+                        alone_failures += 1;
+                    }
                     self.metrics.route_failures.fetch_add(1, Ordering::Relaxed);
                     let delay = ferry_shared::backoff::jittered(RETRY_MIN, RETRY_MAX, failures);
                     warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64,
@@ -173,20 +223,28 @@ impl Router {
         }
     }
 
-    fn next_batch(&self, cursor: i64) -> anyhow::Result<Vec<Route>> {
+    fn next_batch(&self, cursor: i64, limit: usize) -> anyhow::Result<Vec<Route>> {
         let queue = self
             .queue
             .lock()
             .map_err(|_| anyhow::anyhow!("route queue lock poisoned"))?;
         Ok(queue
-            .after(cursor, self.cfg.batch)?
+            .after(cursor, limit)?
             .into_iter()
             .map(|(id, body)| parse_route(id, body))
             .collect())
     }
 
     async fn send(&self, batch: &[Route]) -> Result<Answer, SendError> {
-        let txns: Vec<&Txn> = batch.iter().filter_map(|r| r.txn.as_ref()).collect();
+        // Each with the device it came from, for the ledger's registry check.
+        let txns: Vec<Value> = batch
+            .iter()
+            .filter_map(|r| {
+                let mut txn = serde_json::to_value(r.txn.as_ref()?).ok()?;
+                txn["device"] = Value::String(r.device.clone());
+                Some(txn)
+            })
+            .collect();
         if txns.is_empty() {
             return Ok(Answer {
                 results: Vec::new(),
@@ -242,6 +300,11 @@ impl Router {
             let Some(outcome) = results.next() else {
                 break;
             };
+            if outcome.status == Status::Held {
+                // Not answered: it stays queued for the next pass.
+                self.metrics.routes_held.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             report.answered.push(route.id);
             match outcome.status {
                 Status::Applied | Status::Duplicate => {
@@ -254,6 +317,7 @@ impl Router {
                     let reason = outcome.reason.as_deref().unwrap_or("rejected");
                     self.reject(&mut report, route, reason, now);
                 }
+                Status::Held => {}
             }
         }
         self.metrics
@@ -282,6 +346,16 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// A transaction the ledger keeps failing on: answered, with a line for `errors/`.
+    fn set_aside(&self, route: &Route) -> Result<(), ()> {
+        let mut report = RouteReport {
+            answered: vec![route.id],
+            rejects: Vec::new(),
+        };
+        self.reject(&mut report, route, "failed", Timestamp::now());
+        self.report.send(report).map_err(|_| ())
     }
 
     fn reject(&self, report: &mut RouteReport, route: &Route, reason: &str, now: Timestamp) {

@@ -3,13 +3,16 @@
 //! `POST /v1/transactions` judges each transaction on its own: one that does not parse is
 //! `rejected` with reason `invalid`, and the rest of the batch still applies. With
 //! `?balances=true` the answer also carries `cards`: the balances, after the batch, of every
-//! card it applied or recognised, which the ingest's router sends back to devices.
+//! card it applied or recognised, which the ingest's router sends back to devices. A
+//! transaction that carries `device` (the ingest's router adds the device it came from) is
+//! judged against the device registry as well (`PUT`/`DELETE /v1/devices/{id}`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ferry_shared::Txn;
@@ -17,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    Balance, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome, Program, Status,
+    Balance, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome, Program, Registration,
+    Status, Submitted,
 };
 use crate::http::ApiError;
 
@@ -49,6 +53,8 @@ pub fn routes(api: LoyaltyApi) -> Router {
         .route("/v1/cards", get(list_cards))
         .route("/v1/cards/{card}", get(show_card))
         .route("/v1/cards/{card}/transactions", get(card_transactions))
+        .route("/v1/devices/{id}", put(put_device).delete(retire_device))
+        .route("/v1/registry", get(list_registry))
         .with_state(api)
 }
 
@@ -97,6 +103,51 @@ async fn put_program(
     let key = id.clone();
     api.pool.run(move |l| l.put_program(&key, &stored)).await?;
     Ok(Json(program_json(&id, &program)))
+}
+
+/// `PUT /v1/devices/{id}`: `{"kind": "till", "store": "S-01"}` or `{"kind": "station"}`.
+async fn put_device(
+    State(api): State<LoyaltyApi>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    ferry_shared::DeviceId::new(&id)
+        .map_err(|e| ApiError::invalid("invalid_device", e.to_string()))?;
+    let reg: Registration = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("invalid_registration", e.to_string()))?;
+    reg.check()
+        .map_err(|problem| ApiError::invalid("invalid_registration", problem))?;
+    let key = id.clone();
+    let stored = api
+        .pool
+        .run(move |l| {
+            l.put_device(&key, &reg)?;
+            l.device(&key)
+        })
+        .await?;
+    Ok(Json(json!(stored)))
+}
+
+/// `DELETE /v1/devices/{id}`: retires it; its transactions are refused from now on.
+async fn retire_device(
+    State(api): State<LoyaltyApi>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let key = id.clone();
+    if api.pool.run(move |l| l.retire_device(&key)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "unknown_device",
+            format!("{id:?} is not registered"),
+        ))
+    }
+}
+
+/// `GET /v1/registry`: every registered device.
+async fn list_registry(State(api): State<LoyaltyApi>) -> Result<Json<Value>, ApiError> {
+    let devices = api.pool.run(|l| l.devices()).await?;
+    Ok(Json(json!({ "devices": devices })))
 }
 
 fn program_json(id: &str, program: &Program) -> Value {
@@ -161,10 +212,14 @@ async fn submit(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        let device = item
+            .get("device")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         match serde_json::from_value::<Txn>(item) {
             Ok(txn) => {
                 results.push(None);
-                txns.push(txn);
+                txns.push(Submitted { txn, device });
             }
             Err(_) => results.push(Some(Outcome {
                 tx_id,
@@ -177,14 +232,14 @@ async fn submit(
     let (applied, cards) = api
         .pool
         .run(move |l| {
-            let outcomes = l.apply(&txns)?;
+            let outcomes = l.apply_submitted(&txns)?;
             let mut cards = None;
             if with_balances {
                 let touched: BTreeSet<&str> = txns
                     .iter()
                     .zip(&outcomes)
-                    .filter(|(_, o)| o.status != Status::Rejected)
-                    .map(|(t, _)| t.card.as_str())
+                    .filter(|(_, o)| matches!(o.status, Status::Applied | Status::Duplicate))
+                    .map(|(t, _)| t.txn.card.as_str())
                     .collect();
                 let mut list = Vec::with_capacity(touched.len());
                 for card in touched {

@@ -1,7 +1,7 @@
 //! How one transaction changes the ledger, written once against [`LedgerTx`] so that SQLite
 //! and PostgreSQL apply exactly the same rules.
 
-use ferry_shared::{Timestamp, Txn, TxnOp};
+use ferry_shared::{Timestamp, Txn, TxnOp, rules};
 
 use super::program::Program;
 use super::{LedgerError, Outcome, Status};
@@ -12,7 +12,8 @@ pub mod sql {
     pub const PROGRAM: &str = "SELECT body FROM programs WHERE id = $1";
     pub const BALANCE: &str = "SELECT balance FROM balances WHERE card = $1 AND program = $2";
     pub const TARGET: &str =
-        "SELECT delta, card, program, reversed_by FROM ledger WHERE tx_id = $1";
+        "SELECT delta, card, program, reversed_by, store FROM ledger WHERE tx_id = $1";
+    pub const DEVICE: &str = "SELECT kind, store, retired_at FROM devices WHERE id = $1";
     pub const MARK_REVERSED: &str = "UPDATE ledger SET reversed_by = $1 WHERE tx_id = $2";
     pub const CARD: &str =
         "INSERT INTO cards (card, created_at) VALUES ($1, $2) ON CONFLICT (card) DO NOTHING";
@@ -46,6 +47,8 @@ pub trait LedgerTx {
     fn balance(&mut self, card: &str, program: &str) -> Result<i64, LedgerError>;
     /// `(delta, card, program, reversed_by)` of an applied transaction.
     fn target(&mut self, tx_id: &str) -> Result<Option<Target>, LedgerError>;
+    /// The device's registration: (kind, store, retired).
+    fn registration(&mut self, device: &str) -> Result<Option<Registered>, LedgerError>;
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError>;
     fn set_balance(
         &mut self,
@@ -73,6 +76,24 @@ pub struct Target {
     pub card: String,
     pub program: String,
     pub reversed_by: Option<String>,
+    pub store: String,
+}
+
+/// A device's row in the registry.
+#[derive(Debug)]
+pub struct Registered {
+    pub kind: String,
+    pub store: Option<String>,
+    pub retired: bool,
+}
+
+/// A transaction as the ingest's router sends it: with the device it came from, whose
+/// registration then decides whether it may apply. `None` from other API clients, whom the
+/// token alone admits.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub txn: Txn,
+    pub device: Option<String>,
 }
 
 /// A ledger row.
@@ -101,19 +122,26 @@ pub fn op_name(op: TxnOp) -> &'static str {
 /// Applies a batch in one database transaction (the caller commits).
 pub fn apply_batch<T: LedgerTx + ?Sized>(
     tx: &mut T,
-    txns: &[Txn],
+    batch: &[Submitted],
 ) -> Result<Vec<Outcome>, LedgerError> {
-    let mut keys: Vec<(&str, &str)> = txns
+    let mut keys: Vec<(&str, &str)> = batch
         .iter()
-        .map(|t| (t.card.as_str(), t.program.as_str()))
+        .map(|s| (s.txn.card.as_str(), s.txn.program.as_str()))
         .collect();
     keys.sort_unstable();
     keys.dedup();
     tx.lock(&keys)?;
-    txns.iter().map(|t| apply_one(tx, t)).collect()
+    batch
+        .iter()
+        .map(|s| apply_one(tx, &s.txn, s.device.as_deref()))
+        .collect()
 }
 
-fn apply_one<T: LedgerTx + ?Sized>(tx: &mut T, txn: &Txn) -> Result<Outcome, LedgerError> {
+fn apply_one<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    txn: &Txn,
+    device: Option<&str>,
+) -> Result<Outcome, LedgerError> {
     let outcome = |status, reason| Outcome {
         tx_id: txn.tx_id.to_string(),
         status,
@@ -122,6 +150,13 @@ fn apply_one<T: LedgerTx + ?Sized>(tx: &mut T, txn: &Txn) -> Result<Outcome, Led
     let rejected = |reason| Ok(outcome(Status::Rejected, Some(reason)));
     if txn.validate().is_err() {
         return rejected("invalid");
+    }
+    if let Some(device) = device {
+        match admit(tx, txn, device)? {
+            Admit::Yes => {}
+            Admit::Hold => return Ok(outcome(Status::Held, Some("unregistered_device"))),
+            Admit::No(reason) => return rejected(reason),
+        }
     }
     // The balance was locked for the batch, so two writers of one card and program take
     // turns, and the second sees what the first did.
@@ -139,23 +174,25 @@ fn apply_one<T: LedgerTx + ?Sized>(tx: &mut T, txn: &Txn) -> Result<Outcome, Led
     };
     let program: Program =
         serde_json::from_str(&body).map_err(|e| LedgerError::Row(e.to_string()))?;
-    let qty = txn.qty.unwrap_or(0) as i64;
+    // `validate` bounds qty and amounts, and every step below is checked as well: a result
+    // out of range is a rejection, never a wrap or a panic.
+    let qty = txn.qty.unwrap_or(0);
     let delta = match (txn.op, &program) {
-        (TxnOp::Stamp, Program::Stamps { .. }) => qty,
+        (TxnOp::Stamp, Program::Stamps { .. }) => i64::try_from(qty).ok(),
         (TxnOp::Earn, Program::Points { .. }) => match txn.qty {
-            Some(points) => points as i64,
-            None => program
-                .points_for(txn.amount_minor.unwrap_or(0))
-                .unwrap_or(0),
+            Some(points) => i64::try_from(points).ok(),
+            None => program.points_for(txn.amount_minor.unwrap_or(0)),
         },
         (TxnOp::Stamp, _) | (TxnOp::Earn, _) => return rejected("wrong_program_kind"),
         (TxnOp::Redeem, _) => {
-            let cost = qty.saturating_mul(program.reward_cost());
+            let Some(cost) = rules::redemption_cost(qty, program.reward_cost()) else {
+                return rejected("out_of_range");
+            };
             // Offline, the goods are gone already: apply, and let the balance go negative.
             if balance < cost && !txn.offline {
                 return rejected("insufficient_balance");
             }
-            -cost
+            cost.checked_neg()
         }
         (TxnOp::Reverse, _) => {
             let reversed = txn
@@ -172,15 +209,26 @@ fn apply_one<T: LedgerTx + ?Sized>(tx: &mut T, txn: &Txn) -> Result<Outcome, Led
                     reversed_by: Some(_),
                     ..
                 }) => return rejected("already_reversed"),
-                Some(t) => {
-                    tx.mark_reversed(reversed, txn.tx_id.as_str())?;
-                    -t.delta
+                Some(t) if device.is_some() && t.store != txn.store => {
+                    return rejected("reversal_other_store");
                 }
+                Some(t) => match t.delta.checked_neg() {
+                    Some(undo) if rules::next_balance(balance, undo).is_some() => {
+                        tx.mark_reversed(reversed, txn.tx_id.as_str())?;
+                        Some(undo)
+                    }
+                    _ => return rejected("out_of_range"),
+                },
             }
         }
     };
+    let Some((delta, next)) =
+        delta.and_then(|d| rules::next_balance(balance, d).map(|next| (d, next)))
+    else {
+        return rejected("out_of_range");
+    };
     let at = Timestamp::now().to_string();
-    tx.set_balance(&txn.card, &txn.program, balance + delta, &at)?;
+    tx.set_balance(&txn.card, &txn.program, next, &at)?;
     tx.record(&Entry {
         tx_id: txn.tx_id.as_str(),
         content: &content,
@@ -193,6 +241,37 @@ fn apply_one<T: LedgerTx + ?Sized>(tx: &mut T, txn: &Txn) -> Result<Outcome, Led
         at: &at,
     })?;
     Ok(outcome(Status::Applied, None))
+}
+
+enum Admit {
+    Yes,
+    /// Not registered (yet): the router keeps it queued and sends it again.
+    Hold,
+    No(&'static str),
+}
+
+/// Whether `device` may send `txn`: a registered, active till, at the transaction's store,
+/// under its own `tx_id` prefix.
+fn admit<T: LedgerTx + ?Sized>(tx: &mut T, txn: &Txn, device: &str) -> Result<Admit, LedgerError> {
+    let Some(reg) = tx.registration(device)? else {
+        return Ok(Admit::Hold);
+    };
+    Ok(if reg.retired {
+        Admit::No("retired_device")
+    } else if reg.kind != "till" {
+        Admit::No("not_a_till")
+    } else if reg.store.as_deref() != Some(txn.store.as_str()) {
+        Admit::No("store_mismatch")
+    } else if !txn
+        .tx_id
+        .as_str()
+        .strip_prefix(device)
+        .is_some_and(|rest| rest.starts_with(':'))
+    {
+        Admit::No("foreign_tx_id")
+    } else {
+        Admit::Yes
+    })
 }
 
 /// Lets the card's points earned before `cutoff` lapse, as far as they were not spent:

@@ -18,7 +18,7 @@ use postgres::error::SqlState;
 use rusqlite::TransactionBehavior;
 use serde::{Deserialize, Serialize};
 
-use super::apply::{LedgerTx, apply_batch, lapse};
+use super::apply::{LedgerTx, Submitted, apply_batch, lapse};
 use super::program::Program;
 use super::{pg, sqlite};
 use crate::db::{Db, DbError};
@@ -57,6 +57,10 @@ pub enum Status {
     Applied,
     Duplicate,
     Rejected,
+    /// From a device not registered (yet): not applied, not final. The router keeps it
+    /// queued and sends it again, so a till's transactions wait out the order in which an
+    /// operator set things up.
+    Held,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,6 +78,9 @@ pub struct Balance {
     pub kind: String,
     pub balance: i64,
     pub rewards_available: i64,
+    /// What one reward costs in the program's unit: a till's offline check charges
+    /// `qty` times this, as the ledger does.
+    pub reward_cost: i64,
     /// The balance went below zero (an offline redemption or a reversal): a person should
     /// look at this card.
     pub flagged: bool,
@@ -181,7 +188,20 @@ impl Ledger {
 
     /// Applies a batch, each transaction on its own: one outcome per input, in order.
     pub fn apply(&mut self, txns: &[Txn]) -> Result<Vec<Outcome>, LedgerError> {
-        self.in_transaction(|tx| apply_batch(tx, txns))
+        let batch: Vec<Submitted> = txns
+            .iter()
+            .map(|t| Submitted {
+                txn: t.clone(),
+                device: None,
+            })
+            .collect();
+        self.apply_submitted(&batch)
+    }
+
+    /// The same, for transactions that name the device they came from: each applies only
+    /// if the registry admits that device for it.
+    pub fn apply_submitted(&mut self, batch: &[Submitted]) -> Result<Vec<Outcome>, LedgerError> {
+        self.in_transaction(|tx| apply_batch(tx, batch))
     }
 
     /// Runs `work` in one database transaction and commits it. On PostgreSQL, a batch that
@@ -233,7 +253,15 @@ impl Ledger {
             else {
                 continue;
             };
-            let cutoff = Timestamp::from(now - chrono::Duration::days(i64::from(days))).to_string();
+            // A program stored before `expiry_days` was bounded may name more days than the
+            // calendar holds: it lapses nothing, rather than stopping the job.
+            let Some(cutoff) = chrono::TimeDelta::try_days(i64::from(days))
+                .and_then(|span| now.checked_sub_signed(span))
+            else {
+                tracing::warn!(program = %id, days, "expiry_days out of range; nothing lapses");
+                continue;
+            };
+            let cutoff = Timestamp::from(cutoff).to_string();
             let cards = self.strings(
                 "SELECT card FROM balances WHERE program = $1 AND balance > 0 ORDER BY card",
                 &id,
@@ -426,6 +454,7 @@ impl Ledger {
                     kind: p.kind().to_owned(),
                     balance,
                     rewards_available: (balance / p.reward_cost()).max(0),
+                    reward_cost: p.reward_cost(),
                     flagged,
                 })
             })

@@ -11,6 +11,7 @@ use super::{Outcome, Status};
 pub struct LoyaltyMetrics {
     applied: AtomicU64,
     duplicates: AtomicU64,
+    held: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Points that lapsed under their program's `expiry_days`.
     pub points_lapsed: AtomicU64,
@@ -22,6 +23,7 @@ impl LoyaltyMetrics {
             match o.status {
                 Status::Applied => self.applied.fetch_add(1, Ordering::Relaxed),
                 Status::Duplicate => self.duplicates.fetch_add(1, Ordering::Relaxed),
+                Status::Held => self.held.fetch_add(1, Ordering::Relaxed),
                 Status::Rejected => {
                     if let Ok(mut map) = self.rejected.lock() {
                         *map.entry(o.reason.unwrap_or("unknown")).or_insert(0) += 1;
@@ -50,6 +52,11 @@ impl crate::http::RenderMetrics for LoyaltyMetrics {
             out,
             "{name}{{status=\"duplicate\"}} {}",
             self.duplicates.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{status=\"held\"}} {}",
+            self.held.load(Ordering::Relaxed)
         );
         for (reason, n) in self.rejected.lock().map(|m| m.clone()).unwrap_or_default() {
             let _ = writeln!(out, "{name}{{status=\"rejected\",reason=\"{reason}\"}} {n}");

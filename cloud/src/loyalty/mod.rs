@@ -8,12 +8,15 @@ mod ledger;
 mod metrics;
 mod pg;
 mod program;
+mod registry;
 mod sqlite;
 
 pub use api::{CardBalances, LoyaltyApi};
+pub use apply::Submitted;
 pub use expiry::run_expiry;
 pub use ledger::{Balance, Ledger, LedgerEntry, LedgerError, Outcome, Status, StoreDay};
 pub use metrics::LoyaltyMetrics;
+pub use registry::{DeviceKind, RegisteredDevice, Registration};
 
 /// The ledger's connections, for the async side.
 pub type LedgerPool = crate::pool::Pool<Ledger>;

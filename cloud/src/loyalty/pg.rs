@@ -6,7 +6,7 @@
 use postgres::Transaction;
 
 use super::LedgerError;
-use super::apply::{Entry, LedgerTx, Target, sql};
+use super::apply::{Entry, LedgerTx, Registered, Target, sql};
 
 pub const SCHEMA: &str = include_str!("../../migrations/0003_ledger_postgres.sql");
 
@@ -43,6 +43,16 @@ impl LedgerTx for Transaction<'_> {
             card: r.get(1),
             program: r.get(2),
             reversed_by: r.get(3),
+            store: r.get(4),
+        }))
+    }
+
+    fn registration(&mut self, device: &str) -> Result<Option<Registered>, LedgerError> {
+        let row = self.query_opt(sql::DEVICE, &[&device])?;
+        Ok(row.map(|r| Registered {
+            kind: r.get(0),
+            store: r.get(1),
+            retired: r.get::<_, Option<String>>(2).is_some(),
         }))
     }
 

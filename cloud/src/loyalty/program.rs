@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Points lapse after at most ten years; beyond, date arithmetic would leave the calendar.
+pub const MAX_EXPIRY_DAYS: u32 = 3650;
+/// Points per currency unit, at most: more is a typo, and would overflow points.
+pub const MAX_POINTS_PER_UNIT: f64 = 10_000.0;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Program {
@@ -41,14 +46,21 @@ impl Program {
                 reward_cost,
                 expiry_days,
             } => {
-                if !(points_per_currency_unit.is_finite() && *points_per_currency_unit > 0.0) {
-                    return Err("points_per_currency_unit: must be a number above 0".into());
+                if !(points_per_currency_unit.is_finite()
+                    && *points_per_currency_unit > 0.0
+                    && *points_per_currency_unit <= MAX_POINTS_PER_UNIT)
+                {
+                    return Err(format!(
+                        "points_per_currency_unit: must be a number above 0, at most {MAX_POINTS_PER_UNIT}"
+                    ));
                 }
                 if *reward_cost == 0 {
                     return Err("reward_cost: must be at least 1".into());
                 }
-                if *expiry_days == Some(0) {
-                    return Err("expiry_days: must be at least 1".into());
+                if let Some(days) = expiry_days
+                    && !(1..=MAX_EXPIRY_DAYS).contains(days)
+                {
+                    return Err(format!("expiry_days: must be 1 to {MAX_EXPIRY_DAYS}"));
                 }
                 reward
             }
@@ -76,13 +88,14 @@ impl Program {
         }
     }
 
-    /// Points for an amount in minor units: whole points, rounded down.
+    /// Points for an amount in minor units: whole points, rounded down; `None` for a stamps
+    /// program, or when the points would be out of range.
     pub fn points_for(&self, amount_minor: i64) -> Option<i64> {
         match self {
             Self::Points {
                 points_per_currency_unit,
                 ..
-            } => Some(((amount_minor as f64 / 100.0) * points_per_currency_unit).floor() as i64),
+            } => ferry_shared::rules::points_for_amount(amount_minor, *points_per_currency_unit),
             Self::Stamps { .. } => None,
         }
     }

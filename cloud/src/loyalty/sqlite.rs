@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::LedgerError;
-use super::apply::{Entry, LedgerTx, Target, sql};
+use super::apply::{Entry, LedgerTx, Registered, Target, sql};
 
 pub const SCHEMA: &str = include_str!("../../migrations/0002_ledger.sql");
 
@@ -41,6 +41,19 @@ impl LedgerTx for Transaction<'_> {
                     card: r.get(1)?,
                     program: r.get(2)?,
                     reversed_by: r.get(3)?,
+                    store: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn registration(&mut self, device: &str) -> Result<Option<Registered>, LedgerError> {
+        Ok(self
+            .query_row(sql::DEVICE, params![device], |r| {
+                Ok(Registered {
+                    kind: r.get(0)?,
+                    store: r.get(1)?,
+                    retired: r.get::<_, Option<String>>(2)?.is_some(),
                 })
             })
             .optional()?)

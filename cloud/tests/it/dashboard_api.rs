@@ -332,7 +332,7 @@ fn served(dir: &tempfile::TempDir) -> (Loyalty, String, i64) {
     let sections = format!(
         "[dashboard]\ndatabase = \"{hot}\"\nevents_interval_ms = 200\n\
          [[dashboard.alarms]]\nname = \"boiling\"\nmetric = \"temperature_c\"\nop = \">\"\nvalue = 200.0\nfor_s = 30\n\
-         [loyalty]\nurl = \"http://127.0.0.1:1\"\ntoken = \"unused\"\ndatabase = \"{ledger}\"\n"
+         [loyalty]\nurl = \"http://127.0.0.1:1\"\ntoken = \"unused-but-a-real-token\"\ndatabase = \"{ledger}\"\n"
     );
     let mut d = dashboard(BIN.as_ref(), dir.path(), &sections);
     d.start();
@@ -439,12 +439,17 @@ fn every_route_needs_the_token_and_errors_are_json() {
             "invalid_time",
         ),
         (
-            "/v1/devices/ws-1/readings?metric=temperature_c&from=2000&to=1000",
+            "/v1/devices/ws-1/readings?metric=temperature_c&from=1000000002000&to=1000000001000",
             400,
             "invalid_range",
         ),
         (
-            "/v1/devices/ws-1/readings?metric=temperature_c&from=0&step=1m",
+            "/v1/devices/ws-1/readings?metric=temperature_c&from=2000&to=1000",
+            400,
+            "invalid_time",
+        ),
+        (
+            "/v1/devices/ws-1/readings?metric=temperature_c&from=946684800000&step=1m",
             400,
             "too_many_points",
         ),

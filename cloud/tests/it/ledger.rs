@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_cloud::loyalty::{Ledger, Program, Status};
+use ferry_cloud::loyalty::{DeviceKind, Ledger, Program, Registration, Status, Submitted};
 use ferry_shared::{TxId, Txn, TxnOp};
 use ferry_tests::postgres::Postgres;
 
@@ -35,7 +35,9 @@ fn conformance_on_sqlite_and_postgres() {
     let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = Postgres::start();
-    let scenarios: [Scenario; 5] = [
+    let scenarios: [Scenario; 7] = [
+        ("registry", the_registry_admits_only_tills_at_their_store),
+        ("bounds", out_of_range_is_rejected_not_wrapped),
         ("idempotency", idempotency_and_rules_table),
         ("expiry", points_lapse_oldest_first),
         ("points", points_from_amounts_and_rewards_available),
@@ -49,6 +51,128 @@ fn conformance_on_sqlite_and_postgres() {
         scenario(&sqlite_db(&dir, name));
         scenario(&postgres_db(&pg, name));
     }
+}
+
+fn from(device: &str, txn: Txn) -> Submitted {
+    Submitted {
+        txn,
+        device: Some(device.into()),
+    }
+}
+
+/// Each step: a transaction from a device, the status and reason it must get.
+fn the_registry_admits_only_tills_at_their_store(open: &Open) {
+    let mut l = with_programs(open);
+    let till = Registration {
+        kind: DeviceKind::Till,
+        store: Some("S-01".into()),
+    };
+    let stamp = |id: &str| txn(id, TxnOp::Stamp, "coffee", Some(1));
+    // Not registered yet: held, not applied, not final.
+    let held = l
+        .apply_submitted(&[from("pos-1", stamp("pos-1:a"))])
+        .expect("apply");
+    assert_eq!(
+        (held[0].status, held[0].reason),
+        (Status::Held, Some("unregistered_device"))
+    );
+    assert_eq!(balance(&mut l, "C-1", "coffee").0, 0);
+    l.put_device("pos-1", &till).expect("register");
+    l.put_device(
+        "ws-1",
+        &Registration {
+            kind: DeviceKind::Station,
+            store: None,
+        },
+    )
+    .expect("register");
+    // An applied transaction of another store, for the reversal below.
+    let mut elsewhere = stamp("S-99:x");
+    elsewhere.store = "S-99".into();
+    assert_eq!(
+        l.apply(&[elsewhere]).expect("apply")[0].status,
+        Status::Applied
+    );
+    let mut other_store = stamp("pos-1:b");
+    other_store.store = "S-02".into();
+    let mut reversal = txn("pos-1:r", TxnOp::Reverse, "coffee", None);
+    reversal.reverses = Some(TxId::new("S-99:x").expect("id"));
+    let steps: Vec<(Submitted, Status, Option<&str>)> = vec![
+        (from("pos-1", stamp("pos-1:a")), Status::Applied, None),
+        (from("pos-1", stamp("pos-1:a")), Status::Duplicate, None),
+        (
+            from("pos-1", other_store),
+            Status::Rejected,
+            Some("store_mismatch"),
+        ),
+        (
+            from("pos-1", stamp("pos-2:c")),
+            Status::Rejected,
+            Some("foreign_tx_id"),
+        ),
+        (
+            from("pos-1", stamp("pos-1x:c")),
+            Status::Rejected,
+            Some("foreign_tx_id"),
+        ),
+        (
+            from("ws-1", stamp("ws-1:d")),
+            Status::Rejected,
+            Some("not_a_till"),
+        ),
+        (
+            from("pos-1", reversal),
+            Status::Rejected,
+            Some("reversal_other_store"),
+        ),
+    ];
+    for (i, (submitted, status, reason)) in steps.into_iter().enumerate() {
+        let got = l.apply_submitted(&[submitted]).expect("apply");
+        assert_eq!((got[0].status, got[0].reason), (status, reason), "step {i}");
+    }
+    assert_eq!(balance(&mut l, "C-1", "coffee").0, 2, "S-99:x and pos-1:a");
+    // Retired: refused from now on; listed with when.
+    assert!(l.retire_device("pos-1").expect("retire"));
+    let got = l
+        .apply_submitted(&[from("pos-1", stamp("pos-1:e"))])
+        .expect("apply");
+    assert_eq!(got[0].reason, Some("retired_device"));
+    assert!(!l.retire_device("pos-404").expect("retire"));
+    let listed = l.devices().expect("devices");
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].retired_at.is_some() && listed[0].store.as_deref() == Some("S-01"));
+    // Registered again, it is active again.
+    l.put_device("pos-1", &till).expect("register");
+    assert!(
+        l.device("pos-1")
+            .expect("device")
+            .is_some_and(|d| d.retired_at.is_none())
+    );
+}
+
+/// Amounts and quantities past the limits are refused, never wrapped, and nothing moves.
+fn out_of_range_is_rejected_not_wrapped(open: &Open) {
+    let mut l = with_programs(open);
+    let mut earn = txn("big-earn", TxnOp::Earn, "points", None);
+    earn.amount_minor = Some(i64::MAX);
+    let mut redeem = txn("big-redeem", TxnOp::Redeem, "coffee", Some(u64::MAX));
+    redeem.offline = true;
+    let got = l
+        .apply(&[
+            txn("big-stamp", TxnOp::Stamp, "coffee", Some(i64::MAX as u64)),
+            redeem,
+            earn,
+        ])
+        .expect("apply");
+    for o in &got {
+        assert_eq!(
+            (o.status, o.reason),
+            (Status::Rejected, Some("invalid")),
+            "{o:?}"
+        );
+    }
+    assert_eq!(balance(&mut l, "C-1", "coffee").0, 0);
+    assert_eq!(balance(&mut l, "C-1", "points").0, 0);
 }
 
 fn with_programs(open: &Open) -> Ledger {

@@ -158,8 +158,8 @@ fn programs_transactions_and_cards() {
     assert_eq!(
         card,
         json!({"card": "C-1", "balances": [
-            {"program": "coffee", "kind": "stamps", "balance": 1, "rewards_available": 0, "flagged": false},
-            {"program": "points", "kind": "points", "balance": 25, "rewards_available": 0, "flagged": false},
+            {"program": "coffee", "kind": "stamps", "balance": 1, "rewards_available": 0, "reward_cost": 10, "flagged": false},
+            {"program": "points", "kind": "points", "balance": 25, "rewards_available": 0, "reward_cost": 100, "flagged": false},
         ]})
     );
     let (status, _) = l.call("GET", "/v1/cards/C-404", "");
@@ -233,7 +233,7 @@ fn bad_configuration_names_the_key() {
     let path = dir.path().join("c.toml");
     std::fs::write(
         &path,
-        "data_dir = \"/tmp/x\"\n[http]\nlisten = \"127.0.0.1:1\"\ntoken = \"t\"\n",
+        "data_dir = \"/tmp/x\"\n[http]\nlisten = \"127.0.0.1:1\"\ntoken = \"a-token-long-enough-0123\"\n",
     )
     .expect("write");
     let out = std::process::Command::new(BIN)

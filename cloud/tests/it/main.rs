@@ -6,6 +6,7 @@
 mod bad_input;
 mod crash;
 mod dashboard_api;
+mod hostile;
 mod hot;
 mod layout;
 mod ledger;

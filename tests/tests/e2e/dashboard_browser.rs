@@ -16,7 +16,7 @@ use ferry_tests::agent::{AgentProc, simulated};
 use ferry_tests::broker::Mosquitto;
 use ferry_tests::cloud::{TOKEN, start_all};
 use ferry_tests::free_port;
-use ferry_tests::loyalty::put_program;
+use ferry_tests::loyalty::{put_program, register_till};
 use ferry_tests::webdriver::Session;
 use serde_json::{Value, json};
 
@@ -192,6 +192,7 @@ async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() 
         "points",
         &json!({"kind": "points", "points_per_currency_unit": 1, "reward": "voucher", "reward_cost": 100}),
     );
+    register_till(http, TILL, &format!("S-{TILL}"));
     let mut agents: Vec<AgentProc> = STATIONS
         .iter()
         .chain([&TILL])

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 const REQUESTS: usize = 5_000;
 const CARDS: usize = 200;
 const CLIENTS: usize = 4;
-const POS_TOKEN: &str = "e2e-pos-token";
+const POS_TOKEN: &str = "e2e-pos-test-token";
 /// Stamps for a coffee; points for a voucher.
 const STAMPS_PER_REWARD: i64 = 10;
 const POINTS_COST: i64 = 100;
@@ -123,6 +123,12 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
         "points",
         json!({"kind": "points", "points_per_currency_unit": 1, "reward": "voucher", "reward_cost": POINTS_COST}),
     );
+    // Each till at its store (`request` sends till i's transactions for store S-i).
+    for till in 0..2 {
+        cloud
+            .loyalty
+            .register_till(&format!("pos-e2e-{till}"), &format!("S-{till}"));
+    }
     cloud.ingest.proc.start();
     cloud.ingest.wait_subscribed().await;
 
@@ -319,8 +325,8 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
     for n in [0usize, 37, 99, 100, 150, 199] {
         let card = format!("C-{n:03}");
         let till = n * 2 / CARDS;
-        let body =
-            json!({"op": "stamp", "program": "coffee", "card": card, "store": "S-x", "qty": 1});
+        let body = json!({"op": "stamp", "program": "coffee", "card": card,
+                          "store": format!("S-{till}"), "qty": 1});
         let (status, _) = post_until_answered(ports[till], &body.to_string(), deadline);
         assert_eq!(status, 202);
         let want = expected

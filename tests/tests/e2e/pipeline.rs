@@ -14,7 +14,7 @@ use ferry_tests::broker::Mosquitto;
 use ferry_tests::cloud::{TOKEN, start_all};
 use ferry_tests::http::request;
 use ferry_tests::lake::{self, Object};
-use ferry_tests::loyalty::put_program;
+use ferry_tests::loyalty::{put_program, register_till};
 use ferry_tests::process::signal;
 use ferry_tests::{bins, free_port};
 use serde_json::{Value, json};
@@ -311,6 +311,10 @@ async fn whole_pipeline_on_mosquitto() {
         "points",
         &json!({"kind": "points", "points_per_currency_unit": POINTS_PER_UNIT, "reward": "voucher", "reward_cost": 100}),
     );
+    // The simulator's tills stamp for store `S-{device}`.
+    for till in TILLS {
+        register_till(http, till, &format!("S-{till}"));
+    }
     let mut agents: Vec<AgentProc> = STATIONS
         .iter()
         .map(|d| (d, "weather"))
