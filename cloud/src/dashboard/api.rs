@@ -440,6 +440,64 @@ mod tests {
 
     const H: i64 = 3600 * 1000;
 
+    /// What an attacker might put in a query: extremes, signs, calendar edges, and seeded
+    /// noise built from them. Every parser answers a value in range or an error, never a
+    /// panic (a bounded stand-in for a fuzzer that CI runs every time).
+    #[test]
+    fn query_parsing_survives_hostile_input() {
+        let seeds = [
+            "+262142-12-31",
+            "-262143-01-01",
+            "9999-12-31",
+            "0000-01-01",
+            "1970-01-01",
+            "2026-02-30",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "18446744073709551616",
+            "1e308",
+            "NaN",
+            "",
+            "-",
+            "9223372036854775807s",
+            "9223372036854775807d",
+            "0m",
+            "-5m",
+            "60s",
+            "1d",
+            "2026-11-24T10:00:00Z",
+            "+275760-09-13T00:00:00Z",
+            "auto",
+            "raw",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut inputs: Vec<String> = seeds.iter().map(|s| (*s).to_owned()).collect();
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let a = seeds[(x % seeds.len() as u64) as usize];
+            let b = seeds[((x >> 20) % seeds.len() as u64) as usize];
+            let cut = (x >> 40) as usize % (a.len() + 1);
+            inputs.push(format!("{}{}", &a[..cut], b));
+        }
+        let now = 1_800_000_000_000;
+        for text in &inputs {
+            if let Ok(ms) = parse_time("from", text) {
+                assert!((EARLIEST_MS..=LATEST_MS).contains(&ms), "{text}: {ms}");
+                for to in [ms, ms + 1, LATEST_MS] {
+                    let _ = plan(Some(text), ms, to, now);
+                    let _ = plan(None, ms, to, now);
+                }
+            }
+            if let Ok(day) = parse_day("from", text) {
+                assert!(day.succ_opt().is_some(), "{text}: {day}");
+            }
+            let _ = parse_duration_ms(text);
+            let _ = plan(Some(text), now - H, now, now);
+        }
+    }
+
     #[test]
     fn the_step_follows_the_span_unless_asked() {
         let now = 100 * 24 * H;

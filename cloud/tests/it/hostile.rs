@@ -332,12 +332,9 @@ async fn hostile_input_never_mints_value_nor_stops_the_cloud() {
     })
     .await;
     ferry_tests::wait_until(Duration::from_secs(30), "pos-u's stamp held", || {
-        let (_, metrics) = (
-            0,
-            request(http, "GET", "/metrics", "", "")
-                .map(|r| r.1)
-                .unwrap_or_default(),
-        );
+        let metrics = request(http, "GET", "/metrics", "", "")
+            .map(|(_, text)| text)
+            .unwrap_or_default();
         ferry_tests::cloud::metric(&metrics, "ferry_ingest_routes_held") >= 1.0
     })
     .await;
