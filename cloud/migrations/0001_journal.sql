@@ -23,7 +23,18 @@ CREATE TABLE IF NOT EXISTS batches (
     records    INTEGER NOT NULL
 );
 
--- Seqs admitted per (device, spool), as ranges: "1-500,502-900".
+-- Seqs admitted per (device, spool): one row per closed range, so an admission writes only
+-- the ranges it moved.
+CREATE TABLE IF NOT EXISTS seen_ranges (
+    device TEXT NOT NULL,
+    spool  TEXT NOT NULL,
+    lo     INTEGER NOT NULL,
+    hi     INTEGER NOT NULL,
+    PRIMARY KEY (device, spool, lo)
+) WITHOUT ROWID;
+
+-- Older journals kept a whole set in one row ("1-500,502-900"); opening moves it into
+-- seen_ranges.
 CREATE TABLE IF NOT EXISTS seen (
     device TEXT NOT NULL,
     spool  TEXT NOT NULL,

@@ -11,7 +11,7 @@ pub fn post_json(port: u16, path: &str, token: &str, body: &str) -> std::io::Res
     request(port, "POST", path, token, body)
 }
 
-/// Any request; an empty `body` sends none.
+/// Any request; an empty `body` sends none. Gives up on an answer after 10 s.
 pub fn request(
     port: u16,
     method: &str,
@@ -19,8 +19,20 @@ pub fn request(
     token: &str,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    request_within(port, method, path, token, body, Duration::from_secs(10))
+}
+
+/// The same, waiting up to `timeout` for the answer.
+pub fn request_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     write!(
         stream,

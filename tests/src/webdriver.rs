@@ -3,10 +3,12 @@
 //! pull a second ICU and `syn` features that nothing else in the workspace uses, and so
 //! rebuild every proc macro and all above them for the test build alone.
 
+use std::time::Duration;
+
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::http::request;
+use crate::http::request_within;
 
 /// W3C's key under which an element reference travels.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -29,8 +31,9 @@ fn call(port: u16, method: &str, path: &str, body: &Value) -> Result<Value, Stri
     } else {
         String::new()
     };
-    let (status, text) =
-        request(port, method, path, "", &body).map_err(|e| format!("{method} {path}: {e}"))?;
+    // Starting a browser on a loaded machine takes a while.
+    let (status, text) = request_within(port, method, path, "", &body, Duration::from_secs(90))
+        .map_err(|e| format!("{method} {path}: {e}"))?;
     let answer: Value =
         serde_json::from_str(&text).map_err(|e| format!("{method} {path}: {e}: {text}"))?;
     if status != 200 {

@@ -32,6 +32,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("ferry-cloud", "ingest"),
     ("ferry-cloud", "ledger"),
     ("ferry-cloud", "dashboard"),
+    ("ferry-cloud", "dedup"),
 ];
 
 const CROSS_TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];

@@ -73,6 +73,12 @@ pub const TEST: &[Prereq] = &[
         source: Source::Pip("duckdb"),
     },
     Prereq {
+        name: "strace",
+        why: "the agent's fault test, which makes fsync fail",
+        probe: Probe::AnyFile(&["/usr/bin/strace"]),
+        source: Source::Apt(&["strace"]),
+    },
+    Prereq {
         name: "mold",
         why: "a faster linker for the many test binaries (a plain build works without it)",
         probe: Probe::Command("mold"),

@@ -18,6 +18,13 @@ pub enum ApiError {
     InsufficientBalance { balance: i64, needed: Option<i64> },
     #[error("the spool cannot store another transaction")]
     SpoolFull,
+    /// The disk is full: nothing was stored; retry once space is freed.
+    #[error("the disk is full; nothing was stored")]
+    DiskFull,
+    /// The storage failed; whether the transaction was stored is unknown until a retry
+    /// with the same idempotency key, which gets the stored outcome if it was.
+    #[error("the storage failed; retry with the same idempotency_key")]
+    Storage,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -50,6 +57,9 @@ impl IntoResponse for ApiError {
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Self::InsufficientBalance { .. } => (StatusCode::CONFLICT, "insufficient_balance"),
             Self::SpoolFull => (StatusCode::INSUFFICIENT_STORAGE, "spool_full"),
+            // The spool writer has logged the cause, once per window.
+            Self::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            Self::Storage => (StatusCode::SERVICE_UNAVAILABLE, "storage_error"),
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "POS API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

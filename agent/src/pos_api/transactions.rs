@@ -125,6 +125,8 @@ pub async fn submit(
         )),
         Ok(Once::Replayed { tx_id, seq }) => Ok((StatusCode::OK, Json(Accepted { tx_id, seq }))),
         Err(SpoolError::Full { .. }) => Err(ApiError::SpoolFull),
+        Err(SpoolError::DiskFull) => Err(ApiError::DiskFull),
+        Err(SpoolError::Storage(_)) => Err(ApiError::Storage),
         Err(e) => Err(ApiError::Internal(e.into())),
     }
 }

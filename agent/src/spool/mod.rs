@@ -56,6 +56,13 @@ pub enum SpoolError {
     BeingCreated,
     #[error("spool I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The disk under the spool is full: nothing of the group was stored.
+    #[error("the disk under the spool is full")]
+    DiskFull,
+    /// The storage failed (an I/O error, a failed fsync): the group's outcome is unknown
+    /// until the connection is reopened, which the writer does before its next group.
+    #[error("spool storage failed: {0}")]
+    Storage(String),
     #[error("spool writer has stopped")]
     Closed,
 }
@@ -163,7 +170,10 @@ impl Spool {
         let (ops, rx) = mpsc::channel(1024);
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer::run(conn, state, rx, last_seq_tx))?;
+            .spawn({
+                let path = path.clone();
+                move || writer::run(conn, &path, state, rx, last_seq_tx)
+            })?;
         let data_dir = data_dir.to_owned();
         Ok((
             Spool {

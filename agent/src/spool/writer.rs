@@ -1,5 +1,7 @@
 //! The writer thread: group commit, gap-free seqs, byte caps and eviction.
 
+use std::path::Path;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
@@ -47,10 +49,12 @@ impl WriterState {
 
 pub fn run(
     mut conn: Connection,
+    path: &Path,
     mut state: WriterState,
     mut ops: mpsc::Receiver<Op>,
     last_seq: watch::Sender<u64>,
 ) {
+    let mut failures = FailureLog::default();
     while let Some(first) = ops.blocking_recv() {
         let mut group = vec![first];
         let mut records = group_records(&group[0]);
@@ -74,14 +78,102 @@ pub fn run(
                 }
             }
             Err((e, replies)) => {
-                error!(error = %e, "spool commit failed; nothing in this group was acknowledged");
+                failures.note(&e);
                 state = before;
-                let msg = e.to_string();
+                let failure = Failure::of(&e);
                 for reply in replies {
-                    reply.fail(&msg);
+                    reply.fail(&failure);
+                }
+                // After a failed fsync the page cache cannot be trusted (PostgreSQL's
+                // lesson): read the spool again from the disk before the next group. What
+                // the failed group did is whatever the disk says now; a caller that retries
+                // with its idempotency key gets that outcome.
+                if matches!(failure, Failure::Storage(_)) {
+                    match reopen(path, state.max_bytes) {
+                        Ok((fresh, fresh_state)) => {
+                            conn = fresh;
+                            state = fresh_state;
+                            last_seq.send_replace(state.last_seq);
+                        }
+                        Err(e) => {
+                            error!(error = %e, "reopening the spool failed; retrying at the next group")
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+fn reopen(path: &Path, max_bytes: u64) -> Result<(Connection, WriterState), SpoolError> {
+    let conn = super::schema::open_writer(path)?;
+    let state = WriterState::load(&conn, max_bytes)?;
+    Ok((conn, state))
+}
+
+/// Why a group failed, as its callers are told.
+#[derive(Debug, Clone)]
+enum Failure {
+    DiskFull,
+    Storage(String),
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: &SpoolError) -> Self {
+        use rusqlite::ErrorCode;
+        let code = match e {
+            SpoolError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+            _ => None,
+        };
+        match (code, e) {
+            (Some(ErrorCode::DiskFull), _) => Self::DiskFull,
+            (_, SpoolError::Io(io)) if io.raw_os_error() == Some(28) => Self::DiskFull, // ENOSPC
+            (Some(ErrorCode::SystemIoFailure), _) | (_, SpoolError::Io(_)) => {
+                Self::Storage(e.to_string())
+            }
+            _ => Self::Other(e.to_string()),
+        }
+    }
+
+    fn error(&self) -> SpoolError {
+        match self {
+            Self::DiskFull => SpoolError::DiskFull,
+            Self::Storage(msg) => SpoolError::Storage(msg.clone()),
+            Self::Other(msg) => {
+                SpoolError::Io(std::io::Error::other(format!("commit failed: {msg}")))
+            }
+        }
+    }
+}
+
+/// Storage failures come in runs (a full disk fails every group until space is freed):
+/// the first of each window is logged, and the rest are counted into the next line.
+#[derive(Default)]
+struct FailureLog {
+    window_start: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+const FAILURE_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl FailureLog {
+    fn note(&mut self, e: &SpoolError) {
+        let now = std::time::Instant::now();
+        if self
+            .window_start
+            .is_some_and(|start| now.duration_since(start) < FAILURE_LOG_WINDOW)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        error!(
+            error = %e,
+            also_failed = self.suppressed,
+            "spool commit failed; nothing in this group was acknowledged"
+        );
+        self.window_start = Some(now);
+        self.suppressed = 0;
     }
 }
 
@@ -116,8 +208,8 @@ impl Reply {
         }
     }
 
-    fn fail(self, msg: &str) {
-        let err = || SpoolError::Io(std::io::Error::other(format!("commit failed: {msg}")));
+    fn fail(self, failure: &Failure) {
+        let err = || failure.error();
         match self {
             Reply::Appended(tx, _) => drop(tx.send(Err(err()))),
             Reply::Once(tx, _) => drop(tx.send(Err(err()))),

@@ -2,6 +2,7 @@
 //! One test binary (to keep link time low); one module per behaviour.
 
 mod crash;
+mod faults;
 mod hostile;
 mod mtls;
 mod outage;

@@ -41,6 +41,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub use decode::admission;
 pub use journal::{Admission, Journal, QueueReader, Queues};
 pub use metrics::IngestMetrics;
 

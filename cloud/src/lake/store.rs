@@ -49,7 +49,10 @@ impl std::fmt::Debug for LakeStore {
 impl LakeStore {
     pub async fn from_config(cfg: &LakeConfig) -> anyhow::Result<Self> {
         Ok(match cfg.root()? {
-            LakeRoot::Local(root) => Self::Local(root),
+            LakeRoot::Local(root) => {
+                sweep_temporaries(&root);
+                Self::Local(root)
+            }
             LakeRoot::S3 { bucket, prefix } => {
                 // One TLS stack in the process: rustls with ring, as the MQTT side uses.
                 let http = aws_smithy_http_client::Builder::new()
@@ -141,32 +144,66 @@ fn put_local(root: &Path, key: &str, bytes: &[u8]) -> Result<PutOutcome, StoreEr
     if path.exists() {
         return Ok(PutOutcome::AlreadyThere);
     }
-    let mut tmp = tempfile_in(dir).map_err(err)?;
-    tmp.1.write_all(bytes).map_err(err)?;
-    tmp.1.sync_all().map_err(err)?;
-    let outcome = match std::fs::hard_link(&tmp.0, &path) {
+    // Removed on every way out, so a full disk does not leave one per failed write.
+    let mut tmp = Temporary::new_in(dir).map_err(err)?;
+    tmp.file.write_all(bytes).map_err(err)?;
+    tmp.file.sync_all().map_err(err)?;
+    let outcome = match std::fs::hard_link(&tmp.path, &path) {
         Ok(()) => PutOutcome::Written,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => PutOutcome::AlreadyThere,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp.0);
-            return Err(err(e));
-        }
+        Err(e) => return Err(err(e)),
     };
-    std::fs::remove_file(&tmp.0).map_err(err)?;
+    drop(tmp);
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(err)?;
     Ok(outcome)
 }
 
-/// A new file beside the object, named so that lake readers skip it (`.` prefix).
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let path = dir.join(format!(".tmp-{}", ulid::Ulid::new()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    Ok((path, file))
+const TEMPORARY_PREFIX: &str = ".tmp-";
+
+/// A new file beside the object, named so that lake readers skip it (`.` prefix), and
+/// removed when dropped.
+struct Temporary {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Temporary {
+    fn new_in(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(format!("{TEMPORARY_PREFIX}{}", ulid::Ulid::new()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Self { path, file })
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes what a crash between a temporary's creation and its removal left, anywhere
+/// under the lake folder.
+fn sweep_temporaries(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            sweep_temporaries(&path);
+        } else if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(TEMPORARY_PREFIX)
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +229,25 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn temporaries_are_removed_on_failure_and_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("raw/type=reading/dt=2026-11-22/hour=09");
+        std::fs::create_dir_all(&part).expect("dir");
+        // A crash's leftover, found at start.
+        std::fs::write(part.join(".tmp-01LEFTOVER"), b"half").expect("write");
+        sweep_temporaries(dir.path());
+        // A write that fails half way drops its temporary, which removes it.
+        let half = Temporary::new_in(&part).expect("temporary");
+        assert!(half.path.exists());
+        drop(half);
+        let left: Vec<_> = std::fs::read_dir(&part)
+            .expect("ls")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

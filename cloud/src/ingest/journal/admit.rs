@@ -2,13 +2,13 @@
 //! lake lines into chunks, resends recognised and left out, queue entries for the router
 //! and the hot store beside them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use ferry_shared::{DeviceId, SpoolId};
 use rusqlite::params;
 
 use super::{Chunk, Journal, JournalError};
-use crate::ingest::seen::SeenSeqs;
+use crate::ingest::seen::Edit;
 use crate::lake::Line;
 
 /// What one message brought, decoded and checked.
@@ -62,7 +62,9 @@ impl Journal {
     ) -> Result<AdmitOutcome, JournalError> {
         let mut outcome = AdmitOutcome::default();
         let mut by_partition: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
-        let mut touched: HashMap<(String, String), SeenSeqs> = HashMap::new();
+        // What this admission changed in the seen sets: undone should the commit fail, and
+        // the ranges to write (`None`: delete).
+        let mut edits: Vec<((String, String), Edit)> = Vec::new();
         let mut routes = Vec::new();
         let mut hot = Vec::new();
         for admission in admissions {
@@ -87,14 +89,13 @@ impl Journal {
                         hot.push(seen_item(device.as_str(), received_ms));
                     }
                     let key = (device.to_string(), spool.to_string());
-                    let set = touched
-                        .entry(key.clone())
-                        .or_insert_with(|| self.seen.get(&key).cloned().unwrap_or_default());
+                    let set = self.seen.entry(key.clone()).or_default();
                     for record in records {
-                        if !set.insert(record.seq) {
+                        let Some(edit) = set.insert(record.seq) else {
                             outcome.duplicates += 1;
                             continue;
-                        }
+                        };
+                        edits.push((key.clone(), edit));
                         outcome.records += 1;
                         if self.queues.routes
                             && let Some(tx_id) = record.tx_id
@@ -112,6 +113,47 @@ impl Journal {
             }
         }
 
+        // The last word on each range this admission touched.
+        let mut rows: BTreeMap<(&str, &str, u64), Option<u64>> = BTreeMap::new();
+        for ((device, spool), edit) in &edits {
+            rows.insert((device, spool, edit.set.0), Some(edit.set.1));
+            // After the set: at the bound, the range forgotten can be the one just made.
+            for (lo, _) in &edit.removed {
+                rows.insert((device, spool, *lo), None);
+            }
+        }
+        let written = self.write_admission(
+            &rows,
+            &mut outcome,
+            by_partition,
+            &routes,
+            &hot,
+            received_ms,
+        );
+        if let Err(e) = written {
+            // Memory goes back to what the disk holds.
+            for ((device, spool), edit) in edits.iter().rev() {
+                if let Some(set) = self.seen.get_mut(&(device.clone(), spool.clone())) {
+                    set.undo(edit);
+                }
+            }
+            return Err(e);
+        }
+        outcome.routed = routes.len() as u64;
+        outcome.hot = hot.len() as u64;
+        Ok(outcome)
+    }
+
+    /// The admission's one transaction: chunks, seen ranges, and the queues.
+    fn write_admission(
+        &mut self,
+        rows: &BTreeMap<(&str, &str, u64), Option<u64>>,
+        outcome: &mut AdmitOutcome,
+        by_partition: BTreeMap<String, (Vec<u8>, u64)>,
+        routes: &[(String, String)],
+        hot: &[String],
+        received_ms: i64,
+    ) -> Result<(), JournalError> {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -128,28 +170,29 @@ impl Journal {
                 });
             }
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO seen (device, spool, ranges) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (device, spool) DO UPDATE SET ranges = excluded.ranges",
+                "INSERT OR REPLACE INTO seen_ranges (device, spool, lo, hi) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for ((device, spool), set) in &touched {
-                upsert.execute(params![device, spool, set.to_text()])?;
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM seen_ranges WHERE device = ?1 AND spool = ?2 AND lo = ?3",
+            )?;
+            for ((device, spool, lo), hi) in rows {
+                match hi {
+                    Some(hi) => upsert.execute(params![device, spool, *lo as i64, *hi as i64])?,
+                    None => delete.execute(params![device, spool, *lo as i64])?,
+                };
             }
             let mut route =
                 tx.prepare_cached("INSERT INTO routes (tx_id, body) VALUES (?1, ?2)")?;
-            for (tx_id, body) in &routes {
+            for (tx_id, body) in routes {
                 route.execute(params![tx_id, body])?;
             }
             let mut queue_hot = tx.prepare_cached("INSERT INTO hot (body) VALUES (?1)")?;
-            for body in &hot {
+            for body in hot {
                 queue_hot.execute(params![body])?;
             }
         }
         tx.commit()?;
-        outcome.routed = routes.len() as u64;
-        outcome.hot = hot.len() as u64;
-        // Only now, with the transaction committed, does memory agree with the disk.
-        self.seen.extend(touched);
-        Ok(outcome)
+        Ok(())
     }
 }
 

@@ -7,8 +7,9 @@
 //!   *before* the upload. After a crash the same chunks are written under the same key
 //!   again, so the lake never holds a batch twice (and `If-None-Match: *` makes the second
 //!   write a no-op). The ids are AUTOINCREMENT: a key is never reused for other lines.
-//! - `seen`: per (device, spool), the seqs admitted so far (`SeenSeqs`), updated in the same
-//!   transaction as the chunks, so a resend is recognised across restarts.
+//! - `seen_ranges`: per (device, spool), the seqs admitted so far (`SeenSeqs`), one row per
+//!   range, updated in the same transaction as the chunks (only the ranges that moved), so
+//!   a resend is recognised across restarts.
 //! - `routes`: transaction records for the loyalty router, in the same transaction.
 //! - `hot`: readings, status and device activity for the dashboards' hot store, likewise.
 //!
@@ -102,19 +103,17 @@ impl Journal {
                 id
             }
         };
-        let mut seen = HashMap::new();
+        migrate_seen_text(&conn)?;
+        let mut seen: HashMap<(String, String), SeenSeqs> = HashMap::new();
         {
-            let mut stmt = conn.prepare("SELECT device, spool, ranges FROM seen")?;
+            let mut stmt = conn.prepare("SELECT device, spool, lo, hi FROM seen_ranges")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                let (device, spool, text): (String, String, String) =
-                    (row.get(0)?, row.get(1)?, row.get(2)?);
-                let set = SeenSeqs::from_text(&text).ok_or_else(|| JournalError::Seen {
-                    device: device.clone(),
-                    spool: spool.clone(),
-                    text: text.clone(),
-                })?;
-                seen.insert((device, spool), set);
+                let (device, spool, lo, hi): (String, String, i64, i64) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+                seen.entry((device, spool))
+                    .or_default()
+                    .restore(lo as u64, hi as u64);
             }
         }
         Ok(Self {
@@ -125,10 +124,48 @@ impl Journal {
         })
     }
 
+    /// How many seq ranges the journal keeps for one (device, spool).
+    pub fn seen_ranges(&self, device: &str, spool: &str) -> usize {
+        self.seen
+            .get(&(device.to_owned(), spool.to_owned()))
+            .map_or(0, SeenSeqs::ranges)
+    }
+
     /// This journal's id, part of every object key it plans.
     pub fn instance(&self) -> &str {
         &self.instance
     }
+}
+
+/// Moves the sets older journals kept as one text row each into `seen_ranges`.
+fn migrate_seen_text(conn: &Connection) -> Result<(), JournalError> {
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT device, spool, ranges FROM seen")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    for (device, spool, text) in rows {
+        let set = SeenSeqs::from_text(&text).ok_or_else(|| JournalError::Seen {
+            device: device.clone(),
+            spool: spool.clone(),
+            text: text.clone(),
+        })?;
+        for (lo, hi) in set.iter() {
+            tx.execute(
+                "INSERT OR REPLACE INTO seen_ranges (device, spool, lo, hi) VALUES (?1, ?2, ?3, ?4)",
+                params![device, spool, lo as i64, hi as i64],
+            )?;
+        }
+        tx.execute(
+            "DELETE FROM seen WHERE device = ?1 AND spool = ?2",
+            params![device, spool],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]
