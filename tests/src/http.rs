@@ -40,8 +40,22 @@ pub fn request_within(
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    // Up to the end of the body its Content-Length gives, or of the stream: a server may
+    // keep the connection open whatever `Connection: close` asked (chromedriver does).
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if let Some(end) = complete(&response) {
+            response.truncate(end);
+            break;
+        }
+    }
+    let response = String::from_utf8_lossy(&response);
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| std::io::Error::other("truncated response"))?;
@@ -51,6 +65,19 @@ pub fn request_within(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
     Ok((status, body.to_owned()))
+}
+
+/// Where a response with a `Content-Length` ends, once all of it is in `bytes`.
+fn complete(bytes: &[u8]) -> Option<usize> {
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (bytes.len() >= head_end + length).then_some(head_end + length)
 }
 
 /// `n` connections that each send half a request head and then nothing, as a slow or

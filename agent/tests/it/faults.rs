@@ -164,8 +164,17 @@ async fn a_failed_fsync_answers_503_and_a_retry_with_the_key_stores_it_once() {
         first.values().any(|s| *s == 503),
         "no fsync failed: {first:?}"
     );
+    // Killing strace would leave its tracee running, detached: kill the agent first.
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(format!("run --config {}", config_path.display()))
+        .status();
     let _ = traced.kill();
     let _ = traced.wait();
+    ferry_tests::wait_until(Duration::from_secs(10), "the traced agent gone", || {
+        post_json(port, "/healthz", "", "").is_err()
+    })
+    .await;
 
     // The storage is sound again: every key retried, as the README tells integrators.
     let mut agent = AgentProc::new(BIN, dir.path(), &config);
