@@ -91,10 +91,15 @@ function renderDevices() {
     cell(row, d.device);
     cell(row, d.state, "state").dataset.state = d.state;
     cell(row, ago(d.last_seen)).title = d.last_seen || "";
-    cell(row, text(d.backlog.pending), "num");
-    const age = d.backlog.oldest_pending_age_s;
+    const backlog = d.backlog || {};
+    cell(row, text(backlog.pending), "num");
+    const age = backlog.oldest_pending_age_s;
     cell(row, age ? `${age.toFixed(0)} s` : "–", "num");
     cell(row, text(d.agent_version));
+    // A till's store, or what else the registry says; transactions held for want of it.
+    const reg = d.registration;
+    cell(row, reg ? (reg.retired_at ? "retired" : reg.store || reg.kind) : "unregistered");
+    cell(row, text(d.held_transactions), "num");
     row.addEventListener("click", () => pickDevice(d.device));
   }
 }

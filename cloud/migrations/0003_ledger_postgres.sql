@@ -42,3 +42,13 @@ CREATE TABLE IF NOT EXISTS devices (
     registered_at TEXT NOT NULL,
     retired_at    TEXT
 );
+
+-- Transactions held for a device not registered yet, so that GET /v1/devices can say how
+-- many wait; the router keeps the transactions themselves queued. A row goes when its
+-- transaction is judged (applied, duplicate or rejected).
+CREATE TABLE IF NOT EXISTS held (
+    tx_id   TEXT PRIMARY KEY,
+    device  TEXT NOT NULL,
+    held_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_by_device ON held (device);

@@ -65,24 +65,47 @@ fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Unavailable(e.into())
 }
 
+/// What the ledger says of devices: registrations, and transactions held for want of one.
+#[derive(Default)]
+struct Registry {
+    devices: BTreeMap<String, RegisteredDevice>,
+    held: BTreeMap<String, u64>,
+}
+
+impl Registry {
+    /// Registration and held count into a device's entry.
+    fn annotate(&mut self, id: &str, entry: &mut Value) {
+        if let Some(reg) = self.devices.remove(id) {
+            entry["registration"] = json!(reg);
+        } else if entry.get("registration").is_none() {
+            entry["registration"] = Value::Null;
+        }
+        entry["held_transactions"] = json!(self.held.get(id).copied().unwrap_or(0));
+    }
+}
+
 /// The registry, when this process can read the ledger: registration beside state. A
 /// ledger that does not answer leaves the registrations out rather than the devices.
-async fn registry(api: &DashboardApi) -> BTreeMap<String, RegisteredDevice> {
+async fn registry(api: &DashboardApi) -> Registry {
     let Some(ledger) = api.ledger.clone() else {
-        return BTreeMap::new();
+        return Registry::default();
     };
-    match ledger.run(|l| l.devices()).await {
-        Ok(devices) => devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
+    match ledger.run(|l| Ok((l.devices()?, l.held_counts()?))).await {
+        Ok((devices, held)) => Registry {
+            devices: devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
+            held,
+        },
         Err(e) => {
             tracing::warn!(error = %e, "the device registry is unavailable");
-            BTreeMap::new()
+            Registry::default()
         }
     }
 }
 
 /// A registered device the hot store has never heard from.
 fn never_seen(reg: &RegisteredDevice) -> Value {
-    json!({"device": reg.id, "state": "never_seen", "last_seen": null, "registration": reg})
+    json!({"device": reg.id, "state": "never_seen", "last_seen": null, "backlog": {},
+           "registration": reg})
 }
 
 async fn list_devices(State(api): State<DashboardApi>) -> Result<Json<Value>, ApiError> {
@@ -94,14 +117,18 @@ async fn list_devices(State(api): State<DashboardApi>) -> Result<Json<Value>, Ap
         .await
         .map_err(unavailable)?;
     let mut registry = registry(&api).await;
-    let mut list = Vec::with_capacity(devices.len() + registry.len());
+    let mut list = Vec::with_capacity(devices.len() + registry.devices.len());
     for view in devices {
-        let reg = registry.remove(&view.device);
+        let id = view.device.clone();
         let mut entry = serde_json::to_value(view).map_err(unavailable)?;
-        entry["registration"] = json!(reg);
+        registry.annotate(&id, &mut entry);
         list.push(entry);
     }
-    list.extend(registry.values().map(never_seen));
+    for reg in std::mem::take(&mut registry.devices).values() {
+        let mut entry = never_seen(reg);
+        registry.annotate(&reg.id, &mut entry);
+        list.push(entry);
+    }
     Ok(Json(json!({
         "devices": list,
         "offline_after_s": api.cfg.offline_after_s,
@@ -120,13 +147,13 @@ async fn show_device(
         .run(move |s| Ok((s.device(&device, now, after)?, s.latest(&device)?)))
         .await
         .map_err(unavailable)?;
-    let reg = registry(&api).await.remove(&id);
-    let mut body = match (view, &reg) {
+    let mut registry = registry(&api).await;
+    let mut body = match (view, registry.devices.get(&id)) {
         (Some(view), _) => serde_json::to_value(view).map_err(unavailable)?,
         (None, Some(reg)) => never_seen(reg),
         (None, None) => return Err(unknown_device(&id)),
     };
-    body["registration"] = json!(reg);
+    registry.annotate(&id, &mut body);
     body["latest"] = serde_json::to_value(latest).map_err(unavailable)?;
     Ok(Json(body))
 }

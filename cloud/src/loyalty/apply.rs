@@ -14,6 +14,9 @@ pub mod sql {
     pub const TARGET: &str =
         "SELECT delta, card, program, reversed_by, store FROM ledger WHERE tx_id = $1";
     pub const DEVICE: &str = "SELECT kind, store, retired_at FROM devices WHERE id = $1";
+    pub const HOLD: &str = "INSERT INTO held (tx_id, device, held_at) VALUES ($1, $2, $3)
+         ON CONFLICT (tx_id) DO NOTHING";
+    pub const UNHOLD: &str = "DELETE FROM held WHERE tx_id = $1";
     pub const MARK_REVERSED: &str = "UPDATE ledger SET reversed_by = $1 WHERE tx_id = $2";
     pub const CARD: &str =
         "INSERT INTO cards (card, created_at) VALUES ($1, $2) ON CONFLICT (card) DO NOTHING";
@@ -49,6 +52,8 @@ pub trait LedgerTx {
     fn target(&mut self, tx_id: &str) -> Result<Option<Target>, LedgerError>;
     /// The device's registration: (kind, store, retired).
     fn registration(&mut self, device: &str) -> Result<Option<Registered>, LedgerError>;
+    /// Runs one statement of `sql` with text parameters (the held list's upkeep).
+    fn exec_text(&mut self, sql: &str, params: &[&str]) -> Result<(), LedgerError>;
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError>;
     fn set_balance(
         &mut self,
@@ -137,7 +142,27 @@ pub fn apply_batch<T: LedgerTx + ?Sized>(
         .collect()
 }
 
+/// Judges one transaction, and keeps the list of held ones: a transaction from a device is
+/// on it while held, and off it once judged otherwise.
 fn apply_one<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    txn: &Txn,
+    device: Option<&str>,
+) -> Result<Outcome, LedgerError> {
+    let outcome = judge_one(tx, txn, device)?;
+    if let Some(device) = device {
+        let tx_id = txn.tx_id.as_str();
+        if outcome.status == Status::Held {
+            let now = Timestamp::now().to_string();
+            tx.exec_text(sql::HOLD, &[tx_id, device, &now])?;
+        } else {
+            tx.exec_text(sql::UNHOLD, &[tx_id])?;
+        }
+    }
+    Ok(outcome)
+}
+
+fn judge_one<T: LedgerTx + ?Sized>(
     tx: &mut T,
     txn: &Txn,
     device: Option<&str>,

@@ -56,6 +56,15 @@ impl LedgerTx for Transaction<'_> {
         }))
     }
 
+    fn exec_text(&mut self, sql: &str, params: &[&str]) -> Result<(), LedgerError> {
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        self.execute(sql, &params)?;
+        Ok(())
+    }
+
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError> {
         self.execute(sql::MARK_REVERSED, &[&by, &tx_id])?;
         Ok(())

@@ -59,6 +59,12 @@ impl LedgerTx for Transaction<'_> {
             .optional()?)
     }
 
+    fn exec_text(&mut self, sql: &str, params: &[&str]) -> Result<(), LedgerError> {
+        self.prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(params))?;
+        Ok(())
+    }
+
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError> {
         self.execute(sql::MARK_REVERSED, params![by, tx_id])?;
         Ok(())

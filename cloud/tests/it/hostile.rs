@@ -340,6 +340,12 @@ async fn hostile_input_never_mints_value_nor_stops_the_cloud() {
     .await;
     let (status, _) = call(http, "GET", "/v1/cards/C-U", "");
     assert_eq!(status, 404, "a held stamp is not applied");
+    let (_, pos_u) = call(http, "GET", "/v1/devices/pos-u", "");
+    assert_eq!(
+        pos_u["held_transactions"], 1,
+        "the dashboards say what waits: {pos_u}"
+    );
+    assert_eq!(pos_u["registration"], Value::Null, "{pos_u}");
     register_till(http, "pos-u", "S-01");
     ferry_tests::wait_until(
         Duration::from_secs(30),

@@ -130,6 +130,10 @@ fn the_registry_admits_only_tills_at_their_store(open: &Open) {
         let got = l.apply_submitted(&[submitted]).expect("apply");
         assert_eq!((got[0].status, got[0].reason), (status, reason), "step {i}");
     }
+    assert!(
+        l.held_counts().expect("held").is_empty(),
+        "applied once registered, it is held no more"
+    );
     assert_eq!(balance(&mut l, "C-1", "coffee").0, 2, "S-99:x and pos-1:a");
     // Retired: refused from now on; listed with when.
     assert!(l.retire_device("pos-1").expect("retire"));

@@ -12,6 +12,7 @@ mod layout;
 mod ledger;
 mod loyalty_api;
 mod outage;
+mod poison;
 mod round_trip;
 mod shared_subscription;
 
