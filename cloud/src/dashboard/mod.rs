@@ -11,6 +11,7 @@
 mod api;
 mod events;
 mod page;
+pub mod query;
 mod retention;
 
 use std::sync::Arc;
