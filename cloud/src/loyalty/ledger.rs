@@ -165,18 +165,8 @@ impl Ledger {
     }
 
     pub fn programs(&mut self) -> Result<Vec<(String, Program)>, LedgerError> {
-        let sql = "SELECT id, body FROM programs ORDER BY id";
-        let rows: Vec<(String, String)> = match self {
-            Self::Sqlite(c) => c
-                .prepare(sql)?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
-                .query(sql, &[])?
-                .into_iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect(),
-        };
+        let rows: Vec<(String, String)> =
+            self.pairs("SELECT id, body FROM programs ORDER BY id")?;
         rows.into_iter()
             .map(|(id, body)| {
                 let program =
@@ -411,6 +401,25 @@ impl Ledger {
         Ok(!self
             .strings("SELECT card FROM cards WHERE card = $1", &card)?
             .is_empty())
+    }
+
+    /// The first two columns of a query without parameters.
+    pub(super) fn pairs<A, B>(&mut self, sql: &str) -> Result<Vec<(A, B)>, LedgerError>
+    where
+        A: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>,
+        B: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>,
+    {
+        Ok(match self {
+            Self::Sqlite(c) => c
+                .prepare_cached(sql)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?,
+            Self::Postgres(c) => c
+                .query(sql, &[])?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        })
     }
 
     /// The first column of a query with one parameter, as text.

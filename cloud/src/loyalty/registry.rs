@@ -101,18 +101,8 @@ impl Ledger {
 
     /// How many transactions wait for each device's registration.
     pub fn held_counts(&mut self) -> Result<std::collections::BTreeMap<String, u64>, LedgerError> {
-        let sql = "SELECT device, CAST(COUNT(*) AS BIGINT) FROM held GROUP BY device";
-        let rows: Vec<(String, i64)> = match self {
-            Self::Sqlite(c) => c
-                .prepare_cached(sql)?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
-                .query(sql, &[])?
-                .into_iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect(),
-        };
+        let rows: Vec<(String, i64)> =
+            self.pairs("SELECT device, CAST(COUNT(*) AS BIGINT) FROM held GROUP BY device")?;
         Ok(rows.into_iter().map(|(d, n)| (d, n as u64)).collect())
     }
 
