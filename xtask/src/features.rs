@@ -3,11 +3,10 @@
 //! compares the two, as `cargo tree` sees them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 /// `package version` -> its features, for one selection of packages and edge kinds.
 fn features(selection: &[&str], edges: &str) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
-    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let out = crate::cargo()
         .arg("tree")
         .args(selection)
         .args(["-e", edges, "-f", "{p} {f}", "--prefix", "none"])

@@ -79,19 +79,22 @@ fn passthrough(args: &[String]) -> &[String] {
     }
 }
 
+/// The cargo that runs this xtask.
+fn cargo_program() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    Command::new(cargo_program())
 }
 
 /// cargo, linking with mold where it is installed. `mold -run` swaps the linker under the
 /// C compiler without changing rustc's flags, so its builds share the cache with plain
 /// `cargo build`.
 fn cargo_linked() -> Command {
-    let mold = PathBuf::from("/usr/bin/mold");
-    if mold.exists() {
+    if let Some(mold) = prereqs::on_path("mold") {
         let mut cmd = Command::new(mold);
-        cmd.arg("-run")
-            .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.arg("-run").arg(cargo_program());
         cmd
     } else {
         cargo()

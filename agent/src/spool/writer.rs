@@ -128,7 +128,9 @@ impl Failure {
         };
         match (code, e) {
             (Some(ErrorCode::DiskFull), _) => Self::DiskFull,
-            (_, SpoolError::Io(io)) if io.raw_os_error() == Some(28) => Self::DiskFull, // ENOSPC
+            (_, SpoolError::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => {
+                Self::DiskFull
+            }
             (Some(ErrorCode::SystemIoFailure), _) | (_, SpoolError::Io(_)) => {
                 Self::Storage(e.to_string())
             }

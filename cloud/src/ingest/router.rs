@@ -236,21 +236,21 @@ impl Router {
     }
 
     async fn send(&self, batch: &[Route]) -> Result<Answer, SendError> {
-        // Each with the device it came from, for the ledger's registry check.
-        let txns: Vec<Value> = batch
+        // Each route is the transaction's lake line: the record with the device it came
+        // from (which the ledger's registry check reads), already serialised, so the
+        // request is spliced from them rather than built again.
+        let lines: Vec<&str> = batch
             .iter()
-            .filter_map(|r| {
-                let mut txn = serde_json::to_value(r.txn.as_ref()?).ok()?;
-                txn["device"] = Value::String(r.device.clone());
-                Some(txn)
-            })
+            .filter(|r| r.txn.is_some())
+            .map(|r| r.body.as_str())
             .collect();
-        if txns.is_empty() {
+        if lines.is_empty() {
             return Ok(Answer {
                 results: Vec::new(),
                 cards: Vec::new(),
             });
         }
+        let payload = format!("{{\"transactions\":[{}]}}", lines.join(","));
         let url = format!(
             "{}/v1/transactions?balances=true",
             self.cfg.url.trim_end_matches('/')
@@ -259,7 +259,8 @@ impl Router {
             .http
             .post(url)
             .bearer_auth(&self.cfg.token)
-            .json(&serde_json::json!({ "transactions": txns }))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(payload)
             .send()
             .await?;
         let status = response.status();
@@ -271,10 +272,10 @@ impl Router {
             });
         }
         let answer: Answer = response.json().await?;
-        if answer.results.len() != txns.len() {
+        if answer.results.len() != lines.len() {
             return Err(SendError::Count {
                 got: answer.results.len(),
-                sent: txns.len(),
+                sent: lines.len(),
             });
         }
         Ok(answer)

@@ -64,7 +64,8 @@ impl Journal {
         let mut by_partition: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
         // What this admission changed in the seen sets: undone should the commit fail, and
         // the ranges to write (`None`: delete).
-        let mut edits: Vec<((String, String), Edit)> = Vec::new();
+        // One entry per message, so the (device, spool) key is not copied per record.
+        let mut edits: Vec<((String, String), Vec<Edit>)> = Vec::new();
         let mut routes = Vec::new();
         let mut hot = Vec::new();
         for admission in admissions {
@@ -90,12 +91,13 @@ impl Journal {
                     }
                     let key = (device.to_string(), spool.to_string());
                     let set = self.seen.entry(key.clone()).or_default();
+                    let mut made = Vec::with_capacity(records.len());
                     for record in records {
                         let Some(edit) = set.insert(record.seq) else {
                             outcome.duplicates += 1;
                             continue;
                         };
-                        edits.push((key.clone(), edit));
+                        made.push(edit);
                         outcome.records += 1;
                         if self.queues.routes
                             && let Some(tx_id) = record.tx_id
@@ -109,17 +111,20 @@ impl Journal {
                         entry.0.extend_from_slice(record.line.text.as_bytes());
                         entry.1 += 1;
                     }
+                    edits.push((key, made));
                 }
             }
         }
 
         // The last word on each range this admission touched.
         let mut rows: BTreeMap<(&str, &str, u64), Option<u64>> = BTreeMap::new();
-        for ((device, spool), edit) in &edits {
-            rows.insert((device, spool, edit.set.0), Some(edit.set.1));
-            // After the set: at the bound, the range forgotten can be the one just made.
-            for (lo, _) in &edit.removed {
-                rows.insert((device, spool, *lo), None);
+        for ((device, spool), made) in &edits {
+            for edit in made {
+                rows.insert((device, spool, edit.set.0), Some(edit.set.1));
+                // After the set: at the bound, the range forgotten can be the one just made.
+                for (lo, _) in &edit.removed {
+                    rows.insert((device, spool, *lo), None);
+                }
             }
         }
         let written = self.write_admission(
@@ -132,9 +137,9 @@ impl Journal {
         );
         if let Err(e) = written {
             // Memory goes back to what the disk holds.
-            for ((device, spool), edit) in edits.iter().rev() {
-                if let Some(set) = self.seen.get_mut(&(device.clone(), spool.clone())) {
-                    set.undo(edit);
+            for (key, made) in edits.iter().rev() {
+                if let Some(set) = self.seen.get_mut(key) {
+                    made.iter().rev().for_each(|edit| set.undo(edit));
                 }
             }
             return Err(e);
