@@ -45,6 +45,7 @@ pub struct CloudBalance {
     /// What one reward costs in the program's unit; absent from an older cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_cost: Option<i64>,
+    /// The balance went below zero: a person should look at this card.
     #[serde(default)]
     pub flagged: bool,
 }

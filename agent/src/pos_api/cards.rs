@@ -14,18 +14,41 @@ use ferry_shared::{Txn, TxnOp, rules};
 use serde::Serialize;
 
 use super::{ApiError, PosState};
+use crate::cards::CloudBalance;
 
+/// The cloud's answer for a card (`{card, balances: [...]}`, each balance as the ledger
+/// gives it), with the till's estimate beside each balance and the pending transactions.
 #[derive(Debug, Serialize)]
 pub struct CardView {
     pub card: String,
-    /// Last balances heard from the cloud, per program.
-    pub cloud_balances: BTreeMap<String, i64>,
-    /// When the cloud read `cloud_balances`; absent when it never sent any.
+    /// Per program, in program order: every program the cloud sent or a pending
+    /// transaction names.
+    pub balances: Vec<TillBalance>,
+    /// When the cloud read its balances; absent when it never sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_at: Option<ferry_shared::Timestamp>,
-    /// Cloud balance plus the effect of pending local transactions, per program.
-    pub estimated_balances: BTreeMap<String, i64>,
     pub pending: Vec<Txn>,
+}
+
+/// One program's balance: the cloud's fields as its ledger last sent them (zero where it
+/// sent nothing yet), then the till's estimate.
+#[derive(Debug, Serialize)]
+pub struct TillBalance {
+    pub program: String,
+    /// `stamps` or `points`, as the cloud said; before it has, from the first pending
+    /// transaction's op (`unknown` when that is a redemption or a reversal).
+    pub kind: String,
+    pub balance: i64,
+    pub rewards_available: i64,
+    /// What one reward costs; absent until the cloud has said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward_cost: Option<i64>,
+    pub flagged: bool,
+    /// `balance` plus what the pending transactions do to it.
+    pub estimated_balance: i64,
+    /// Whole rewards `estimated_balance` pays for; absent while the cost is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_rewards_available: Option<i64>,
 }
 
 pub async fn show(
@@ -44,22 +67,20 @@ pub struct Estimate {
 }
 
 pub async fn estimate(state: &PosState, card: &str, program: &str) -> Result<Estimate, ApiError> {
-    let (view, costs) = view_and_costs(state, card.to_owned()).await?;
-    Ok(Estimate {
-        balance: view.estimated_balances.get(program).copied().unwrap_or(0),
-        reward_cost: costs.get(program).copied(),
-    })
+    let view = view(state, card.to_owned()).await?;
+    Ok(view.balances.iter().find(|b| b.program == program).map_or(
+        Estimate {
+            balance: 0,
+            reward_cost: None,
+        },
+        |b| Estimate {
+            balance: b.estimated_balance,
+            reward_cost: b.reward_cost,
+        },
+    ))
 }
 
 async fn view(state: &PosState, card: String) -> Result<CardView, ApiError> {
-    Ok(view_and_costs(state, card).await?.0)
-}
-
-/// The card's view, and each program's reward cost as the cloud last sent it.
-async fn view_and_costs(
-    state: &PosState,
-    card: String,
-) -> Result<(CardView, BTreeMap<String, i64>), ApiError> {
     let pending = pending_for(state, card.clone()).await?;
     let cache = state.cards.clone();
     let key = card.clone();
@@ -67,31 +88,64 @@ async fn view_and_costs(
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let mut costs = BTreeMap::new();
-    let mut cloud_balances = BTreeMap::new();
-    let mut cloud_at = None;
-    if let Some(c) = cloud {
-        cloud_at = Some(c.at);
-        for (program, b) in c.balances {
-            if let Some(cost) = b.reward_cost {
-                costs.insert(program.clone(), cost);
-            }
-            cloud_balances.insert(program, b.balance);
-        }
-    }
-    let mut estimated_balances = cloud_balances.clone();
-    for (program, delta) in effects(&pending, &costs) {
-        let balance = estimated_balances.entry(program).or_insert(0);
-        *balance = balance.saturating_add(delta);
-    }
-    let view = CardView {
-        card,
-        cloud_balances,
-        cloud_at,
-        estimated_balances,
-        pending,
+    let (cloud_at, mut programs) = match cloud {
+        Some(c) => (Some(c.at), c.balances),
+        None => (None, BTreeMap::new()),
     };
-    Ok((view, costs))
+    // A program only pending transactions know of yet starts from nothing.
+    for t in &pending {
+        programs
+            .entry(t.program.clone())
+            .or_insert_with(|| CloudBalance {
+                program: t.program.clone(),
+                kind: kind_of(t.op).into(),
+                balance: 0,
+                rewards_available: 0,
+                reward_cost: None,
+                flagged: false,
+            });
+    }
+    let costs: BTreeMap<String, i64> = programs
+        .iter()
+        .filter_map(|(p, b)| Some((p.clone(), b.reward_cost?)))
+        .collect();
+    let deltas = effects(&pending, &costs);
+    let balances = programs
+        .into_values()
+        .map(|b| {
+            let estimated = b
+                .balance
+                .saturating_add(deltas.get(&b.program).copied().unwrap_or(0));
+            TillBalance {
+                estimated_rewards_available: b
+                    .reward_cost
+                    .filter(|c| *c > 0)
+                    .map(|c| estimated.max(0) / c),
+                program: b.program,
+                kind: b.kind,
+                balance: b.balance,
+                rewards_available: b.rewards_available,
+                reward_cost: b.reward_cost,
+                flagged: b.flagged,
+                estimated_balance: estimated,
+            }
+        })
+        .collect();
+    Ok(CardView {
+        card,
+        balances,
+        cloud_at,
+        pending,
+    })
+}
+
+/// The unit a program counts in, as an op that adds to it shows.
+fn kind_of(op: TxnOp) -> &'static str {
+    match op {
+        TxnOp::Stamp => "stamps",
+        TxnOp::Earn => "points",
+        TxnOp::Redeem | TxnOp::Reverse => "unknown",
+    }
 }
 
 async fn pending_for(state: &PosState, card: String) -> Result<Vec<Txn>, ApiError> {

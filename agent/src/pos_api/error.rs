@@ -16,6 +16,10 @@ pub enum ApiError {
     /// sent the card's balances for the program once.
     #[error("{}", insufficient(*balance, *needed))]
     InsufficientBalance { balance: i64, needed: Option<i64> },
+    /// The idempotency key was used before for a different transaction (`tx_id`): a key
+    /// names one request, so the new one is refused rather than answered with the old.
+    #[error("idempotency_key was used before for a different transaction ({tx_id}); use a new key")]
+    IdempotencyMismatch { tx_id: String },
     #[error("the spool cannot store another transaction")]
     SpoolFull,
     /// The disk is full: nothing was stored; retry once space is freed.
@@ -56,6 +60,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Self::InsufficientBalance { .. } => (StatusCode::CONFLICT, "insufficient_balance"),
+            Self::IdempotencyMismatch { .. } => (StatusCode::CONFLICT, "idempotency_mismatch"),
             Self::SpoolFull => (StatusCode::INSUFFICIENT_STORAGE, "spool_full"),
             // The spool writer has logged the cause, once per window.
             Self::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),

@@ -201,12 +201,22 @@ async fn idempotency_key_replays_the_original_answer() {
     assert!(tx_id.starts_with("pos-1:"), "{tx_id}");
     assert_eq!(accepted["seq"], 1);
 
-    // The same key again, even with other content: the original answer, nothing stored.
-    let mut retry = first.clone();
-    retry["qty"] = json!(5);
-    let (status, replay) = api.post(retry).await;
+    // The same request again: the original answer, nothing stored.
+    let (status, replay) = api.post(first.clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(replay, accepted);
+    // The same key for another request: refused, naming the first, nothing stored.
+    let mut reused = first.clone();
+    reused["qty"] = json!(5);
+    let (status, refused) = api.post(reused).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "idempotency_mismatch");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&tx_id)),
+        "{refused}"
+    );
 
     let mut other = stamp("C-1");
     other["idempotency_key"] = json!("till-1:R-0002");
@@ -263,6 +273,14 @@ fn hear(api: &Api, card: &str, program: &str, kind: &str, balance: i64, cost: i6
         .expect("remember");
 }
 
+/// One program's entry in a `GET /v1/cards/{card}` answer.
+fn program<'a>(card: &'a Value, program: &str) -> &'a Value {
+    card["balances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["program"] == program))
+        .unwrap_or_else(|| panic!("no {program} in {card}"))
+}
+
 fn redeem(card: &str, program: &str, qty: u64, overdraft: bool) -> Value {
     json!({"op": "redeem", "program": program, "card": card, "store": "S-01", "qty": qty,
            "allow_overdraft": overdraft})
@@ -302,7 +320,7 @@ async fn offline_redemption_rules() {
 
     let (status, card) = api.call("GET", "/v1/cards/C-9", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(card["estimated_balances"]["coffee"], 8, "{card}");
+    assert_eq!(program(&card, "coffee")["estimated_balance"], 8, "{card}");
     let pending = card["pending"].as_array().expect("pending");
     assert_eq!(pending.len(), 5);
     for t in pending {
@@ -369,7 +387,7 @@ async fn concurrent_redemptions_cannot_overdraw_a_card() {
     }
     assert_eq!(accepted, 5, "a balance of 50 pays five coffees of 10");
     let (_, card) = api.call("GET", "/v1/cards/C-5", Some(TOKEN), None).await;
-    assert_eq!(card["estimated_balances"]["coffee"], 0, "{card}");
+    assert_eq!(program(&card, "coffee")["estimated_balance"], 0, "{card}");
 }
 
 #[tokio::test]
@@ -386,9 +404,29 @@ async fn the_estimate_starts_from_the_clouds_balances() {
     );
     let (status, card) = api.call("GET", "/v1/cards/C-7", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(card["cloud_balances"]["coffee"], 4, "{card}");
+    // The cloud's shape for its balance, the till's estimate beside it.
+    let coffee = program(&card, "coffee");
+    assert_eq!(
+        (
+            &coffee["kind"],
+            &coffee["balance"],
+            &coffee["rewards_available"],
+            &coffee["reward_cost"],
+            &coffee["flagged"]
+        ),
+        (
+            &json!("stamps"),
+            &json!(4),
+            &json!(2),
+            &json!(2),
+            &json!(false)
+        ),
+        "{card}"
+    );
     assert_eq!(card["cloud_at"], "2026-11-23T10:00:00.000Z", "{card}");
-    assert_eq!(card["estimated_balances"]["coffee"], 6, "{card}");
+    assert_eq!(coffee["estimated_balance"], 6, "{card}");
+    assert_eq!(coffee["estimated_rewards_available"], 3, "{card}");
+    assert_eq!(card["pending"].as_array().map(Vec::len), Some(2), "{card}");
     assert_eq!(
         api.post(redeem("C-7", "coffee", 3, false)).await.0,
         StatusCode::ACCEPTED

@@ -9,10 +9,11 @@ use ferry_shared::{RecordBody, Timestamp, TxId, Txn, TxnOp, rules};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, PosState, cards};
-use crate::spool::{NewRecord, Once, SpoolError};
+use crate::spool::{Keyed, NewRecord, Once, SpoolError};
 
 /// What a POS sends. Unknown fields are refused, so a typo never silently drops data.
-#[derive(Debug, Deserialize)]
+/// Serialised (the key left out), it is what an idempotency key stands for.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PosTransaction {
     pub op: TxnOp,
@@ -29,7 +30,7 @@ pub struct PosTransaction {
     pub receipt: Option<String>,
     #[serde(default)]
     pub reverses: Option<TxId>,
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub idempotency_key: Option<String>,
     /// The cashier's override: redeem even when the offline estimate does not cover it.
     #[serde(default)]
@@ -57,15 +58,22 @@ pub async fn submit(
             "idempotency_key: 1 to 128 characters without control characters",
         ));
     }
-    // A replay gets its original answer, whatever the balance says now.
-    if let Some(key) = req.idempotency_key.clone()
-        && let Some((tx_id, seq)) = state.read(move |r| r.idempotency_key(&key)).await?
-    {
-        return Ok((StatusCode::OK, Json(Accepted { tx_id, seq })));
-    }
-
     let tx_id = TxId::new(format!("{}:{}", state.device, ulid::Ulid::new()))
         .map_err(|e| ApiError::Internal(e.into()))?;
+    let keyed = match req.idempotency_key.clone() {
+        Some(key) => Some(Keyed {
+            key,
+            request: serde_json::to_string(&req).map_err(|e| ApiError::Internal(e.into()))?,
+        }),
+        None => None,
+    };
+    // A replay gets its original answer, whatever the balance says now.
+    if let Some(keyed) = keyed.clone()
+        && let Some(once) = state.read(move |r| r.idempotency_key(&keyed)).await?
+    {
+        return answer(&tx_id, Ok(once));
+    }
+
     let txn = Txn {
         tx_id: tx_id.clone(),
         op: req.op,
@@ -102,11 +110,11 @@ pub async fn submit(
     let record = NewRecord::new(&Unsequenced::new(Timestamp::now(), RecordBody::Txn(txn)))
         .map_err(|e| ApiError::invalid(e.reason_code(), e.to_string()))?;
 
-    let stored = match req.idempotency_key {
-        Some(key) => {
+    let stored = match keyed {
+        Some(keyed) => {
             state
                 .spool
-                .append_once(key, tx_id.to_string(), record)
+                .append_once(keyed, tx_id.to_string(), record)
                 .await
         }
         None => state
@@ -115,6 +123,15 @@ pub async fn submit(
             .await
             .map(|a| Once::Accepted { seq: a.first }),
     };
+    answer(&tx_id, stored)
+}
+
+/// The POS's answer: 202 for a transaction stored now (as `tx_id`), 200 with the original
+/// answer for a replay.
+fn answer(
+    tx_id: &TxId,
+    stored: Result<Once, SpoolError>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     match stored {
         Ok(Once::Accepted { seq }) => Ok((
             StatusCode::ACCEPTED,
@@ -124,6 +141,7 @@ pub async fn submit(
             }),
         )),
         Ok(Once::Replayed { tx_id, seq }) => Ok((StatusCode::OK, Json(Accepted { tx_id, seq }))),
+        Ok(Once::Mismatch { tx_id }) => Err(ApiError::IdempotencyMismatch { tx_id }),
         Err(SpoolError::Full { .. }) => Err(ApiError::SpoolFull),
         Err(SpoolError::DiskFull) => Err(ApiError::DiskFull),
         Err(SpoolError::Storage(_)) => Err(ApiError::Storage),

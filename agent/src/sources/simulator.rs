@@ -1,5 +1,6 @@
 //! The built-in generator for demos, tests and benchmarks (CONTRACT §2).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,6 +24,9 @@ pub struct Simulator {
     /// Makes tx_ids unique across runs of the process, as CONTRACT §4 requires.
     run_id: String,
     made: u64,
+    /// Stamps this simulator gave each card and has not yet redeemed: a card redeems a
+    /// coffee once it has ten here, which its ledger balance (at least this) covers.
+    stamps: HashMap<String, u64>,
 }
 
 impl Simulator {
@@ -33,6 +37,7 @@ impl Simulator {
             index,
             run_id: ulid::Ulid::new().to_string(),
             made: 0,
+            stamps: HashMap::new(),
         }
     }
 
@@ -54,8 +59,8 @@ impl Simulator {
                 break;
             }
             let n = batch.min(self.remaining());
-            let records = (0..n)
-                .map(|_| self.next_record())
+            let records = (self.made..self.made + n)
+                .map(|i| self.next_record(i))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             match spool.append(records).await {
                 Ok(_) => self.made += n,
@@ -90,15 +95,60 @@ impl Simulator {
         }
     }
 
-    fn next_record(&self) -> anyhow::Result<NewRecord> {
-        let n = self.made;
+    fn next_record(&mut self, n: u64) -> anyhow::Result<NewRecord> {
         let body = match self.cfg.profile {
             SimulatorProfile::Weather => weather(n),
-            SimulatorProfile::Pos => pos(&self.device, &self.run_id, self.index, n)?,
+            SimulatorProfile::Pos => RecordBody::Txn(self.sale(n)?),
         };
         Ok(NewRecord::new(&Unsequenced::new(Timestamp::now(), body))?)
     }
+
+    /// The `n`th till transaction. Every third is the regular [`REGULAR`] (the first one
+    /// too, so that a new user's first look at that card finds it), the others come from a
+    /// pool of returning cards; every fourth is a purchase that earns points, the others
+    /// stamp a coffee, and a card with ten stamps from this till redeems one.
+    fn sale(&mut self, n: u64) -> anyhow::Result<Txn> {
+        let mut rng = rand::rng();
+        let card = if n % 3 == 0 {
+            REGULAR.to_owned()
+        } else {
+            format!("C-{:04}", rng.random_range(2..=CARDS))
+        };
+        let receipt = format!("R-{}-{n:06}", self.index);
+        let tx_id = TxId::new(format!("{}:{}:{receipt}", self.device, self.run_id))?;
+        let stamps = self.stamps.entry(card.clone()).or_default();
+        let (op, program, qty) = if *stamps >= STAMPS_PER_COFFEE {
+            *stamps -= STAMPS_PER_COFFEE;
+            (TxnOp::Redeem, "coffee", Some(1))
+        } else if n % 4 == 3 {
+            (TxnOp::Earn, "points", None)
+        } else {
+            *stamps += 1;
+            (TxnOp::Stamp, "coffee", Some(1))
+        };
+        let earn = op == TxnOp::Earn;
+        Ok(Txn {
+            tx_id,
+            op,
+            program: program.into(),
+            card,
+            store: format!("S-{}", self.device),
+            qty,
+            amount_minor: earn.then(|| rng.random_range(150..2500)),
+            currency: earn.then(|| "EUR".into()),
+            receipt: Some(receipt),
+            reverses: None,
+            offline: false,
+        })
+    }
 }
+
+/// The card a simulated till sees most, first of all.
+pub const REGULAR: &str = "C-0001";
+/// Simulated cards are `C-0001` to this.
+const CARDS: u32 = 60;
+/// What `ferry-cloud dev`'s coffee program asks for a reward.
+const STAMPS_PER_COFFEE: u64 = 10;
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
@@ -125,29 +175,4 @@ fn weather(n: u64) -> RecordBody {
         ]
         .into(),
     }
-}
-
-fn pos(device: &DeviceId, run_id: &str, index: usize, n: u64) -> anyhow::Result<RecordBody> {
-    let mut rng = rand::rng();
-    let card = format!("C-{:04}", rng.random_range(0..200));
-    let receipt = format!("R-{index}-{n:06}");
-    let tx_id = TxId::new(format!("{device}:{run_id}:{receipt}"))?;
-    let earn = n % 4 == 3;
-    Ok(RecordBody::Txn(Txn {
-        tx_id,
-        op: if earn { TxnOp::Earn } else { TxnOp::Stamp },
-        program: if earn {
-            "points".into()
-        } else {
-            "coffee".into()
-        },
-        card,
-        store: format!("S-{device}"),
-        qty: if earn { None } else { Some(1) },
-        amount_minor: earn.then(|| rng.random_range(150..2500)),
-        currency: earn.then(|| "EUR".into()),
-        receipt: Some(receipt),
-        reverses: None,
-        offline: false,
-    }))
 }

@@ -110,8 +110,30 @@ pub struct AckRange {
 pub enum Once {
     /// Appended now, under this seq.
     Accepted { seq: u64 },
-    /// The key was accepted before; nothing was appended. Carries the original answer.
+    /// The key was accepted before for the same request; nothing was appended. Carries the
+    /// original answer.
     Replayed { tx_id: String, seq: u64 },
+    /// The key was accepted before for a different request; nothing was appended.
+    Mismatch { tx_id: String },
+}
+
+/// An idempotency key and the request it comes with: a key names one request, never two.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    pub key: String,
+    /// The request's fields as canonical JSON, the key left out.
+    pub request: String,
+}
+
+impl Keyed {
+    /// What a key stored with `stored` (`None`: stored before requests were kept) says of
+    /// this request, given the original answer.
+    pub fn replay(&self, stored: Option<&str>, tx_id: String, seq: u64) -> Once {
+        match stored {
+            Some(stored) if stored != self.request => Once::Mismatch { tx_id },
+            _ => Once::Replayed { tx_id, seq },
+        }
+    }
 }
 
 enum Op {
@@ -120,7 +142,7 @@ enum Op {
         reply: oneshot::Sender<Result<Appended, SpoolError>>,
     },
     AppendOnce {
-        key: String,
+        key: Keyed,
         tx_id: String,
         record: NewRecord,
         reply: oneshot::Sender<Result<Once, SpoolError>>,
@@ -205,7 +227,7 @@ impl Spool {
     /// can never leave one without the other.
     pub async fn append_once(
         &self,
-        key: String,
+        key: Keyed,
         tx_id: String,
         record: NewRecord,
     ) -> Result<Once, SpoolError> {

@@ -7,7 +7,7 @@ use ferry_shared::{RecordBody, Txn};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Class, SpoolError, schema};
+use super::{Class, Keyed, Once, SpoolError, schema};
 
 pub struct SpoolReader {
     conn: Connection,
@@ -71,13 +71,15 @@ impl SpoolReader {
         Ok(out)
     }
 
-    /// The answer given to an idempotency key, if it was accepted before.
-    pub fn idempotency_key(&self, key: &str) -> Result<Option<(String, u64)>, SpoolError> {
-        self.conn
-            .prepare_cached("SELECT tx_id, seq FROM idempotency WHERE key = ?1")?
-            .query_row([key], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-            .optional()
-            .map_err(Into::into)
+    /// The answer given to an idempotency key, if it was accepted before, as it applies to
+    /// this request.
+    pub fn idempotency_key(&self, key: &Keyed) -> Result<Option<Once>, SpoolError> {
+        let seen: Option<(String, i64, Option<String>)> = self
+            .conn
+            .prepare_cached("SELECT tx_id, seq, request FROM idempotency WHERE key = ?1")?
+            .query_row([&key.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        Ok(seen.map(|(tx_id, seq, request)| key.replay(request.as_deref(), tx_id, seq as u64)))
     }
 
     /// Pending transactions of one card, oldest first. Scans the pending transactions,

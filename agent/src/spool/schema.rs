@@ -13,6 +13,7 @@ use super::SpoolError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_spool.sql"),
     include_str!("../../migrations/0002_idempotency.sql"),
+    include_str!("../../migrations/0003_idempotency_request.sql"),
 ];
 
 pub const FILE_NAME: &str = "spool.db";

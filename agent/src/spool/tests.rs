@@ -11,6 +11,14 @@ fn reading(i: u64) -> NewRecord {
     NewRecord::new(&Unsequenced::new(Timestamp::now(), body)).expect("valid")
 }
 
+/// A key with one request; [`Keyed::request`] is opaque to the spool.
+fn key(key: &str) -> Keyed {
+    Keyed {
+        key: key.into(),
+        request: r#"{"op":"stamp"}"#.into(),
+    }
+}
+
 fn txn(i: u64) -> NewRecord {
     let body = RecordBody::Txn(Txn {
         tx_id: TxId::new(format!("t-{i}")).expect("id"),
@@ -234,7 +242,7 @@ async fn idempotency_key_appends_once_even_when_sent_together() {
             let spool = spool.clone();
             tokio::spawn(async move {
                 spool
-                    .append_once("k-1".into(), format!("t-{i}"), txn(i))
+                    .append_once(key("k-1"), format!("t-{i}"), txn(i))
                     .await
             })
         })
@@ -245,6 +253,7 @@ async fn idempotency_key_appends_once_even_when_sent_together() {
         match t.await.expect("task").expect("append_once") {
             Once::Accepted { seq } => accepted.push(seq),
             Once::Replayed { tx_id, seq } => replayed.push((tx_id, seq)),
+            other => panic!("the same request under one key: {other:?}"),
         }
     }
     assert_eq!(accepted.len(), 1, "exactly one submission appended");
@@ -278,7 +287,7 @@ async fn idempotency_key_appends_once_even_when_sent_together() {
     writer.join();
     let (spool, writer) = Spool::open(dir.path(), 64 * MIB).expect("reopen");
     let again = spool
-        .append_once("k-1".into(), "t-99".into(), txn(99))
+        .append_once(key("k-1"), "t-99".into(), txn(99))
         .await
         .expect("append_once");
     assert_eq!(
@@ -289,7 +298,7 @@ async fn idempotency_key_appends_once_even_when_sent_together() {
         }
     );
     let other = spool
-        .append_once("k-2".into(), "t-2".into(), txn(2))
+        .append_once(key("k-2"), "t-2".into(), txn(2))
         .await
         .expect("append_once");
     assert_eq!(other, Once::Accepted { seq: 2 });
@@ -306,7 +315,7 @@ async fn a_refused_key_is_not_remembered() {
         n += 1;
     }
     let refused = spool
-        .append_once("late".into(), "t-late".into(), txn(n + 1))
+        .append_once(key("late"), "t-late".into(), txn(n + 1))
         .await;
     assert!(
         matches!(refused, Err(SpoolError::Full { .. })),
@@ -321,10 +330,43 @@ async fn a_refused_key_is_not_remembered() {
         .await
         .expect("ack");
     let retried = spool
-        .append_once("late".into(), "t-late".into(), txn(n + 1))
+        .append_once(key("late"), "t-late".into(), txn(n + 1))
         .await
         .expect("room again");
     assert!(matches!(retried, Once::Accepted { .. }), "{retried:?}");
+    drop(spool);
+    writer.join();
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_request_is_refused_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, writer) = Spool::open(dir.path(), 64 * MIB).expect("open");
+    let first = spool
+        .append_once(key("k-1"), "t-1".into(), txn(1))
+        .await
+        .expect("append_once");
+    assert_eq!(first, Once::Accepted { seq: 1 });
+    let mut other = key("k-1");
+    other.request = r#"{"op":"earn"}"#.into();
+    let refused = spool
+        .append_once(other.clone(), "t-2".into(), txn(2))
+        .await
+        .expect("append_once");
+    assert_eq!(
+        refused,
+        Once::Mismatch {
+            tx_id: "t-1".into()
+        }
+    );
+    let reader = spool.reader().expect("reader");
+    assert_eq!(reader.status().expect("status").last_seq, 1);
+    assert_eq!(
+        reader.idempotency_key(&other).expect("lookup"),
+        Some(Once::Mismatch {
+            tx_id: "t-1".into()
+        })
+    );
     drop(spool);
     writer.join();
 }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
 
-use super::{AckRange, Appended, Class, NewRecord, Once, Op, SpoolError};
+use super::{AckRange, Appended, Class, Keyed, NewRecord, Once, Op, SpoolError};
 
 /// Upper bound of records in one group commit, so one transaction stays short.
 const MAX_GROUP_RECORDS: usize = 20_000;
@@ -346,20 +346,17 @@ fn answer<T>(result: Result<T, SpoolError>) -> Result<Result<T, SpoolError>, Spo
 fn append_once(
     tx: &rusqlite::Transaction<'_>,
     state: &mut WriterState,
-    key: &str,
+    key: &Keyed,
     tx_id: &str,
     record: NewRecord,
     now: i64,
 ) -> Result<Result<Once, SpoolError>, SpoolError> {
-    let seen: Option<(String, i64)> = tx
-        .prepare_cached("SELECT tx_id, seq FROM idempotency WHERE key = ?1")?
-        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+    let seen: Option<(String, i64, Option<String>)> = tx
+        .prepare_cached("SELECT tx_id, seq, request FROM idempotency WHERE key = ?1")?
+        .query_row([&key.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    if let Some((tx_id, seq)) = seen {
-        return Ok(Ok(Once::Replayed {
-            tx_id,
-            seq: seq as u64,
-        }));
+    if let Some((tx_id, seq, request)) = seen {
+        return Ok(Ok(key.replay(request.as_deref(), tx_id, seq as u64)));
     }
     let appended = match answer(append(tx, state, &[record], now))? {
         Ok(a) => a,
@@ -367,9 +364,9 @@ fn append_once(
         Err(refused) => return Ok(Err(refused)),
     };
     tx.prepare_cached(
-        "INSERT INTO idempotency (key, tx_id, seq, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO idempotency (key, tx_id, seq, created_at, request) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![key, tx_id, appended.first as i64, now])?;
+    .execute(params![key.key, tx_id, appended.first as i64, now, key.request])?;
     Ok(Ok(Once::Accepted {
         seq: appended.first,
     }))

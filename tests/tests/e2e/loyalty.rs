@@ -342,7 +342,12 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
                 ferry_tests::http::request(ports[till], "GET", &path, POS_TOKEN, "")
                     .ok()
                     .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-                    .is_some_and(|v| v["cloud_balances"]["coffee"] == want)
+                    .is_some_and(|v| {
+                        v["balances"].as_array().is_some_and(|all| {
+                            all.iter()
+                                .any(|b| b["program"] == "coffee" && b["balance"] == want)
+                        })
+                    })
             },
         )
         .await;
