@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -72,8 +73,10 @@ enum Command {
 }
 
 /// Without `FERRY_LOG`: info, but for the embedded broker of `dev`, which reports every
-/// connection and every disconnect (as errors) at its own levels.
-const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off";
+/// connection and every disconnect, a clean stop's included, as errors. `dev` checks its
+/// ports before the broker starts, so what these hide is noise.
+const DEFAULT_LOG: &str =
+    "info,rumqttd=warn,rumqttd::router::routing=off,rumqttd::server::broker=off";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -147,60 +150,69 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 
 /// `dev`: the broker and the cloud roles first, then, once the ingest's subscriptions
 /// stand (a broker drops what is published before anyone subscribes), the agents. At a
-/// signal the agents stop first, so their last records reach the ingest before it stops.
+/// signal the agents stop first, then the ingest takes what they delivered, seals it and
+/// writes it to the lake. A start that fails in a data folder it made removes the folder.
 fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
+    let fresh = !opts.data_dir.exists();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    runtime.block_on(async {
-        let prepared = tokio::task::block_in_place(|| dev::prepare(&opts))?;
-        let metrics = Arc::new(ingest::IngestMetrics::default());
-        let cloud_stop = CancellationToken::new();
-        let cloud = tokio::spawn(run(
-            Role::All,
-            prepared.config.clone(),
-            metrics.clone(),
-            cloud_stop.clone(),
-        ));
-        tokio::pin!(cloud);
-        let subscribed = async {
-            while !metrics
-                .subscribed
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::select! {
-            ended = &mut cloud => {
-                return ended?.and(Err(anyhow::anyhow!("the cloud roles stopped early")));
-            }
-            _ = tokio::time::timeout(DEV_READY, subscribed) => {}
+    let mut started = false;
+    let outcome = runtime.block_on(dev_session(&opts, &mut started));
+    if outcome.is_err() && fresh && !started && opts.data_dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&opts.data_dir) {
+            error!(error = %e, dir = %opts.data_dir.display(), "could not remove the data folder of a failed start");
         }
-        if !metrics
-            .subscribed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            cloud_stop.cancel();
-            let _ = cloud.await;
-            anyhow::bail!(
-                "the ingest did not subscribe to the embedded broker on 127.0.0.1:{} within \
-                 {} s; is the port taken? (--mqtt-port)",
-                opts.mqtt_port,
-                DEV_READY.as_secs()
-            );
+    }
+    outcome
+}
+
+/// Runs `dev` until a signal; `started` turns true once the agents run.
+async fn dev_session(opts: &DevOptions, started: &mut bool) -> anyhow::Result<()> {
+    let prepared = tokio::task::block_in_place(|| dev::prepare(opts))?;
+    let metrics = Arc::new(ingest::IngestMetrics::default());
+    let cloud_stop = CancellationToken::new();
+    let cloud = tokio::spawn(run(
+        Role::All,
+        prepared.config.clone(),
+        metrics.clone(),
+        cloud_stop.clone(),
+    ));
+    tokio::pin!(cloud);
+    let subscribed = async {
+        while !metrics.subscribed.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut agents = tokio::task::block_in_place(|| dev::start_agents(&prepared, &opts))?;
-        let early = tokio::select! {
-            _ = wait_for_signal() => None,
-            ended = &mut cloud => Some(ended),
-        };
-        info!("stopping the agents, then the cloud");
-        tokio::task::block_in_place(|| agents.stop());
+    };
+    tokio::select! {
+        ended = &mut cloud => {
+            return ended?.and(Err(anyhow::anyhow!("the cloud roles stopped early")));
+        }
+        _ = tokio::time::timeout(DEV_READY, subscribed) => {}
+    }
+    if !metrics.subscribed.load(Ordering::Relaxed) {
         cloud_stop.cancel();
-        match early {
-            Some(ended) => ended?.and(Err(anyhow::anyhow!("the cloud roles stopped early"))),
-            None => cloud.await?,
-        }
-    })
+        let _ = cloud.await;
+        anyhow::bail!(
+            "the ingest did not subscribe to the embedded broker on 127.0.0.1:{} within {} s",
+            opts.mqtt_port,
+            DEV_READY.as_secs()
+        );
+    }
+    let mut agents = tokio::task::block_in_place(|| dev::start_agents(&prepared, opts))?;
+    *started = true;
+    let early = tokio::select! {
+        _ = wait_for_signal() => None,
+        ended = &mut cloud => Some(ended),
+    };
+    info!("stopping the agents, then the cloud");
+    tokio::task::block_in_place(|| agents.stop());
+    if early.is_none() {
+        dev::settle(&metrics).await;
+    }
+    cloud_stop.cancel();
+    match early {
+        Some(ended) => ended?.and(Err(anyhow::anyhow!("the cloud roles stopped early"))),
+        None => cloud.await?,
+    }
 }
 
 /// How long `dev` waits for its ingest to subscribe before it gives up.

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::DevOptions;
 
 const STATIONS: usize = 3;
-const TILLS: usize = 2;
+pub const TILLS: usize = 2;
 
 /// Every simulated device: its name, and whether it is a till.
 pub fn roster() -> Vec<(String, bool)> {
@@ -36,7 +36,7 @@ impl Agents {
     /// so no copy of the token is written.
     pub fn start(data_dir: &Path, opts: &DevOptions, token_file: &Path) -> anyhow::Result<Self> {
         let token = token_file.display();
-        let bin = agent_binary()?;
+        let bin = binary()?;
         let mut agents = Self {
             children: Vec::new(),
             pos_ports: Vec::new(),
@@ -46,8 +46,7 @@ impl Agents {
             let dir = data_dir.join("agents").join(&name);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let source = if till {
-                // The POS API's port follows the cloud's: 8081, 8082 by default.
-                let port = opts.http_port.wrapping_add((i - STATIONS) as u16);
+                let port = super::ports::pos_port(opts, i - STATIONS)?;
                 agents.pos_ports.push((name.clone(), port));
                 format!(
                     "[[sources]]\ntype = \"simulator\"\nprofile = \"pos\"\ninterval_ms = {ms}\ncount = {n}\n\
@@ -138,7 +137,8 @@ impl Drop for Agents {
     }
 }
 
-fn agent_binary() -> anyhow::Result<PathBuf> {
+/// The `ferry-agent` binary beside this one.
+pub fn binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("finding ferry-cloud's own path")?;
     let bin = me.with_file_name("ferry-agent");
     anyhow::ensure!(

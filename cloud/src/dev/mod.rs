@@ -7,17 +7,24 @@
 
 mod agents;
 mod broker;
+mod ports;
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 
 pub use agents::Agents;
 
 use crate::config::CloudConfig;
+use crate::ingest::IngestMetrics;
 use crate::loyalty::{DeviceKind, Ledger, Program, Registration};
+
+/// The card the simulated tills stamp first and most (the agent's simulator agrees).
+const REGULAR: &str = "C-0001";
 
 /// `ferry-cloud dev`'s options.
 #[derive(Debug, Clone)]
@@ -38,9 +45,13 @@ pub struct Prepared {
     token: String,
 }
 
-/// Starts the broker and prepares the cloud's configuration and the ledger's programs; the
-/// caller then runs the cloud roles and, once the ingest has subscribed, [`start_agents`].
+/// Checks what a start needs (the agent binary, every port free), then starts the broker
+/// and prepares the cloud's configuration and the ledger's programs; the caller then runs
+/// the cloud roles and, once the ingest has subscribed, [`start_agents`]. A check that
+/// fails leaves nothing behind: it comes before the data folder is touched.
 pub fn prepare(opts: &DevOptions) -> anyhow::Result<Prepared> {
+    agents::binary()?;
+    ports::check(opts)?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let data_dir = opts
@@ -68,6 +79,32 @@ pub fn start_agents(prepared: &Prepared, opts: &DevOptions) -> anyhow::Result<Ag
     print_banner(&prepared.data_dir, opts, &prepared.token, &agents);
     Ok(agents)
 }
+
+/// Waits, up to [`SETTLE_MAX`], until the ingest has admitted everything the broker holds
+/// for it: nothing unacknowledged, and no new record for a while. Called once the agents
+/// have stopped, so that what they delivered reaches the lake before the ingest stops.
+pub async fn settle(metrics: &IngestMetrics) {
+    let taken =
+        || metrics.records_in.load(Ordering::Relaxed) + metrics.duplicates.load(Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+    let mut last = taken();
+    let mut quiet = 0;
+    while quiet < SETTLE_QUIET_POLLS && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = taken();
+        if now == last && metrics.unacked.load(Ordering::Relaxed) <= 0 {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        last = now;
+    }
+}
+
+/// At most this long for [`settle`].
+const SETTLE_MAX: Duration = Duration::from_secs(3);
+/// Polls 100 ms apart with nothing new that make the ingest settled.
+const SETTLE_QUIET_POLLS: u32 = 3;
 
 fn token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("token")
@@ -183,37 +220,46 @@ fn seed_programs(ledger: &Path) -> anyhow::Result<()> {
 }
 
 fn print_banner(data_dir: &Path, opts: &DevOptions, token: &str, agents: &Agents) {
+    print!("{}", banner(data_dir, opts, token, agents));
+}
+
+/// What `dev` prints once its agents run. Every URL, curl and query in it works as printed
+/// within the time it gives; an end-to-end test runs each one.
+fn banner(data_dir: &Path, opts: &DevOptions, token: &str, agents: &Agents) -> String {
     let http = format!("http://127.0.0.1:{}", opts.http_port);
     let lake = data_dir.join("lake");
-    println!(
+    let auth = format!("curl -H 'Authorization: Bearer {token}'");
+    let tills: String = agents
+        .pos_ports()
+        .iter()
+        .map(|(name, port)| {
+            format!("  {auth} http://127.0.0.1:{port}/v1/cards/{REGULAR}   # {name}'s POS API\n")
+        })
+        .collect();
+    format!(
         "\nFerry dev is running. Ctrl-C stops everything.\n\n\
          MQTT broker   mqtt://127.0.0.1:{mqtt} (embedded)\n\
          Lake          {lake}\n\
          Ledger        {ledger} (SQLite)\n\
          Hot store     {hot} (SQLite, for the dashboards)\n\
          Dashboard     {http}/   token: {token}\n\
-         Cloud API     {http}/v1/...\n\
-         \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/programs\n\
-         \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/cards/C-0001\n\
-         \x20 curl -H 'Authorization: Bearer {token}' {http}/v1/devices\n\
-         \x20 curl {http}/metrics\n\
-         Agents        {agents} (logs and spools in {agent_dir})\n{tills}\n\
-         Query the lake (objects appear within about 10 s):\n\
-         \x20 duckdb -c \"SELECT device, count(*) AS readings, avg(metrics.temperature_c) AS avg_temp_c \
+         Agents        {agents} (logs and spools in {agent_dir})\n\n\
+         Try these (the tills stamp card {REGULAR} first, so it has balances within 10 s):\n\
+         \x20 {auth} {http}/v1/cards/{REGULAR}\n\
+         {tills}\
+         \x20 {auth} {http}/v1/programs\n\
+         \x20 {auth} {http}/v1/devices\n\
+         \x20 curl {http}/metrics\n\n\
+         Query the lake within 15 s (pip install duckdb):\n\
+         \x20 python3 -c \"import duckdb; duckdb.sql(\\\"SELECT device, count(*) AS readings, \
+         round(avg(metrics.temperature_c), 1) AS avg_temp_c \
          FROM read_json_auto('{lake}/raw/type=reading/*/*/*.ndjson.gz', hive_partitioning = true) \
-         GROUP BY device ORDER BY device\"\n",
+         GROUP BY device ORDER BY device\\\").show()\"\n\n",
         mqtt = opts.mqtt_port,
         lake = lake.display(),
         ledger = data_dir.join("loyalty.db").display(),
         hot = data_dir.join("hot.db").display(),
         agents = agents.names().join(", "),
         agent_dir = data_dir.join("agents").display(),
-        tills = agents
-            .pos_ports()
-            .iter()
-            .map(|(name, port)| format!(
-                "  {name} POS API http://127.0.0.1:{port}/v1/cards/C-0001 (same token)\n"
-            ))
-            .collect::<String>(),
-    );
+    )
 }

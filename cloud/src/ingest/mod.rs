@@ -53,6 +53,9 @@ use router::{RouteReport, Router};
 
 /// Sealed batches waiting for the uploader; the pipeline waits beyond this.
 const UPLOAD_QUEUE: usize = 2;
+/// How long a stop waits for the last batches to reach the lake. What misses it stays
+/// sealed in the journal and is written at the next start.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -145,10 +148,13 @@ pub async fn run(
         hot_wake,
         hot: queues.hot,
     };
-    let outcome = pipeline
+    let mut outcome = pipeline
         .run(&mut admit_rx, cfg.ingest.admit_batch, &shutdown)
         .await;
     consumer_stop.cancel();
+    if outcome.is_ok() {
+        outcome = pipeline.finish(&mut admit_rx, FINAL_FLUSH).await;
+    }
     uploader_stop.cancel();
     drains_stop.cancel();
     tasks.wait().await;
@@ -205,10 +211,47 @@ impl Pipeline {
             }
             for ready in self.batcher.due(Instant::now()) {
                 let upload = self.seal(ready)?;
-                self.send_upload(upload, shutdown).await?;
+                self.send_upload(upload, shutdown.cancelled()).await?;
             }
             self.show_backlog();
         }
+    }
+
+    /// A clean stop: admits what has arrived, seals every open partition and waits, up to
+    /// `within`, for the batches to reach the lake, so that a stop leaves nothing in the
+    /// journal when the lake is up.
+    async fn finish(
+        &mut self,
+        admit_rx: &mut mpsc::Receiver<Incoming>,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut group = Vec::new();
+        while let Ok(message) = admit_rx.try_recv() {
+            group.push(message);
+        }
+        if !group.is_empty() {
+            self.admit(&mut group)?;
+        }
+        for ready in self.batcher.all() {
+            let upload = self.seal(ready)?;
+            self.send_upload(upload, tokio::time::sleep_until(deadline))
+                .await?;
+        }
+        while !self.inflight.is_empty() {
+            tokio::select! {
+                Some((batch, records)) = self.written_rx.recv() => self.written(batch, records)?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(
+                        batches = self.inflight.len(),
+                        "the lake did not take the last batches in time; they are sealed in \
+                         the journal and are written at the next start"
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A crash may have come between sealing a batch and learning it was written: write it
@@ -229,7 +272,7 @@ impl Pipeline {
                 oldest: Instant::now(),
                 bytes: gzip_lines(lines.iter().map(Vec::as_slice)),
             };
-            self.send_upload(upload, shutdown).await?;
+            self.send_upload(upload, shutdown.cancelled()).await?;
         }
         let now_ms = Timestamp::now().unix_millis();
         for chunk in self.journal.unsealed()? {
@@ -348,20 +391,21 @@ impl Pipeline {
         })
     }
 
-    /// Queues a batch for the uploader. While the queue is full (the lake is slow or down),
-    /// only written-batch reports are handled, so no new message is taken.
+    /// Queues a batch for the uploader, unless `give_up` comes first (the batch stays
+    /// sealed in the journal). While the queue is full (the lake is slow or down), only
+    /// written-batch reports are handled, so no new message is taken.
     async fn send_upload(
         &mut self,
         upload: Upload,
-        shutdown: &CancellationToken,
+        give_up: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         self.inflight.insert(upload.batch, upload.oldest);
         self.show_backlog();
         let send = self.upload_tx.clone().reserve_owned();
-        tokio::pin!(send);
+        tokio::pin!(send, give_up);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = &mut give_up => return Ok(()),
                 permit = &mut send => {
                     let permit = permit.map_err(|_| anyhow::anyhow!("the lake uploader stopped"))?;
                     permit.send(upload);

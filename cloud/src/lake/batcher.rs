@@ -136,9 +136,7 @@ impl Batcher {
         ready
     }
 
-    /// Every open partition. (The ingest keeps open partitions in its journal at shutdown
-    /// and rebuilds them at start, so only the tests take them all.)
-    #[cfg(test)]
+    /// Every open partition, at a clean stop.
     pub fn all(&mut self) -> Vec<Ready> {
         let names: Vec<String> = self.open.keys().cloned().collect();
         names.iter().filter_map(|n| self.take(n)).collect()
