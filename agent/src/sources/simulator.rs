@@ -109,7 +109,7 @@ impl Simulator {
     /// stamp a coffee, and a card with ten stamps from this till redeems one.
     fn sale(&mut self, n: u64) -> anyhow::Result<Txn> {
         let mut rng = rand::rng();
-        let card = if n % 3 == 0 {
+        let card = if n.is_multiple_of(3) {
             REGULAR.to_owned()
         } else {
             format!("C-{:04}", rng.random_range(2..=CARDS))
