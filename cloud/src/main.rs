@@ -157,10 +157,13 @@ fn run_dev(opts: DevOptions) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let mut started = false;
     let outcome = runtime.block_on(dev_session(&opts, &mut started));
-    if outcome.is_err() && fresh && !started && opts.data_dir.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&opts.data_dir) {
-            error!(error = %e, dir = %opts.data_dir.display(), "could not remove the data folder of a failed start");
-        }
+    if outcome.is_err()
+        && fresh
+        && !started
+        && opts.data_dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&opts.data_dir)
+    {
+        error!(error = %e, dir = %opts.data_dir.display(), "could not remove the data folder of a failed start");
     }
     outcome
 }
