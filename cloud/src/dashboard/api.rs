@@ -47,18 +47,22 @@ pub fn routes(api: DashboardApi) -> Router {
         .route("/v1/stores", get(list_stores))
         .route("/v1/stores/{id}/loyalty", get(store_loyalty))
         .route("/v1/alarms", get(list_alarms))
+        .route("/v1/stations", get(super::stations::tiles))
+        .route("/v1/compare", get(super::stations::compare))
+        .route("/v1/loyalty", get(super::figures::loyalty))
+        .route("/v1/traffic", get(super::figures::traffic))
         .route("/v1/events", get(events))
         .with_state(api)
 }
 
-fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
+pub(super) fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Unavailable(e.into())
 }
 
 /// What the ledger says of devices: registrations, and transactions held for want of one.
 #[derive(Default)]
-struct Registry {
-    devices: BTreeMap<String, RegisteredDevice>,
+pub(super) struct Registry {
+    pub(super) devices: BTreeMap<String, RegisteredDevice>,
     held: BTreeMap<String, u64>,
 }
 
@@ -76,7 +80,7 @@ impl Registry {
 
 /// The registry, when this process can read the ledger: registration beside state. A
 /// ledger that does not answer leaves the registrations out rather than the devices.
-async fn registry(api: &DashboardApi) -> Registry {
+pub(super) async fn registry(api: &DashboardApi) -> Registry {
     let Some(ledger) = api.ledger.clone() else {
         return Registry::default();
     };
@@ -101,17 +105,22 @@ fn never_seen(reg: &RegisteredDevice) -> Value {
 async fn list_devices(State(api): State<DashboardApi>) -> Result<Json<Value>, ApiError> {
     let after = api.cfg.offline_after_ms();
     let now = Timestamp::now().unix_millis();
-    let devices = api
+    let (devices, alarms) = api
         .hot
-        .run(move |s| s.devices(now, after))
+        .run(move |s| Ok((s.devices(now, after)?, s.active_alarms()?)))
         .await
         .map_err(unavailable)?;
+    let mut raised: BTreeMap<String, u64> = BTreeMap::new();
+    for a in alarms {
+        *raised.entry(a.device).or_default() += 1;
+    }
     let mut registry = registry(&api).await;
     let mut list = Vec::with_capacity(devices.len() + registry.devices.len());
     for view in devices {
         let id = view.device.clone();
         let mut entry = serde_json::to_value(view).map_err(unavailable)?;
         registry.annotate(&id, &mut entry);
+        entry["active_alarms"] = json!(raised.get(&id).copied().unwrap_or(0));
         list.push(entry);
     }
     for reg in std::mem::take(&mut registry.devices).values() {
@@ -122,6 +131,8 @@ async fn list_devices(State(api): State<DashboardApi>) -> Result<Json<Value>, Ap
     Ok(Json(json!({
         "devices": list,
         "offline_after_s": api.cfg.offline_after_s,
+        // The page measures "ago" from this clock, not the browser's.
+        "now": rfc3339(now),
     })))
 }
 
@@ -219,7 +230,7 @@ async fn readings(
     Ok(Json(body))
 }
 
-fn ledger(api: &DashboardApi) -> Result<Arc<LedgerPool>, ApiError> {
+pub(super) fn ledger(api: &DashboardApi) -> Result<Arc<LedgerPool>, ApiError> {
     api.ledger.clone().ok_or_else(|| {
         ApiError::NotConfigured(
             "loyalty figures need loyalty.database in this process's configuration".into(),

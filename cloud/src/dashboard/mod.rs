@@ -3,16 +3,21 @@
 //!
 //! The hot store itself, which the ingest writes, is [`crate::hot`].
 //!
-//! - [`api`]: the JSON API behind the token;
+//! - [`api`]: the JSON API behind the token; the panels' answers are in [`stations`]
+//!   (tiles and comparisons, with [`units`] from metric names) and [`figures`] (loyalty and
+//!   traffic from the ledger);
 //! - [`events`]: one task that watches the hot store and fans news out as Server-Sent Events;
 //! - [`page`]: the web page and its assets, embedded in the binary;
 //! - [`retention`]: the job that drops raw readings and rollups past their retention.
 
 mod api;
 mod events;
+mod figures;
 mod page;
 pub mod query;
 mod retention;
+mod stations;
+mod units;
 
 use std::sync::Arc;
 

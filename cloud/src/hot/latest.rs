@@ -51,6 +51,15 @@ impl HotStore {
         )?;
         Ok(rows.iter().map(latest_row).collect())
     }
+
+    /// The latest value of every series of every device, by device and metric.
+    pub fn latest_all(&mut self) -> Result<Vec<Latest>, DbError> {
+        let rows = self.db.query(
+            "SELECT device, metric, ts_ms, value FROM latest ORDER BY device, metric",
+            &[],
+        )?;
+        Ok(rows.iter().map(latest_row).collect())
+    }
 }
 
 pub(super) fn latest_row(r: &Row) -> Latest {

@@ -91,22 +91,6 @@ const PG_RETRIES: u32 = 50;
 /// Cards decided per database transaction by the expiry job.
 const EXPIRY_CHUNK: usize = 100;
 
-/// A store's loyalty figures for one UTC day (by when the ledger applied them).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreDay {
-    /// `YYYY-MM-DD`.
-    pub day: String,
-    /// Stamps given by `stamp` transactions.
-    pub stamps_issued: i64,
-    /// Points given by `earn` transactions.
-    pub points_issued: i64,
-    /// `redeem` transactions: one reward each.
-    pub rewards_redeemed: i64,
-    /// Transactions that took a card's balance below zero (offline redemptions the cloud
-    /// could not cover): each flags its card.
-    pub overdrafts_flagged: i64,
-}
-
 /// One entry of a card's ledger (`GET /v1/cards/{card}/transactions`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LedgerEntry {
@@ -330,56 +314,6 @@ impl Ledger {
                 Ok(entry)
             })
             .collect()
-    }
-
-    /// The store's figures per day, for days in `[from_day, to_day)` (`YYYY-MM-DD`) that
-    /// have any. An overdraft is found by running each card's balance over its whole ledger,
-    /// wherever its other transactions happened.
-    pub fn store_days(
-        &mut self,
-        store: &str,
-        from_day: &str,
-        to_day: &str,
-    ) -> Result<Vec<StoreDay>, LedgerError> {
-        let sql = "WITH run AS (
-                     SELECT store, applied_at, op, delta,
-                            SUM(delta) OVER (PARTITION BY card, program ORDER BY seq) AS after
-                     FROM ledger
-                     WHERE card IN (SELECT card FROM ledger WHERE store = $1
-                                    AND applied_at >= $2 AND applied_at < $3))
-                   SELECT substr(applied_at, 1, 10) AS day,
-                     CAST(SUM(CASE WHEN op = 'stamp' THEN delta ELSE 0 END) AS BIGINT),
-                     CAST(SUM(CASE WHEN op = 'earn' THEN delta ELSE 0 END) AS BIGINT),
-                     CAST(SUM(CASE WHEN op = 'redeem' THEN 1 ELSE 0 END) AS BIGINT),
-                     CAST(SUM(CASE WHEN after < 0 AND after - delta >= 0 THEN 1 ELSE 0 END)
-                          AS BIGINT)
-                   FROM run WHERE store = $1 AND applied_at >= $2 AND applied_at < $3
-                   GROUP BY day ORDER BY day";
-        Ok(match self {
-            Self::Sqlite(c) => c
-                .prepare_cached(sql)?
-                .query_map(rusqlite::params![store, from_day, to_day], |r| {
-                    Ok(StoreDay {
-                        day: r.get(0)?,
-                        stamps_issued: r.get(1)?,
-                        points_issued: r.get(2)?,
-                        rewards_redeemed: r.get(3)?,
-                        overdrafts_flagged: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
-                .query(sql, &[&store, &from_day, &to_day])?
-                .into_iter()
-                .map(|r| StoreDay {
-                    day: r.get(0),
-                    stamps_issued: r.get(1),
-                    points_issued: r.get(2),
-                    rewards_redeemed: r.get(3),
-                    overdrafts_flagged: r.get(4),
-                })
-                .collect(),
-        })
     }
 
     /// Every store the ledger has seen.

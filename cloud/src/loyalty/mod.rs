@@ -4,6 +4,7 @@
 pub mod api;
 mod apply;
 mod expiry;
+mod figures;
 mod ledger;
 mod metrics;
 mod pg;
@@ -14,7 +15,8 @@ mod sqlite;
 pub use api::{CardBalances, LoyaltyApi};
 pub use apply::Submitted;
 pub use expiry::run_expiry;
-pub use ledger::{Balance, Ledger, LedgerEntry, LedgerError, Outcome, Status, StoreDay};
+pub use figures::{CardCounts, HourCount, StoreDay};
+pub use ledger::{Balance, Ledger, LedgerEntry, LedgerError, Outcome, Status};
 pub use metrics::LoyaltyMetrics;
 pub use registry::{DeviceKind, RegisteredDevice, Registration};
 
