@@ -1,22 +1,22 @@
 // The Ferry dashboard: plain JavaScript over the dashboard API, charts by uPlot. Every call
 // carries the token in the Authorization header, the event feed included (it is read with
 // fetch, because EventSource cannot send headers), so the token never sits in a URL.
+// Each panel makes one request; the event feed keeps the stations' numbers live.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = "ferry.dashboard.token";
+const COLOURS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#db2777", "#65a30d", "#475569"];
 const state = {
   token: localStorage.getItem(TOKEN_KEY),
-  devices: new Map(),
-  device: null,
-  metric: null,
-  range: 3600,
-  plot: null,
-  data: null,
-  kind: null,
-  alarms: new Map(),
   feed: null,
-  autoPicked: false,
+  stations: [],
+  metric: null,
+  compared: null, // device ids; null until the user picks, then all stations are compared
+  range: 86400,
+  period: "7d",
+  plots: new Map(), // element id -> uPlot
+  skew: 0, // the cloud's clock minus the browser's, in ms
 };
 
 class Unauthorized extends Error {}
@@ -44,238 +44,392 @@ function askToken(message) {
   $("#token").focus();
 }
 
-function text(value) {
-  return value === null || value === undefined ? "–" : String(value);
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === "data") Object.assign(node.dataset, v);
+    else if (k === "class") node.className = v;
+    else node[k] = v;
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function quiet(text) {
+  return el("p", { class: "quiet", textContent: text });
+}
+
+// The cloud's clock: ages are measured from it, so a phone whose clock is off still says
+// the truth.
+function setCloudNow(iso) {
+  if (iso) state.skew = Date.parse(iso) - Date.now();
 }
 
 function ago(iso) {
   if (!iso) return "never";
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  const s = Math.max(0, Math.round((Date.now() + state.skew - Date.parse(iso)) / 1000));
   if (s < 90) return `${s} s ago`;
   if (s < 5400) return `${Math.round(s / 60)} min ago`;
   if (s < 129600) return `${Math.round(s / 3600)} h ago`;
   return `${Math.round(s / 86400)} d ago`;
 }
 
-function cell(row, value, cls) {
-  const td = row.insertCell();
-  td.textContent = value;
-  if (cls) td.className = cls;
-  return td;
+function number(value, digits) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return Number(value).toLocaleString(undefined, { maximumFractionDigits: digits ?? 1 });
 }
 
-// ---- devices ----
+function percent(share) {
+  return `${Math.round(share * 100)} %`;
+}
 
-async function loadDevices() {
-  const body = await api("/v1/devices");
-  state.devices = new Map(body.devices.map((d) => [d.device, d]));
-  renderDevices();
-  const pick = $("#device-pick");
-  const names = [...state.devices.keys()];
-  pick.replaceChildren(...names.map((n) => new Option(n, n)));
-  if (!state.device || !state.devices.has(state.device)) {
-    state.device = names[0] || null;
-    state.autoPicked = true;
+function panelError(container, e) {
+  if (e instanceof Unauthorized) throw e;
+  container.replaceChildren(quiet(e.message));
+}
+
+// ---- stations ----
+
+const STATE_WORDS = { online: "online", stale: "no readings", offline: "offline", never_seen: "never seen" };
+
+async function loadStations() {
+  const tiles = $("#tiles");
+  let body;
+  try {
+    body = await api("/v1/stations");
+  } catch (e) {
+    return panelError(tiles, e);
   }
-  if (state.device) pick.value = state.device;
+  setCloudNow(body.now);
+  state.stations = body.stations;
+  renderTiles();
+  renderPicks(body.metrics);
 }
 
-function renderDevices() {
-  const body = $("#devices tbody");
-  body.replaceChildren();
-  for (const d of [...state.devices.values()].sort((a, b) => a.device.localeCompare(b.device))) {
-    const row = body.insertRow();
-    row.dataset.device = d.device;
-    row.dataset.state = d.state;
-    if (d.device === state.device) row.classList.add("picked");
-    cell(row, d.device);
-    cell(row, d.state, "state").dataset.state = d.state;
-    cell(row, ago(d.last_seen)).title = d.last_seen || "";
-    const backlog = d.backlog || {};
-    cell(row, text(backlog.pending), "num");
-    const age = backlog.oldest_pending_age_s;
-    cell(row, age ? `${age.toFixed(0)} s` : "–", "num");
-    cell(row, text(d.agent_version));
-    // A till's store, or what else the registry says; transactions held for want of it.
-    const reg = d.registration;
-    cell(row, reg ? (reg.retired_at ? "retired" : reg.store || reg.kind) : "unregistered");
-    cell(row, text(d.held_transactions), "num");
-    row.addEventListener("click", () => pickDevice(d.device));
-  }
-}
-
-async function pickDevice(device) {
-  state.device = device;
-  state.autoPicked = false;
-  $("#device-pick").value = device;
-  renderDevices();
-  await loadMetrics();
-}
-
-// ---- chart ----
-
-async function loadMetrics() {
-  const pick = $("#metric-pick");
-  if (!state.device) {
-    pick.replaceChildren();
+function renderTiles() {
+  const tiles = $("#tiles");
+  if (!state.stations.length) {
+    tiles.replaceChildren(quiet("no station has sent readings yet"));
     return;
   }
-  let body = await api(`/v1/devices/${encodeURIComponent(state.device)}`);
-  // A device picked for the user that has no readings (a till) gives way to one that has.
-  if (state.autoPicked && !body.latest.length) {
-    for (const other of state.devices.keys()) {
-      const candidate = await api(`/v1/devices/${encodeURIComponent(other)}`);
-      if (candidate.latest.length) {
-        body = candidate;
-        state.device = other;
-        $("#device-pick").value = other;
-        renderDevices();
-        break;
-      }
-    }
-  }
-  state.autoPicked = false;
-  const metrics = body.latest.map((l) => l.metric);
-  pick.replaceChildren(...metrics.map((m) => new Option(m, m)));
-  if (!metrics.includes(state.metric)) state.metric = metrics[0] || null;
-  if (state.metric) pick.value = state.metric;
-  await loadChart();
+  tiles.replaceChildren(...state.stations.map(tile));
 }
 
-async function loadChart() {
-  const chart = $("#chart");
-  if (!state.device || !state.metric) {
-    chart.replaceChildren();
-    chart.dataset.points = "0";
-    $("#chart-note").textContent = "no readings";
-    return;
-  }
-  const to = Date.now();
-  const from = to - state.range * 1000;
-  const q = new URLSearchParams({ metric: state.metric, from: String(from), to: String(to) });
-  const body = await api(`/v1/devices/${encodeURIComponent(state.device)}/readings?${q}`);
-  const secs = body.t.map((t) => t / 1000);
-  state.kind = body.kind;
-  if (body.kind === "raw") {
-    state.data = [secs, body.value];
-  } else {
-    state.data = [secs, body.avg, body.min, body.max];
-  }
-  $("#chart-note").textContent = body.kind === "raw"
-    ? "raw readings"
-    : `avg, min and max per ${body.step_s / 60} min`;
-  drawChart();
-}
-
-function drawChart() {
-  const chart = $("#chart");
-  const series = [{}];
-  if (state.kind === "raw") {
-    series.push({ label: state.metric, stroke: "#2563eb", width: 1.5 });
-  } else {
-    series.push({ label: "avg", stroke: "#2563eb", width: 1.5 });
-    series.push({ label: "min", stroke: "#94a3b8", width: 1 });
-    series.push({ label: "max", stroke: "#f97316", width: 1 });
-  }
-  if (state.plot) state.plot.destroy();
-  const width = Math.max(320, chart.clientWidth || 800);
-  state.plot = new uPlot(
-    { width, height: 300, series, scales: { x: { time: true } }, legend: { live: false } },
-    state.data,
-    chart,
+function tile(s) {
+  const [first, ...rest] = s.latest;
+  const alarm = s.alarms.length
+    ? el("p", {
+      class: "alarm",
+      textContent: s.alarms.map((a) => a.rule).join(", "),
+      title: s.alarms.map((a) => `${a.rule}: ${a.condition}, since ${a.raised_at}`).join("\n"),
+    })
+    : null;
+  const node = el(
+    "article",
+    { class: "tile", data: { device: s.device, state: s.state, alarms: String(s.alarms.length) } },
+    el("header", {},
+      el("h3", { textContent: s.device }),
+      el("span", { class: "badge", data: { state: s.state }, textContent: STATE_WORDS[s.state] || s.state })),
+    first ? reading(first, "primary") : null,
+    spark(s.spark),
+    el("div", { class: "secondary" }, ...rest.map((l) => reading(l, "minor"))),
+    alarm,
+    el("p", { class: "quiet small seen", data: { at: s.reading_at || "" }, textContent: `reading ${ago(s.reading_at)}` }),
   );
-  chart.dataset.points = String(state.data[0].length);
-  chart.dataset.device = state.device;
-  chart.dataset.metric = state.metric;
+  return node;
 }
 
-// A new latest value of the series on show joins the chart; points older than the range
-// leave it.
-function livePoint(reading) {
-  if (!state.plot || reading.device !== state.device || reading.metric !== state.metric) return;
-  const t = reading.t / 1000;
-  const xs = state.data[0];
-  if (xs.length && t <= xs[xs.length - 1]) return;
-  for (let i = 1; i < state.data.length; i++) state.data[i].push(reading.value);
-  xs.push(t);
-  const oldest = Date.now() / 1000 - state.range;
-  while (xs.length && xs[0] < oldest) state.data.forEach((col) => col.shift());
-  state.plot.setData(state.data);
-  $("#chart").dataset.points = String(xs.length);
+function reading(l, kind) {
+  return el("p", { class: `reading ${kind}`, data: { metric: l.metric }, title: l.ts },
+    el("span", { class: "label", textContent: l.label }),
+    el("span", { class: "value", textContent: number(l.value) }),
+    el("span", { class: "unit", textContent: l.unit || "" }));
 }
 
-// ---- alarms ----
-
-async function loadAlarms() {
-  const body = await api("/v1/alarms");
-  state.alarms = new Map(body.active.map((a) => [a.id, a]));
-  renderAlarms();
+// A sparkline of the last hour, drawn as SVG: no chart for a thumbnail.
+function spark(s) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 100 24");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const series = s.series || {};
+  const ys = series.avg || series.value || [];
+  const xs = series.t || [];
+  svg.dataset.points = String(ys.length);
+  if (ys.length < 2) return svg;
+  const [x0, x1] = [xs[0], xs[xs.length - 1]];
+  const lo = Math.min(...ys);
+  const hi = Math.max(...ys);
+  const points = ys.map((y, i) => {
+    const x = ((xs[i] - x0) / Math.max(1, x1 - x0)) * 100;
+    const v = hi === lo ? 12 : 22 - ((y - lo) / (hi - lo)) * 20;
+    return `${x.toFixed(1)},${v.toFixed(1)}`;
+  });
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", points.join(" "));
+  svg.append(line);
+  return svg;
 }
 
-function renderAlarms() {
-  const list = $("#alarms");
-  list.replaceChildren();
-  if (!state.alarms.size) {
-    const li = document.createElement("li");
-    li.className = "quiet";
-    li.textContent = "none";
-    list.append(li);
+// A new value of a station joins its tile at once.
+function liveReading(r) {
+  const node = document.querySelector(
+    `.tile[data-device="${CSS.escape(r.device)}"] .reading[data-metric="${CSS.escape(r.metric)}"] .value`);
+  if (node) node.textContent = number(r.value);
+  const seen = document.querySelector(`.tile[data-device="${CSS.escape(r.device)}"] .seen`);
+  if (seen) {
+    seen.dataset.at = r.ts;
+    seen.textContent = `reading ${ago(r.ts)}`;
   }
-  for (const a of state.alarms.values()) {
-    const li = document.createElement("li");
-    li.dataset.rule = a.rule;
-    li.dataset.device = a.device;
-    li.textContent = `${a.device}: ${a.rule} (${a.condition}), ${a.raised_value} at ${a.raised_at}`;
-    list.append(li);
-  }
 }
 
-function liveAlarm(alarm) {
-  if (alarm.cleared_at) state.alarms.delete(alarm.id);
-  else state.alarms.set(alarm.id, alarm);
-  renderAlarms();
+// ---- comparing stations ----
+
+function renderPicks(metrics) {
+  const pick = $("#metric-pick");
+  const names = metrics.map((m) => m.metric);
+  pick.replaceChildren(...metrics.map((m) => new Option(`${m.label}${m.unit ? ` (${m.unit})` : ""}`, m.metric)));
+  if (!names.includes(state.metric)) state.metric = names[0] || null;
+  if (state.metric) pick.value = state.metric;
+  const devices = state.stations.map((s) => s.device);
+  const chosen = state.compared || devices;
+  $("#device-picks").replaceChildren(...devices.map((d, i) => {
+    const box = el("input", { type: "checkbox", value: d, checked: chosen.includes(d) });
+    box.addEventListener("change", () => {
+      state.compared = [...document.querySelectorAll("#device-picks input:checked")].map((b) => b.value);
+      loadCompare().catch(() => {});
+    });
+    return el("label", { class: "pick", style: `--c:${COLOURS[i % COLOURS.length]}` }, box, d);
+  }));
+}
+
+async function loadCompare() {
+  const chart = $("#compare");
+  const devices = (state.compared || state.stations.map((s) => s.device)).slice(0, 8);
+  if (!state.metric || !devices.length) {
+    dropPlot("compare");
+    chart.replaceChildren(quiet("pick a metric and at least one station"));
+    chart.dataset.points = "0";
+    chart.dataset.devices = "";
+    return;
+  }
+  const to = Date.now() + state.skew;
+  const q = new URLSearchParams({
+    metric: state.metric,
+    devices: devices.join(","),
+    from: String(Math.round(to - state.range * 1000)),
+    to: String(Math.round(to)),
+  });
+  let body;
+  try {
+    body = await api(`/v1/compare?${q}`);
+  } catch (e) {
+    return panelError(chart, e);
+  }
+  const all = state.stations.map((s) => s.device);
+  const data = [body.t.map((t) => t / 1000)];
+  const series = [{}];
+  const bands = [];
+  for (const d of body.devices) {
+    const colour = COLOURS[all.indexOf(d.device) % COLOURS.length] || COLOURS[0];
+    const at = data.length;
+    data.push(d.max || [], d.min || [], d.avg || []);
+    series.push(
+      { label: `${d.device} max`, stroke: "transparent", width: 0, points: { show: false } },
+      { label: `${d.device} min`, stroke: "transparent", width: 0, points: { show: false } },
+      { label: d.device, stroke: colour, width: 2, value: (u, v) => number(v) },
+    );
+    bands.push({ series: [at, at + 1], fill: `${colour}22` });
+  }
+  const unit = body.unit ? ` ${body.unit}` : "";
+  drawPlot("compare", chart, {
+    height: 280,
+    series,
+    bands,
+    scales: { x: { time: true } },
+    axes: [{}, { values: (u, ticks) => ticks.map((v) => `${number(v)}${unit}`), size: 70 }],
+    legend: { live: false },
+  }, data);
+  chart.dataset.points = String(body.t.length);
+  chart.dataset.devices = body.devices.map((d) => d.device).join(",");
+  chart.dataset.metric = body.metric;
+  $("#compare-note").textContent =
+    `${body.label}${unit}: average per ${body.step_s / 60} min, the band from minimum to maximum`;
+}
+
+function drawPlot(id, container, options, data) {
+  dropPlot(id);
+  container.replaceChildren();
+  const width = Math.max(280, container.clientWidth || 600);
+  state.plots.set(id, new uPlot({ width, ...options }, data, container));
+}
+
+function dropPlot(id) {
+  const plot = state.plots.get(id);
+  if (plot) plot.destroy();
+  state.plots.delete(id);
 }
 
 // ---- loyalty ----
 
 async function loadLoyalty() {
-  const panel = $("#loyalty");
-  let stores;
+  const table = $("#store-compare tbody");
+  const charts = $("#store-charts");
+  let body;
   try {
-    stores = (await api("/v1/stores")).stores;
+    body = await api(`/v1/loyalty?period=${state.period}`);
   } catch (e) {
-    if (e instanceof Unauthorized) throw e;
-    panel.replaceChildren(Object.assign(document.createElement("p"),
-      { className: "quiet", textContent: e.message }));
+    table.replaceChildren();
+    return panelError(charts, e);
+  }
+  const row = (name, t, store) => {
+    const tr = el("tr", store ? { data: { store } } : { class: "total", data: { store: "" } });
+    const cells = [
+      ["transactions", t.transactions], ["stamps_issued", t.stamps_issued],
+      ["points_issued", t.points_issued], ["rewards_redeemed", t.rewards_redeemed],
+      ["active_cards", t.active_cards],
+    ];
+    tr.append(el("th", { textContent: name }));
+    for (const [key, v] of cells) tr.append(el("td", { class: "num", data: { total: key }, textContent: number(v, 0) }));
+    tr.append(el("td", { class: "num", data: { total: "returning_share" }, textContent: percent(t.returning_share) }));
+    tr.append(el("td", {
+      class: `num${t.overdrafts_flagged ? " flag" : ""}`,
+      data: { total: "overdrafts_flagged" },
+      textContent: number(t.overdrafts_flagged, 0),
+    }));
+    return tr;
+  };
+  table.replaceChildren(
+    row("All stores", body.totals, null),
+    ...body.stores.map((s) => row(s.store, s.totals, s.store)),
+  );
+  for (const id of [...state.plots.keys()].filter((k) => k.startsWith("store:"))) dropPlot(id);
+  if (!body.stores.length) {
+    charts.replaceChildren(quiet("no loyalty transactions in this period"));
     return;
   }
-  const from = new Date(Date.now() - 6 * 86400000).toISOString().slice(0, 10);
-  const tables = [];
-  for (const store of stores) {
-    const body = await api(`/v1/stores/${encodeURIComponent(store)}/loyalty?from=${from}`);
-    const table = document.createElement("table");
-    table.dataset.store = store;
-    table.createCaption().textContent = store;
-    const head = table.createTHead().insertRow();
-    for (const h of ["Day", "Stamps", "Points", "Rewards", "Overdrafts"]) {
-      head.append(Object.assign(document.createElement("th"), { textContent: h }));
-    }
-    const rows = table.createTBody();
-    for (const d of body.days.slice().reverse()) {
-      const row = rows.insertRow();
-      cell(row, d.day);
-      cell(row, d.stamps_issued, "num");
-      cell(row, d.points_issued, "num");
-      cell(row, d.rewards_redeemed, "num");
-      cell(row, d.overdrafts_flagged, "num");
-    }
-    tables.push(table);
+  charts.replaceChildren();
+  const xs = body.days.map((d) => Date.parse(`${d}T12:00:00Z`) / 1000);
+  for (const s of body.stores) {
+    const box = el("div", { class: "store-chart", data: { store: s.store } });
+    const card = el("article", { class: "store" },
+      el("h3", { textContent: s.store }),
+      el("p", { class: "quiet small", textContent:
+        `${number(s.totals.transactions, 0)} sales, ${number(s.totals.active_cards, 0)} cards, ` +
+        `${percent(s.totals.returning_share)} returning` +
+        (s.totals.overdrafts_flagged ? `, ${s.totals.overdrafts_flagged} overdrafts flagged` : "") }),
+      box);
+    charts.append(card);
+    const data = [xs,
+      s.days.map((d) => d.stamps_issued),
+      s.days.map((d) => d.rewards_redeemed),
+      s.days.map((d) => d.points_issued)];
+    const bars = uPlot.paths.bars({ size: [0.5, 40] });
+    drawPlot(`store:${s.store}`, box, {
+      height: 180,
+      series: [{},
+        { label: "stamps", stroke: COLOURS[0], fill: `${COLOURS[0]}55`, paths: bars, points: { show: false } },
+        { label: "rewards", stroke: COLOURS[1], width: 2, points: { show: true, size: 6 } },
+        { label: "points", stroke: COLOURS[2], width: 2, scale: "pts", points: { show: true, size: 5 } }],
+      scales: { x: { time: true }, pts: { auto: true } },
+      axes: [{ space: 60 }, { size: 40 }, { scale: "pts", side: 1, grid: { show: false }, size: 45 }],
+      legend: { live: false },
+    }, data);
   }
-  if (!tables.length) {
-    tables.push(Object.assign(document.createElement("p"),
-      { className: "quiet", textContent: "no transactions yet" }));
+}
+
+// ---- sales by hour ----
+
+async function loadTraffic() {
+  const maps = $("#heatmaps");
+  let body;
+  try {
+    body = await api(`/v1/traffic?period=${state.period}`);
+  } catch (e) {
+    return panelError(maps, e);
   }
-  panel.replaceChildren(...tables);
+  const hours = (list) => list.map((b) => `${String(b.hour).padStart(2, "0")}:00 (${b.transactions})`).join(", ");
+  $("#busiest").textContent = body.busiest.length
+    ? `Busiest hours: ${hours(body.busiest)}`
+    : "no sales in this period";
+  maps.replaceChildren(...body.stores.map((s) => heatmap(s, body.days)));
+}
+
+function heatmap(store, days) {
+  const grid = days.map(() => new Array(24).fill(0));
+  for (const [day, hour, n] of store.cells) grid[day][hour] = n;
+  const top = Math.max(1, ...store.cells.map((c) => c[2]));
+  const table = el("table", { class: "heatmap", data: { store: store.store } });
+  const head = el("tr", {}, el("th", {}));
+  for (let h = 0; h < 24; h++) head.append(el("th", { textContent: h % 6 === 0 ? String(h) : "" }));
+  table.append(el("thead", {}, head));
+  const rows = el("tbody");
+  days.forEach((day, i) => {
+    const tr = el("tr", {}, el("th", { textContent: day.slice(5) }));
+    for (let h = 0; h < 24; h++) {
+      const n = grid[i][h];
+      tr.append(el("td", {
+        data: { count: String(n) },
+        title: `${day} ${String(h).padStart(2, "0")}:00, ${n} sales`,
+        style: n ? `background: rgba(37, 99, 235, ${(0.15 + 0.85 * (n / top)).toFixed(2)})` : "",
+      }));
+    }
+    rows.append(tr);
+  });
+  table.append(rows);
+  return el("figure", {}, table, el("figcaption", { textContent:
+    `${store.store}: ${number(store.total, 0)} sales; busiest ${store.busiest.map((b) => `${String(b.hour).padStart(2, "0")}:00`).join(", ") || "–"}` }));
+}
+
+// ---- fleet ----
+
+// Higher is worse: offline, then alarms, then a backlog, then transactions held.
+function trouble(d) {
+  let score = 0;
+  if (d.state !== "online") score += 8;
+  if (d.active_alarms) score += 4;
+  if ((d.backlog || {}).pending > 0) score += 2;
+  if (d.held_transactions) score += 1;
+  return score;
+}
+
+async function loadFleet() {
+  const list = $("#fleet");
+  let body;
+  try {
+    body = await api("/v1/devices");
+  } catch (e) {
+    return panelError(list, e);
+  }
+  setCloudNow(body.now);
+  const devices = body.devices
+    .map((d) => ({ ...d, trouble: trouble(d) }))
+    .sort((a, b) => b.trouble - a.trouble
+      || ((b.backlog || {}).oldest_pending_age_s || 0) - ((a.backlog || {}).oldest_pending_age_s || 0)
+      || a.device.localeCompare(b.device));
+  if (!devices.length) {
+    list.replaceChildren(el("li", { class: "quiet", textContent: "no devices yet" }));
+    return;
+  }
+  list.replaceChildren(...devices.map((d) => {
+    const backlog = d.backlog || {};
+    const notes = [];
+    if (backlog.pending) {
+      const age = backlog.oldest_pending_age_s ? `, oldest ${Math.round(backlog.oldest_pending_age_s)} s` : "";
+      notes.push(`${number(backlog.pending, 0)} waiting${age}`);
+    }
+    if (d.active_alarms) notes.push(`${d.active_alarms} alarm${d.active_alarms > 1 ? "s" : ""}`);
+    if (d.held_transactions) notes.push(`${d.held_transactions} held (not registered)`);
+    const reg = d.registration;
+    const role = reg ? (reg.retired_at ? "retired" : reg.store || reg.kind) : "unregistered";
+    return el("li", { data: { device: d.device, state: d.state, trouble: String(d.trouble) } },
+      el("span", { class: "badge", data: { state: d.state }, textContent: STATE_WORDS[d.state] || d.state }),
+      el("strong", { textContent: d.device }),
+      el("span", { class: "quiet small", textContent: `${role} · ${d.agent_version ? `v${d.agent_version}` : "version unknown"}` }),
+      el("span", { class: notes.length ? "notes" : "quiet small", textContent: notes.join(" · ") || "nothing waiting" }),
+      el("span", { class: "quiet small seen", data: { at: d.last_seen || "" }, title: d.last_seen || "", textContent: `seen ${ago(d.last_seen)}` }));
+  }));
 }
 
 // ---- the event feed ----
@@ -331,24 +485,26 @@ function handleEvent(block) {
   }
   if (!data.length) return;
   const payload = JSON.parse(data.join("\n"));
-  if (name === "reading") {
-    const device = state.devices.get(payload.device);
-    if (device && (!device.last_seen || device.last_seen < payload.ts)) device.last_seen = payload.ts;
-    livePoint(payload);
-  } else if (name === "device") {
-    const known = state.devices.has(payload.device);
-    state.devices.set(payload.device, payload);
-    if (known) renderDevices();
-    else loadDevices().catch(() => {});
-  } else if (name === "alarm") liveAlarm(payload);
+  if (name === "reading") liveReading(payload);
+  else if (name === "device" || name === "alarm") later("status", () => Promise.all([loadStations(), loadFleet()]));
   else if (name === "resync") refresh().catch(() => {});
+}
+
+// Runs `job` once for a burst of calls with the same key.
+const pending = new Map();
+function later(key, job) {
+  if (pending.has(key)) return;
+  pending.set(key, setTimeout(() => {
+    pending.delete(key);
+    job().catch(() => {});
+  }, 500));
 }
 
 // ---- wiring ----
 
 async function refresh() {
-  await loadDevices();
-  await Promise.all([loadMetrics(), loadAlarms(), loadLoyalty()]);
+  await loadStations();
+  await Promise.all([loadCompare(), loadLoyalty(), loadTraffic(), loadFleet()]);
 }
 
 async function start() {
@@ -362,6 +518,10 @@ async function start() {
   streamEvents();
 }
 
+function choose(selector, button) {
+  document.querySelectorAll(selector).forEach((b) => b.classList.toggle("on", b === button));
+}
+
 $("#login-form").addEventListener("submit", (event) => {
   event.preventDefault();
   state.token = $("#token").value.trim();
@@ -373,33 +533,46 @@ $("#forget").addEventListener("click", () => {
   state.token = null;
   askToken("");
 });
-$("#device-pick").addEventListener("change", (e) => pickDevice(e.target.value));
 $("#metric-pick").addEventListener("change", (e) => {
   state.metric = e.target.value;
-  loadChart();
+  loadCompare().catch(() => {});
 });
 for (const button of document.querySelectorAll("[data-range]")) {
   button.addEventListener("click", () => {
-    document.querySelectorAll("[data-range]").forEach((b) => b.classList.remove("on"));
-    button.classList.add("on");
+    choose("[data-range]", button);
     state.range = Number(button.dataset.range);
-    loadChart();
+    loadCompare().catch(() => {});
   });
 }
+for (const button of document.querySelectorAll("[data-period]")) {
+  button.addEventListener("click", () => {
+    choose("[data-period]", button);
+    state.period = button.dataset.period;
+    Promise.all([loadLoyalty(), loadTraffic()]).catch(() => {});
+  });
+}
+let resizing = null;
 window.addEventListener("resize", () => {
-  if (state.plot) state.plot.setSize({ width: $("#chart").clientWidth, height: 300 });
+  clearTimeout(resizing);
+  resizing = setTimeout(() => {
+    for (const plot of state.plots.values()) {
+      plot.setSize({ width: Math.max(280, plot.root.parentNode.clientWidth), height: plot.height });
+    }
+  }, 200);
 });
-// Ages in the device list move on without events; last-seen times of devices without
-// readings (tills) and quiet stores come with a reload.
+
+const signedIn = () => state.token && !$("#login").open;
+// Ages move on without events.
 setInterval(() => {
-  if (state.token && !$("#login").open) renderDevices();
+  if (!signedIn()) return;
+  for (const node of document.querySelectorAll(".seen[data-at]")) {
+    const word = node.closest(".tile") ? "reading" : "seen";
+    node.textContent = `${word} ${ago(node.dataset.at)}`;
+  }
 }, 5000);
-setInterval(() => {
-  if (state.token && !$("#login").open) loadDevices().catch(() => {});
-}, 15000);
-setInterval(() => {
-  if (state.token && !$("#login").open) loadLoyalty().catch(() => {});
-}, 30000);
+setInterval(() => { if (signedIn()) loadFleet().catch(() => {}); }, 10000);
+setInterval(() => { if (signedIn()) Promise.all([loadStations(), loadCompare()]).catch(() => {}); }, 60000);
+setInterval(() => { if (signedIn()) Promise.all([loadLoyalty(), loadTraffic()]).catch(() => {}); }, 30000);
 
 if (state.token) start();
 else askToken("");

@@ -85,6 +85,12 @@ impl Session {
         Ok(Element { session: self, id })
     }
 
+    /// Resizes the browser's window (the viewport follows, in headless Chromium).
+    pub fn set_window_size(&self, width: u32, height: u32) -> Result<(), String> {
+        self.post("/window/rect", json!({"width": width, "height": height}))
+            .map(drop)
+    }
+
     /// The page as a PNG.
     pub fn screenshot(&self) -> Result<Vec<u8>, String> {
         let path = format!("/session/{}/screenshot", self.id);

@@ -183,7 +183,9 @@ pub async fn traffic(
         if hour >= 24 {
             continue;
         }
-        let (cells, by_hour) = stores.entry(h.store.clone()).or_insert((Vec::new(), [0; 24]));
+        let (cells, by_hour) = stores
+            .entry(h.store.clone())
+            .or_insert((Vec::new(), [0; 24]));
         cells.push([*day as i64, h.hour, h.transactions]);
         by_hour[hour] += h.transactions;
         all[hour] += h.transactions;

@@ -1,12 +1,15 @@
 //! The dashboard page in a real browser: Debian's headless Chromium, driven through
-//! chromedriver (WebDriver, with fantoccini), against `ferry-cloud all` fed by real agents
-//! over a real Mosquitto: three weather stations and a till.
+//! chromedriver (WebDriver), against `ferry-cloud all` fed by real agents over a real
+//! Mosquitto: three weather stations and a till.
 //!
-//! The page is opened as a user would: it asks for the token, which is typed in. Then:
-//! every device is listed online; a chart has points; the threshold alarm appears; the
-//! till's stamps show in its store's loyalty figures; and a station frozen with SIGSTOP
-//! (its connection left open, so no will message) turns offline within the inactivity
-//! timeout. A screenshot is saved as `target/artifacts/dashboard.png`, on failure too.
+//! The page is opened as a user would: it asks for the token, which is typed in. Then it
+//! must show a tile per station with a number and its unit, a chart comparing stations, the
+//! threshold alarm in its tile, the till's store in the loyalty comparison with its chart
+//! and its sales-by-hour heatmap, and the fleet in trouble order; a station frozen with
+//! SIGSTOP (its connection left open, so no will message) turns offline and goes to the top
+//! of the fleet. Then at 1920×1080 and at 390×844 nothing is wider than the screen, and
+//! screenshots are saved as `target/artifacts/dashboard-1920.png` and `dashboard-390.png`
+//! (`dashboard-failed.png` when a wait fails).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -114,17 +117,41 @@ fn cloud_config(dir: &Path, broker: u16, http: u16) -> String {
 /// What the page shows, read from the DOM in one call.
 fn page_state(c: &Session) -> Value {
     c.execute(
-        "const q = (s) => [...document.querySelectorAll(s)];
+        "const q = (s, root) => [...(root || document).querySelectorAll(s)];
+         const text = (n) => n ? n.textContent : null;
          return {
-           devices: Object.fromEntries(q('tr[data-device]').map(r => [r.dataset.device, r.dataset.state])),
-           points: Number(document.querySelector('#chart').dataset.points || 0),
-           chart: document.querySelector('#chart').dataset.device || null,
-           canvas: q('#chart canvas').length,
-           alarms: q('#alarms li[data-rule]').map(li => li.dataset.rule + '@' + li.dataset.device),
-           stores: q('#loyalty table[data-store]').map(t => t.dataset.store),
-           stamps_today: Number((document.querySelector('#loyalty table[data-store] tbody tr td:nth-child(2)') || {}).textContent || 0),
+           tiles: q('.tile[data-device]').map(t => ({
+             device: t.dataset.device, state: t.dataset.state, alarms: Number(t.dataset.alarms),
+             value: text(t.querySelector('.reading.primary .value')),
+             unit: text(t.querySelector('.reading.primary .unit')),
+             metric: (t.querySelector('.reading.primary') || {dataset: {}}).dataset.metric || null,
+             spark: Number((t.querySelector('svg.spark') || {dataset: {}}).dataset.points || 0),
+           })),
+           compare: {
+             devices: (document.querySelector('#compare').dataset.devices || '').split(',').filter(Boolean),
+             points: Number(document.querySelector('#compare').dataset.points || 0),
+             canvas: q('#compare canvas').length,
+           },
+           stores: q('#store-compare tr[data-store]').map(r => ({
+             store: r.dataset.store,
+             transactions: Number(text(r.querySelector('[data-total=transactions]')).replace(/\\D/g, '')),
+             stamps: Number(text(r.querySelector('[data-total=stamps_issued]')).replace(/\\D/g, '')),
+             cards: Number(text(r.querySelector('[data-total=active_cards]')).replace(/\\D/g, '')),
+           })),
+           store_charts: q('.store-chart[data-store]').filter(b => b.querySelector('canvas')).map(b => b.dataset.store),
+           heat: q('.heatmap[data-store]').map(t => ({
+             store: t.dataset.store,
+             sales: q('td[data-count]', t).reduce((n, td) => n + Number(td.dataset.count), 0),
+           })),
+           busiest: text(document.querySelector('#busiest')),
+           fleet: q('#fleet li[data-device]').map(li => ({
+             device: li.dataset.device, state: li.dataset.state, trouble: Number(li.dataset.trouble),
+           })),
            feed: document.querySelector('#feed').dataset.state,
            login_open: document.querySelector('#login').open,
+           width: window.innerWidth,
+           overflow: document.documentElement.scrollWidth - window.innerWidth,
+           favicon: (document.querySelector('link[rel=icon]') || {}).href || null,
          };",
     )
     .unwrap_or_else(|e| json!({ "error": e }))
@@ -171,7 +198,7 @@ fn save_screenshot(c: &Session, name: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() {
+async fn the_dashboard_answers_at_a_glance_on_a_desktop_and_a_phone() {
     let _load = super::alone().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::start();
@@ -232,65 +259,154 @@ async fn the_dashboard_shows_devices_charts_alarms_and_a_device_going_offline() 
     .await;
     submit_token(&c, TOKEN);
 
-    let all = STATIONS.iter().chain([&TILL]).copied().collect::<Vec<_>>();
-    wait_for(&c, "every device online", Duration::from_secs(60), |s| {
-        s["login_open"] == false && all.iter().all(|d| s["devices"][*d] == "online")
-    })
-    .await;
-    wait_for(&c, "a chart with points", Duration::from_secs(30), |s| {
-        s["canvas"].as_u64() > Some(0) && s["points"].as_u64() >= Some(3)
-    })
-    .await;
-    wait_for(&c, "the threshold alarm", Duration::from_secs(30), |s| {
-        s["alarms"].as_array().is_some_and(|a| {
-            a.iter().any(|r| {
-                r.as_str()
-                    .is_some_and(|r| r.starts_with("above_freezing@ws-"))
+    // Stations: a tile each, temperature first, a number and its unit, a sparkline.
+    wait_for(&c, "a tile per station", Duration::from_secs(60), |s| {
+        let tiles = s["tiles"].as_array().cloned().unwrap_or_default();
+        s["login_open"] == false
+            && tiles.len() == STATIONS.len()
+            && tiles.iter().all(|t| {
+                t["state"] == "online"
+                    && t["metric"] == "temperature_c"
+                    && t["unit"] == "°C"
+                    && t["value"]
+                        .as_str()
+                        .is_some_and(|v| v.replace(',', ".").parse::<f64>().is_ok())
             })
-        })
     })
     .await;
-    // The chart keeps growing from the event feed, without a reload.
-    let before = page_state(&c)["points"].as_u64().unwrap_or_default();
+    // One metric across stations, on one chart.
     wait_for(
         &c,
-        "live points on the chart",
-        Duration::from_secs(20),
-        |s| s["feed"] == "live" && s["points"].as_u64() > Some(before),
-    )
-    .await;
-    // The loyalty panel reloads every 30 s; the till's first stamps are in by then.
-    wait_for(
-        &c,
-        "the till's store in the loyalty figures",
-        Duration::from_secs(70),
+        "a chart of two stations",
+        Duration::from_secs(30),
         |s| {
-            s["stores"].as_array().is_some_and(|a| !a.is_empty())
-                && s["stamps_today"].as_u64() > Some(0)
+            s["compare"]["devices"]
+                .as_array()
+                .is_some_and(|d| d.len() >= 2)
+                && s["compare"]["canvas"].as_u64() > Some(0)
+                && s["compare"]["points"].as_u64() > Some(0)
         },
     )
     .await;
-
-    // ws-3 freezes, its connection open: no will, only the timeout can tell.
-    agents[2].send("STOP");
-    let frozen = Instant::now();
+    // The threshold alarm shows in its station's tile.
+    wait_for(&c, "an alarm in a tile", Duration::from_secs(60), |s| {
+        s["tiles"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["alarms"].as_u64() > Some(0)))
+    })
+    .await;
+    // Loyalty: the store in the comparison with its totals, and its chart; sales by hour.
+    let store = format!("S-{TILL}");
     wait_for(
         &c,
-        "ws-3 offline",
-        Duration::from_secs(OFFLINE_AFTER_S + 10),
-        |s| s["devices"]["ws-3"] == "offline" && s["devices"]["ws-1"] == "online",
+        "the till's store in the loyalty panels",
+        Duration::from_secs(70),
+        |s| {
+            let row = s["stores"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["store"] == store.as_str()).cloned());
+            row.is_some_and(|r| {
+                r["transactions"].as_u64() > Some(0) && r["cards"].as_u64() > Some(0)
+            }) && s["store_charts"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == store.as_str()))
+                && s["heat"].as_array().is_some_and(|h| {
+                    h.iter()
+                        .any(|h| h["store"] == store.as_str() && h["sales"].as_u64() > Some(0))
+                })
+                && s["busiest"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("Busiest hours"))
+        },
     )
     .await;
-    let took = frozen.elapsed();
-    eprintln!(
-        "ws-3 went offline on the page {took:?} after it froze (timeout {OFFLINE_AFTER_S} s)"
-    );
-    let shot = save_screenshot(&c, "dashboard.png");
+    let all = STATIONS.iter().chain([&TILL]).copied().collect::<Vec<_>>();
+    wait_for(
+        &c,
+        "every device in the fleet list",
+        Duration::from_secs(30),
+        |s| {
+            let fleet = s["fleet"].as_array().cloned().unwrap_or_default();
+            all.iter().all(|d| {
+                fleet
+                    .iter()
+                    .any(|f| f["device"] == *d && f["state"] == "online")
+            })
+        },
+    )
+    .await;
+    let state = page_state(&c);
+    assert_eq!(state["feed"], "live", "{state}");
     assert!(
-        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
-        "screenshot {}",
-        shot.display()
+        state["favicon"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("/assets/favicon.svg")),
+        "{state}"
     );
+
+    // ws-3 freezes, its connection open: no will, only the timeout can tell. Its tile
+    // says so, and the fleet list puts it first.
+    agents[2].send("STOP");
+    let frozen = Instant::now();
+    let state = wait_for(
+        &c,
+        "ws-3 offline, first in the fleet",
+        Duration::from_secs(OFFLINE_AFTER_S + 15),
+        |s| {
+            let fleet = s["fleet"].as_array().cloned().unwrap_or_default();
+            fleet
+                .first()
+                .is_some_and(|f| f["device"] == "ws-3" && f["state"] == "offline")
+                && s["tiles"].as_array().is_some_and(|t| {
+                    t.iter()
+                        .any(|t| t["device"] == "ws-3" && t["state"] == "offline")
+                })
+        },
+    )
+    .await;
+    eprintln!(
+        "ws-3 went offline on the page {:?} after it froze (timeout {OFFLINE_AFTER_S} s)",
+        frozen.elapsed()
+    );
+    let troubles: Vec<u64> = state["fleet"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|d| d["trouble"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(
+        troubles.windows(2).all(|w| w[0] >= w[1]),
+        "the fleet list is in trouble order: {state}"
+    );
+
+    // Both screens: a desktop and a phone, with nothing wider than the phone.
+    for (width, height, name) in [
+        (1920, 1080, "dashboard-1920.png"),
+        (390, 844, "dashboard-390.png"),
+    ] {
+        c.set_window_size(width, height).expect("resize");
+        let state = wait_for(
+            &c,
+            "the page at the new size",
+            Duration::from_secs(10),
+            |s| {
+                s["width"].as_u64().is_some_and(|w| w <= u64::from(width))
+                    && s["tiles"]
+                        .as_array()
+                        .is_some_and(|t| t.len() == STATIONS.len())
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            state["overflow"].as_i64() <= Some(1),
+            "at {width}x{height} the page is wider than the screen: {state}"
+        );
+        let shot = save_screenshot(&c, name);
+        assert!(
+            std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+            "screenshot {}",
+            shot.display()
+        );
+    }
 
     let _ = c.close();
     agents[2].send("CONT");
