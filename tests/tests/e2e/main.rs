@@ -3,6 +3,7 @@
 
 mod broker;
 mod dashboard_browser;
+mod dev;
 mod loyalty;
 mod pipeline;
 

@@ -6,17 +6,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_tests::agent::{AgentProc, simulated};
 use ferry_tests::broker::Mosquitto;
 use ferry_tests::cloud::{TOKEN, start_all};
+use ferry_tests::free_port;
 use ferry_tests::http::request;
 use ferry_tests::lake::{self, Object};
 use ferry_tests::loyalty::{put_program, register_till};
 use ferry_tests::process::signal;
-use ferry_tests::{bins, free_port};
+
+use super::dev::Dev;
 use serde_json::{Value, json};
 
 /// Records per simulated device.
@@ -25,6 +26,8 @@ const STATIONS: [&str; 3] = ["ws-1", "ws-2", "ws-3"];
 const TILLS: [&str; 2] = ["pos-1", "pos-2"];
 /// The rate of the `points` program that both runs use.
 const POINTS_PER_UNIT: f64 = 1.0;
+/// What a coffee costs in the `coffee` program of both runs (and of `dev`).
+const STAMPS_PER_COFFEE: i64 = 10;
 
 /// What the ledger must say, from the lake's `txn` lines alone.
 fn balances_from_lake(objects: &[Object]) -> BTreeMap<(String, String), i64> {
@@ -38,6 +41,7 @@ fn balances_from_lake(objects: &[Object]) -> BTreeMap<(String, String), i64> {
         let program = line["program"].as_str().expect("program").to_owned();
         let delta = match (line["op"].as_str(), line["qty"].as_i64()) {
             (Some("stamp" | "earn"), Some(qty)) => qty,
+            (Some("redeem"), Some(qty)) => -STAMPS_PER_COFFEE * qty,
             (Some("earn"), None) => {
                 let amount = line["amount_minor"].as_i64().expect("amount_minor");
                 ((amount as f64 / 100.0) * POINTS_PER_UNIT).floor() as i64
@@ -194,8 +198,13 @@ async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("dev");
     let log = dir.path().join("dev.log");
-    let (mut dev, http) = start_dev(&data, &log, RECORDS);
-    let dev = &mut dev.0;
+    let mut dev = Dev::start(
+        &data,
+        &log,
+        &["--records", &RECORDS.to_string(), "--interval-ms", "20"],
+    );
+    let http = dev.http;
+    let dev = &mut dev.child.0;
     // The agents are dev's children; their logs are in its data folder.
     let logs = || {
         let mut all = tail(&log);
@@ -237,115 +246,6 @@ async fn whole_pipeline_on_the_embedded_broker_as_dev_runs_it() {
     }
 }
 
-/// `ferry-cloud dev` on free ports, its data in `data` and its log in `log`; `records` per
-/// simulated device (0: no end). Returns it and its HTTP port.
-fn start_dev(data: &Path, log: &Path, records: u64) -> (StopOnDrop, u16) {
-    // dev's tills take the two ports after the API's: find a run of three that is free.
-    let http = loop {
-        let port = free_port();
-        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if port < u16::MAX - 2 && free(port + 1) && free(port + 2) {
-            break port;
-        }
-    };
-    let mqtt = free_port();
-    let dev = Command::new(bins::path("ferry-cloud"))
-        .args(["dev", "--data-dir"])
-        .arg(data)
-        .args([
-            "--mqtt-port",
-            &mqtt.to_string(),
-            "--http-port",
-            &http.to_string(),
-        ])
-        .args(["--records", &records.to_string(), "--interval-ms", "20"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("starting ferry-cloud dev");
-    (StopOnDrop(dev), http)
-}
-
-/// The pids of processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline)
-                .contains(needle)
-                .then_some(pid)
-        })
-        .collect()
-}
-
-/// `dev` keeps its data private, and its agents do not outlive it, however it dies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dev_is_private_and_its_agents_die_with_it() {
-    use std::os::unix::fs::PermissionsExt;
-
-    let _load = super::shared().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("dev");
-    let (mut dev, _http) = start_dev(&data, &dir.path().join("dev.log"), 0);
-    let agents = data.join("agents").display().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while processes_mentioning(&agents).len() < STATIONS.len() + TILLS.len() {
-        assert!(Instant::now() < deadline, "dev's agents did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
-    assert_eq!(mode(&data), 0o700, "the data folder is its owner's only");
-    assert_eq!(mode(&data.join("token")), 0o600, "the token file too");
-    for till in TILLS {
-        let config = std::fs::read_to_string(data.join("agents").join(till).join("agent.toml"))
-            .expect("agent config");
-        assert!(
-            config.contains("token_file"),
-            "no copy of the token: {config}"
-        );
-    }
-
-    dev.0.kill().expect("SIGKILL dev");
-    let _ = dev.0.wait();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = processes_mentioning(&agents);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agents {left:?} outlived a SIGKILLed dev by 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `ferry-cloud dev`, stopped with SIGINT (so that it stops its agents too) if a failed
-/// assertion leaves it running, and killed if that does not do.
-struct StopOnDrop(std::process::Child);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if !matches!(self.0.try_wait(), Ok(None)) {
-            return;
-        }
-        signal(&self.0, "INT");
-        for _ in 0..200 {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_pipeline_on_mosquitto() {
     let _load = super::shared().await;
@@ -368,7 +268,7 @@ async fn whole_pipeline_on_mosquitto() {
     put_program(
         http,
         "coffee",
-        &json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}),
+        &json!({"kind": "stamps", "stamps_per_reward": STAMPS_PER_COFFEE, "reward": "coffee"}),
     );
     put_program(
         http,
