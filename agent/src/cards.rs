@@ -1,4 +1,4 @@
-//! The last balances the cloud sent for each card (`ferry/v1/{device}/cards`, CONTRACT §3),
+//! The last balances the cloud sent for each card (`ferry/v1/{device}/cards`, README: MQTT topics),
 //! so that the POS API's offline estimate starts from the ledger's word.
 //!
 //! A small SQLite file of its own (`cards.db`) beside the spool: these are advice, resent by

@@ -1,4 +1,4 @@
-//! Agent configuration (CONTRACT §2): TOML, with `FERRY_A__B` environment overrides, checked
+//! Agent configuration (README: agent configuration): TOML, with `FERRY_A__B` environment overrides, checked
 //! in full at startup so that a bad value fails with the key that holds it.
 
 use std::path::{Path, PathBuf};

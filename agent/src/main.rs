@@ -1,4 +1,4 @@
-//! The `ferry-agent` command line (CONTRACT §1).
+//! The `ferry-agent` command line (README: command line).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

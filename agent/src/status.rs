@@ -1,4 +1,4 @@
-//! `ferry-agent status`: CONTRACT §1's JSON, read from the spool while `run` may be running.
+//! `ferry-agent status`: its JSON object, read from the spool while `run` may be running.
 
 use serde::Serialize;
 

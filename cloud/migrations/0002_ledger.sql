@@ -1,7 +1,7 @@
 -- The loyalty ledger. Idempotent: run at every open.
 CREATE TABLE IF NOT EXISTS programs (
     id   TEXT PRIMARY KEY,
-    body TEXT NOT NULL          -- the program as JSON (CONTRACT §6)
+    body TEXT NOT NULL          -- the program as JSON (README: loyalty core)
 );
 
 CREATE TABLE IF NOT EXISTS cards (

@@ -11,7 +11,7 @@
 //!   ledger;
 //! - [`db`]: opening a SQLite or PostgreSQL database, and one interface over both;
 //! - [`pool`]: a few blocking database connections for async callers;
-//! - [`config`]: CONTRACT §2b;
+//! - [`config`]: README: cloud configuration;
 //! - [`http`]: `/healthz`, `/metrics` and the APIs behind the token;
 //! - [`dev`]: `ferry-cloud dev`, the whole pipeline on one machine.
 

@@ -1,4 +1,4 @@
-//! The `ferry-cloud` command line (CONTRACT §1).
+//! The `ferry-cloud` command line (README: command line).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

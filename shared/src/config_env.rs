@@ -1,4 +1,4 @@
-//! CONTRACT §1: any config key can be overridden from the environment, as `FERRY_` plus the
+//! Any config key can be overridden from the environment, as `FERRY_` plus the
 //! key path joined with `__`. The agent and the cloud read their TOML through this one rule,
 //! and check their MQTT settings the same way.
 

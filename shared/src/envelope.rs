@@ -1,4 +1,4 @@
-//! Envelopes: the payload of `telemetry` and `transactions` (CONTRACT §4).
+//! Envelopes: the payload of `telemetry` and `transactions` (README: envelopes).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};

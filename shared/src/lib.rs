@@ -1,4 +1,4 @@
-//! The Ferry wire format (CONTRACT §3–4): the only place that knows how records,
+//! The Ferry wire format (README: MQTT topics, envelopes): the only place that knows how records,
 //! envelopes and topics look on the wire.
 //!
 //! Producers build [`Record`]s, check them with [`Record::validate`], and frame them with

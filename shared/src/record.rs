@@ -1,4 +1,4 @@
-//! Records: what happened on a device, one per spool row (CONTRACT §4).
+//! Records: what happened on a device, one per spool row (README: envelopes).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! MQTT topics: `ferry/v1/{device_id}/{stream}` (CONTRACT §3).
+//! MQTT topics: `ferry/v1/{device_id}/{stream}` (README: MQTT topics).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The local HTTP API for POS software (CONTRACT §7), on axum.
+//! The local HTTP API for POS software (README: POS API), on axum.
 //!
 //! A transaction is answered 202 only once it is durable in the spool; its idempotency key
 //! is stored in the same SQLite transaction (`Spool::append_once`).

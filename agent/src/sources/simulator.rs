@@ -1,4 +1,4 @@
-//! The built-in generator for demos, tests and benchmarks (CONTRACT §2).
+//! The built-in generator for demos, tests and benchmarks (README: agent configuration).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub struct Simulator {
     device: DeviceId,
     /// Distinguishes two simulators of one agent in their output.
     index: usize,
-    /// Makes tx_ids unique across runs of the process, as CONTRACT §4 requires.
+    /// Makes tx_ids unique across runs of the process, as the envelope format requires.
     run_id: String,
     made: u64,
     /// Stamps this simulator gave each card and has not yet redeemed: a card redeems a

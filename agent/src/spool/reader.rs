@@ -20,7 +20,7 @@ pub struct PendingRow {
     pub json: String,
 }
 
-/// The spool part of CONTRACT §1's `status` object.
+/// The spool part of `ferry-agent status`'s object.
 #[derive(Debug, Clone, Serialize)]
 pub struct SpoolStatus {
     pub spool: String,

@@ -18,7 +18,7 @@ pub struct LoyaltyConfig {
     pub token_file: Option<PathBuf>,
     /// The ledger, for the loyalty role: `sqlite:///PATH` or `postgres://...`.
     pub database: Option<String>,
-    /// Transactions per request to the loyalty API (at most 500, CONTRACT §6).
+    /// Transactions per request to the loyalty API (at most 500, README: loyalty core).
     #[serde(default = "route_batch")]
     pub batch: usize,
     /// Each request to the loyalty API gives up after this long and is retried.

@@ -1,4 +1,4 @@
-//! Cloud configuration (CONTRACT §2b): TOML with `FERRY_A__B` environment overrides, checked
+//! Cloud configuration (README: cloud configuration): TOML with `FERRY_A__B` environment overrides, checked
 //! in full at startup so that a bad value fails with the key that holds it.
 
 mod dashboard;
@@ -60,7 +60,7 @@ pub struct CloudConfig {
     pub dashboard: Option<DashboardConfig>,
 }
 
-/// A role of `ferry-cloud` (CONTRACT §1), and the sections it needs.
+/// A role of `ferry-cloud` (README: command line), and the sections it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Ingest,

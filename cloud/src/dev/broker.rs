@@ -8,7 +8,7 @@ use anyhow::Context;
 /// Not probed here (a probe that connects and leaves makes rumqttd log an error): the
 /// caller waits for the ingest to subscribe, which says the broker is up.
 pub fn start(port: u16) -> anyhow::Result<()> {
-    // Envelopes are at most 128 KiB (CONTRACT §4); the agents keep 100 in flight.
+    // Envelopes are at most 128 KiB (README: envelopes); the agents keep 100 in flight.
     let config = format!(
         r#"
 id = 0

@@ -1,4 +1,4 @@
-//! One error type for the cloud's APIs: `{"error": {"code", "message"}}` (CONTRACT §6).
+//! One error type for the cloud's APIs: `{"error": {"code", "message"}}` (README: loyalty core).
 //! 4xx answers say why; 5xx answers log the cause and say little.
 
 use axum::Json;

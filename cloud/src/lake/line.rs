@@ -1,4 +1,4 @@
-//! What one lake line says and which partition it belongs to (CONTRACT §5).
+//! What one lake line says and which partition it belongs to (README: the lake).
 //!
 //! - A record: its own fields plus `device`, `spool` and `received_at`, under
 //!   `raw/type={type}/dt={date}/hour={hour}`, from its `ts` in UTC. A `ts` before 2020 or

@@ -1,4 +1,4 @@
-//! The data lake (CONTRACT §5): what a line is (`line`), how lines become gzip objects
+//! The data lake (README: the lake): what a line is (`line`), how lines become gzip objects
 //! (`batcher`), and where objects go (`store`).
 
 mod batcher;

@@ -1,4 +1,4 @@
-//! The loyalty core's HTTP API (CONTRACT §6). Handlers parse and check; the ledger decides.
+//! The loyalty core's HTTP API (README: loyalty core). Handlers parse and check; the ledger decides.
 //!
 //! `POST /v1/transactions` judges each transaction on its own: one that does not parse is
 //! `rejected` with reason `invalid`, and the rest of the batch still applies. With
@@ -34,7 +34,7 @@ impl From<LedgerError> for ApiError {
     }
 }
 
-/// Transactions in one request, at most (CONTRACT §6).
+/// Transactions in one request, at most (README: loyalty core).
 pub const MAX_BATCH: usize = 500;
 const MAX_ID_LEN: usize = 128;
 const MAX_PAGE: u32 = 1000;

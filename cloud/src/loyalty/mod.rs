@@ -1,4 +1,4 @@
-//! The loyalty core (CONTRACT §6): programs and an exactly-once ledger on SQLite or
+//! The loyalty core (README: loyalty core): programs and an exactly-once ledger on SQLite or
 //! PostgreSQL with one set of rules, its HTTP API, and the job that lets points lapse.
 
 pub mod api;

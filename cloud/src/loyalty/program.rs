@@ -1,4 +1,4 @@
-//! Loyalty programs (CONTRACT §6): what a stamp or a point is worth, and what a reward costs.
+//! Loyalty programs (README: loyalty core): what a stamp or a point is worth, and what a reward costs.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! The loyalty core's HTTP API (CONTRACT §6) on the real `ferry-cloud loyalty` binary, with
+//! The loyalty core's HTTP API (README: loyalty core) on the real `ferry-cloud loyalty` binary, with
 //! its ledger on SQLite: auth, programs, single and batched transactions, cards, the card's
 //! ledger, flagged cards, errors and metrics.
 
