@@ -417,7 +417,9 @@ async function loadFleet() {
     const notes = [];
     if (backlog.pending) {
       const age = backlog.oldest_pending_age_s ? `, oldest ${Math.round(backlog.oldest_pending_age_s)} s` : "";
-      notes.push(`${number(backlog.pending, 0)} waiting${age}`);
+      // The backlog is what the device's last status said, which may be older than
+      // its last message.
+      notes.push(`${number(backlog.pending, 0)} waiting${age} (status ${ago(d.status_at)})`);
     }
     if (d.active_alarms) notes.push(`${d.active_alarms} alarm${d.active_alarms > 1 ? "s" : ""}`);
     if (d.held_transactions) notes.push(`${d.held_transactions} held (not registered)`);

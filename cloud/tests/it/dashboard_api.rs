@@ -407,6 +407,10 @@ fn every_route_needs_the_token_and_errors_are_json() {
         "/v1/stores/S-01/loyalty",
         "/v1/alarms",
         "/v1/events",
+        "/v1/stations",
+        "/v1/compare?metric=temperature_c&devices=ws-1",
+        "/v1/loyalty",
+        "/v1/traffic",
     ] {
         for token in ["", "wrong", "cloud-test-tokeN"] {
             let (status, body) = request(d.port, "GET", path, token, "").expect("answer");
@@ -469,6 +473,30 @@ fn every_route_needs_the_token_and_errors_are_json() {
             "invalid_range",
         ),
         ("/assets/nothing.js", 404, "not_found"),
+        ("/v1/loyalty?period=week", 400, "invalid_period"),
+        ("/v1/traffic?period=", 400, "invalid_period"),
+        ("/v1/compare?devices=ws-1", 400, "missing_metric"),
+        ("/v1/compare?metric=temperature_c", 400, "invalid_devices"),
+        (
+            "/v1/compare?metric=temperature_c&devices=,,",
+            400,
+            "invalid_devices",
+        ),
+        (
+            "/v1/compare?metric=temperature_c&devices=a,b,c,d,e,f,g,h,i",
+            400,
+            "invalid_devices",
+        ),
+        (
+            "/v1/compare?metric=temperature_c&devices=ws-1&step=30s",
+            400,
+            "invalid_step",
+        ),
+        (
+            "/v1/compare?metric=temperature_c&devices=ws-1&from=2000&to=1000",
+            400,
+            "invalid_time",
+        ),
     ];
     for (path, status, code) in cases {
         let (got, body) = get(&d, path);
@@ -490,11 +518,17 @@ fn every_route_needs_the_token_and_errors_are_json() {
         page.contains("/assets/uPlot.iife.min.js") && !page.contains("://"),
         "{page}"
     );
-    for asset in ["app.js", "app.css", "uPlot.iife.min.js", "uPlot.min.css"] {
+    for asset in [
+        "app.js",
+        "app.css",
+        "uPlot.iife.min.js",
+        "uPlot.min.css",
+        "favicon.svg",
+    ] {
         let (status, body) =
             request(d.port, "GET", &format!("/assets/{asset}"), "", "").expect("asset");
         assert_eq!(status, 200, "{asset}");
-        assert!(body.len() > 500, "{asset}: {} bytes", body.len());
+        assert!(body.len() > 200, "{asset}: {} bytes", body.len());
     }
 }
 
@@ -603,11 +637,91 @@ fn devices_readings_alarms_and_loyalty_figures() {
     assert_eq!(
         days[2],
         json!({"day": today.to_string(), "stamps_issued": 5, "points_issued": 150,
-               "rewards_redeemed": 1, "overdrafts_flagged": 1})
+               "rewards_redeemed": 1, "overdrafts_flagged": 1, "transactions": 4})
     );
     let (_, body) = get(&d, "/v1/stores/S-02/loyalty");
     assert_eq!(body["days"][0]["stamps_issued"], 1);
     assert_eq!(body["days"][0]["overdrafts_flagged"], 0);
+
+    // The period's figures: the busier store first, every day listed, one card counted
+    // once over both stores.
+    let (status, body) = get(&d, "/v1/loyalty?period=7d");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["days"].as_array().map(Vec::len), Some(7), "{body}");
+    assert_eq!(body["to"], today.to_string());
+    let stores: Vec<&str> = body["stores"]
+        .as_array()
+        .expect("stores")
+        .iter()
+        .filter_map(|s| s["store"].as_str())
+        .collect();
+    assert_eq!(stores, ["S-01", "S-02"], "{body}");
+    assert_eq!(body["stores"][0]["days"].as_array().map(Vec::len), Some(7));
+    assert_eq!(
+        body["stores"][0]["totals"],
+        json!({"stamps_issued": 5, "points_issued": 150, "rewards_redeemed": 1,
+               "overdrafts_flagged": 1, "transactions": 4, "active_cards": 1,
+               "returning_cards": 0, "returning_share": 0.0})
+    );
+    assert_eq!(body["totals"]["transactions"], 5, "{body}");
+    assert_eq!(
+        body["totals"]["active_cards"], 1,
+        "one card at two stores: {body}"
+    );
+    let (_, today_only) = get(&d, "/v1/loyalty?period=today");
+    assert_eq!(today_only["days"], json!([today.to_string()]));
+
+    // Sales by hour: all of today's in one hour.
+    let (status, body) = get(&d, "/v1/traffic?period=7d");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stores"][0]["store"], "S-01");
+    assert_eq!(body["stores"][0]["total"], 4);
+    let cell = &body["stores"][0]["cells"][0];
+    assert_eq!(
+        (cell[0].as_i64(), cell[2].as_i64()),
+        (Some(6), Some(4)),
+        "{body}"
+    );
+    assert_eq!(body["busiest"][0]["transactions"], 5, "{body}");
+    assert_eq!(body["busiest"][0]["hour"], cell[1], "{body}");
+
+    // The stations' tiles: ws-1's last reading is an hour old, its status fresh: stale.
+    let (status, body) = get(&d, "/v1/stations");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["metrics"],
+        json!([{"metric": "temperature_c", "label": "temperature", "unit": "°C"}])
+    );
+    let tile = &body["stations"][0];
+    assert_eq!(
+        (&tile["device"], &tile["state"], &tile["latest"][0]["unit"]),
+        (&json!("ws-1"), &json!("stale"), &json!("°C")),
+        "{body}"
+    );
+    assert_eq!(tile["latest"][0]["value"], 119.5);
+
+    // Stations compared: one axis, a station without data all null.
+    let (status, body) = get(
+        &d,
+        &format!("/v1/compare?metric=temperature_c&devices=ws-2,ws-1&from={from}&to={to}&step=1m"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["t"].as_array().map(Vec::len), Some(120), "{body}");
+    assert_eq!(body["devices"][0]["device"], "ws-1", "sorted: {body}");
+    assert_eq!(
+        (
+            &body["devices"][0]["avg"][0],
+            &body["devices"][0]["min"][0],
+            &body["devices"][0]["max"][0]
+        ),
+        (&json!(0.25), &json!(0.0), &json!(0.5))
+    );
+    assert!(
+        body["devices"][1]["avg"]
+            .as_array()
+            .is_some_and(|a| a.len() == 120 && a.iter().all(Value::is_null)),
+        "{body}"
+    );
 }
 
 /// Reads SSE events (name, data) from an open stream until `want` of them match.

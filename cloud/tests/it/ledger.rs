@@ -35,7 +35,7 @@ fn conformance_on_sqlite_and_postgres() {
     let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = Postgres::start();
-    let scenarios: [Scenario; 7] = [
+    let scenarios: [Scenario; 8] = [
         ("registry", the_registry_admits_only_tills_at_their_store),
         ("bounds", out_of_range_is_rejected_not_wrapped),
         ("idempotency", idempotency_and_rules_table),
@@ -46,6 +46,7 @@ fn conformance_on_sqlite_and_postgres() {
             concurrent_replays_apply_each_transaction_once,
         ),
         ("programs", programs_are_listed_and_updated),
+        ("figures", the_dashboards_figures),
     ];
     for (name, scenario) in scenarios {
         scenario(&sqlite_db(&dir, name));
@@ -501,4 +502,99 @@ fn concurrent_replays_apply_each_transaction_once(open: &Open) {
     for ((card, program), want) in expected {
         assert_eq!(balance(&mut l, &card, &program).0, want, "{card} {program}");
     }
+}
+
+/// The dashboards' questions of the ledger, answered alike by both databases: per store
+/// and day, cards that came, and sales per hour.
+fn the_dashboards_figures(open: &Open) {
+    let mut l = with_programs(open);
+    let at = |id: &str, op, program: &str, qty, card: &str, store: &str| Txn {
+        card: card.into(),
+        store: store.into(),
+        offline: op == TxnOp::Redeem,
+        ..txn(id, op, program, qty)
+    };
+    let outcomes = l
+        .apply(&[
+            at("f1", TxnOp::Stamp, "coffee", Some(4), "C-1", "S-01"),
+            at("f2", TxnOp::Stamp, "coffee", Some(1), "C-2", "S-01"),
+            at("f3", TxnOp::Earn, "points", Some(30), "C-1", "S-01"),
+            at("f4", TxnOp::Redeem, "coffee", Some(1), "C-1", "S-01"),
+            at("f5", TxnOp::Stamp, "coffee", Some(2), "C-1", "S-02"),
+        ])
+        .expect("apply");
+    assert!(
+        outcomes.iter().all(|o| o.status == Status::Applied),
+        "{outcomes:?}"
+    );
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (
+        today.to_string(),
+        today.succ_opt().expect("tomorrow").to_string(),
+    );
+
+    let days = l.days("", &from, &to).expect("days");
+    let s01 = &days.iter().find(|(s, _)| s == "S-01").expect("S-01").1;
+    assert_eq!(
+        (
+            s01.stamps_issued,
+            s01.points_issued,
+            s01.rewards_redeemed,
+            s01.overdrafts_flagged,
+            s01.transactions
+        ),
+        (5, 30, 1, 1, 4),
+        "C-1 had 4 stamps and redeemed 10: one overdraft; {days:?}"
+    );
+    let s02 = l.store_days("S-02", &from, &to).expect("store days");
+    assert_eq!(
+        (s02.len(), s02[0].stamps_issued, s02[0].transactions),
+        (1, 2, 1)
+    );
+    assert!(
+        l.days("", "2000-01-01", "2000-01-02")
+            .expect("days")
+            .is_empty()
+    );
+
+    let cards = l.card_counts("", &from, &to).expect("cards");
+    let count = |store: &str| {
+        cards
+            .iter()
+            .find(|c| c.store == store)
+            .map(|c| (c.active_cards, c.returning_cards))
+    };
+    assert_eq!(count("S-01"), Some((2, 0)), "{cards:?}");
+    assert_eq!(count("S-02"), Some((1, 0)), "{cards:?}");
+    assert_eq!(
+        count(""),
+        Some((2, 0)),
+        "C-1 counts once over both: {cards:?}"
+    );
+    let only = l.card_counts("S-02", &from, &to).expect("cards");
+    assert_eq!(
+        only.iter()
+            .find(|c| c.store.is_empty())
+            .map(|c| c.active_cards),
+        Some(1)
+    );
+    let quiet = l
+        .card_counts("", "2000-01-01", "2000-01-02")
+        .expect("cards");
+    assert_eq!(
+        quiet.len(),
+        1,
+        "the overall row, even when quiet: {quiet:?}"
+    );
+    assert_eq!((quiet[0].active_cards, quiet[0].returning_cards), (0, 0));
+
+    let hours = l.hours("", &from, &to).expect("hours");
+    let sales: i64 = hours.iter().map(|h| h.transactions).sum();
+    assert_eq!(sales, 5, "{hours:?}");
+    assert!(
+        hours
+            .iter()
+            .all(|h| (0..24).contains(&h.hour) && h.day == from),
+        "{hours:?}"
+    );
 }
