@@ -3,7 +3,7 @@
 //! typed refusal, never a panic or an arithmetic overflow.
 
 use ferry_cloud::dashboard::query::{
-    EARLIEST_MS, LATEST_MS, parse_day, parse_duration_ms, parse_time, plan,
+    EARLIEST_MS, LATEST_MS, parse_day, parse_duration_ms, parse_time, plan, span,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -22,4 +22,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = parse_duration_ms(text);
     let _ = plan(Some(text), now - 3_600_000, now, now);
+    for (from, to) in [(Some(text), None), (None, Some(text))] {
+        if let Ok((from, to)) = span(from, to, now, i64::MAX) {
+            assert!(from < to);
+        }
+    }
 });

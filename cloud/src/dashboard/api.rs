@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::events::Feed;
-use super::query::{MAX_POINTS, Plan, RAW_SPAN_MS, parse_day, parse_time, plan};
+use super::query::{MAX_POINTS, Plan, RAW_SPAN_MS, parse_day, plan, required_metric, span};
 use crate::config::DashboardConfig;
 use crate::hot::HotPool;
 use crate::hot::{Series, rfc3339};
@@ -179,23 +179,9 @@ async fn readings(
     Path(id): Path<String>,
     Query(q): Query<ReadingsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let metric = q
-        .metric
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::invalid("missing_metric", "metric is required"))?;
+    let metric = required_metric(q.metric)?;
     let now = Timestamp::now().unix_millis();
-    let to =
-        q.to.as_deref()
-            .map(|t| parse_time("to", t))
-            .transpose()?
-            .unwrap_or(now);
-    let from = match q.from.as_deref() {
-        Some(t) => parse_time("from", t)?,
-        None => to - RAW_SPAN_MS,
-    };
-    if from >= to {
-        return Err(ApiError::invalid("invalid_range", "from must be before to"));
-    }
+    let (from, to) = span(q.from.as_deref(), q.to.as_deref(), now, RAW_SPAN_MS)?;
     let plan = plan(q.step.as_deref(), from, to, now - api.cfg.raw_keep_ms())?;
     let after = api.cfg.offline_after_ms();
     let (device, m) = (id.clone(), metric.clone());

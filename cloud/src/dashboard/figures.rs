@@ -55,6 +55,16 @@ impl Period {
             .collect()
     }
 
+    /// What an answer says of its period: the name, the first and last day, every day.
+    fn describe(&self, days: &[String]) -> Value {
+        json!({
+            "period": self.name,
+            "from": self.from.to_string(),
+            "to": self.to.to_string(),
+            "days": days,
+        })
+    }
+
     /// `[from, to + 1)` as the ledger's queries take it.
     fn bounds(&self) -> (String, String) {
         let end = self.to.succ_opt().unwrap_or(self.to);
@@ -132,14 +142,10 @@ pub async fn loyalty(
         .into_iter()
         .map(|(store, days, totals)| json!({"store": store, "days": days, "totals": totals}))
         .collect();
-    Ok(Json(json!({
-        "period": period.name,
-        "from": period.from.to_string(),
-        "to": period.to.to_string(),
-        "days": names,
-        "stores": stores,
-        "totals": all,
-    })))
+    let mut body = period.describe(&names);
+    body["stores"] = json!(stores);
+    body["totals"] = json!(all);
+    Ok(Json(body))
 }
 
 /// Every day of the period, with zeros where the ledger has none.
@@ -197,14 +203,10 @@ pub async fn traffic(
                    "cells": cells, "busiest": busiest(&by_hour)})
         })
         .collect();
-    Ok(Json(json!({
-        "period": period.name,
-        "from": period.from.to_string(),
-        "to": period.to.to_string(),
-        "days": names,
-        "stores": stores,
-        "busiest": busiest(&all),
-    })))
+    let mut body = period.describe(&names);
+    body["stores"] = json!(stores);
+    body["busiest"] = json!(busiest(&all));
+    Ok(Json(body))
 }
 
 /// The busiest hours of the day, most sales first (earlier first on a tie); none without

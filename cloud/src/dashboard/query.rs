@@ -99,6 +99,32 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
 pub const EARLIEST_MS: i64 = ferry_shared::limits::EARLIEST_STATE_TS_MS;
 pub const LATEST_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 
+/// The metric a query must name.
+pub fn required_metric(metric: Option<String>) -> Result<String, ApiError> {
+    metric
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::invalid("missing_metric", "metric is required"))
+}
+
+/// A query's `[from, to)` in Unix ms: `to` defaults to `now`, `from` to `default_ms` before
+/// `to`; `from` must come first.
+pub fn span(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: i64,
+    default_ms: i64,
+) -> Result<(i64, i64), ApiError> {
+    let to = to.map(|t| parse_time("to", t)).transpose()?.unwrap_or(now);
+    let from = match from {
+        Some(t) => parse_time("from", t)?,
+        None => to.saturating_sub(default_ms),
+    };
+    if from >= to {
+        return Err(ApiError::invalid("invalid_range", "from must be before to"));
+    }
+    Ok((from, to))
+}
+
 /// RFC 3339, or Unix ms, within [`EARLIEST_MS`]..=[`LATEST_MS`].
 pub fn parse_time(key: &'static str, text: &str) -> Result<i64, ApiError> {
     let ms = match text.parse::<i64>() {
@@ -201,6 +227,14 @@ mod tests {
             }
             let _ = parse_duration_ms(text);
             let _ = plan(Some(text), now - H, now, now);
+            for other in [None, Some(text.as_str()), Some("1970-01-01")] {
+                if let Ok((from, to)) = span(Some(text), other, now, i64::MAX) {
+                    assert!(from < to, "{text}");
+                }
+                if let Ok((from, to)) = span(other, Some(text), now, i64::MAX) {
+                    assert!(from < to, "{text}");
+                }
+            }
         }
     }
 

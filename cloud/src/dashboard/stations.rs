@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{DashboardApi, registry, unavailable};
-use super::query::{MINUTE_MS, Plan, parse_time, plan};
+use super::query::{MINUTE_MS, Plan, plan, required_metric, span};
 use super::units;
 use crate::hot::{Latest, Series, rfc3339};
 use crate::http::ApiError;
@@ -19,6 +19,8 @@ use crate::loyalty::DeviceKind;
 
 /// What a tile's sparkline spans.
 const SPARK_MS: i64 = 3600 * 1000;
+/// What a comparison spans unless asked.
+const COMPARE_SPAN_MS: i64 = 24 * 3600 * 1000;
 /// Stations one comparison takes at most.
 const MAX_COMPARED: usize = 8;
 
@@ -121,10 +123,7 @@ pub async fn compare(
     State(api): State<DashboardApi>,
     Query(q): Query<CompareQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let metric = q
-        .metric
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::invalid("missing_metric", "metric is required"))?;
+    let metric = required_metric(q.metric)?;
     let devices: Vec<String> = q
         .devices
         .as_deref()
@@ -143,18 +142,7 @@ pub async fn compare(
         ));
     }
     let now = Timestamp::now().unix_millis();
-    let to =
-        q.to.as_deref()
-            .map(|t| parse_time("to", t))
-            .transpose()?
-            .unwrap_or(now);
-    let from = match q.from.as_deref() {
-        Some(t) => parse_time("from", t)?,
-        None => to - 24 * 3600 * 1000,
-    };
-    if from >= to {
-        return Err(ApiError::invalid("invalid_range", "from must be before to"));
-    }
+    let (from, to) = span(q.from.as_deref(), q.to.as_deref(), now, COMPARE_SPAN_MS)?;
     // Rollups always, so that every station's steps fall on one axis; a minute at least.
     let step = match plan(q.step.as_deref(), from, to, i64::MAX)? {
         Plan::Rollup(step) => step,
