@@ -141,12 +141,18 @@ fn ci() -> Result<(), String> {
         .and_then(|()| cross(&mut t));
     t.print();
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let shot = PathBuf::from(target).join("artifacts/dashboard.png");
-    if shot.exists() {
-        println!(
-            "artifact: the dashboard browser test's screenshot is {}",
-            shot.display()
-        );
+    for name in [
+        "dashboard-1920.png",
+        "dashboard-390.png",
+        "dashboard-failed.png",
+    ] {
+        let shot = PathBuf::from(&target).join("artifacts").join(name);
+        if shot.exists() {
+            println!(
+                "artifact: a dashboard browser test's screenshot is {}",
+                shot.display()
+            );
+        }
     }
     println!("tests: {} passed, {} failed", count.passed, count.failed);
     checks
