@@ -53,3 +53,16 @@ CREATE TABLE IF NOT EXISTS held (
     held_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS held_by_device ON held (device);
+
+-- The audit trail: every write by a person or a token (programs, the registry, manual
+-- transactions), with who, what and the request's id. Append-only.
+CREATE TABLE IF NOT EXISTS audit (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         TEXT NOT NULL,
+    who        TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    detail     TEXT NOT NULL,   -- JSON
+    request_id TEXT NOT NULL
+);

@@ -12,7 +12,6 @@ use ferry_cloud::config::{CloudConfig, Role, redact_password};
 use ferry_cloud::dev::{self, DevOptions};
 use ferry_cloud::loyalty::{self, LedgerPool, LoyaltyApi, LoyaltyMetrics};
 use ferry_cloud::{dashboard, http, ingest};
-use ferry_shared::Token;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -298,7 +297,14 @@ async fn run(
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", h.listen))?;
         info!(listen = %h.listen, "HTTP listening");
-        let app = http::router(Arc::new(Token::new(h.token.clone())), metrics, apis, public);
+        // The router's token opens the loyalty API where this process serves it.
+        let router_token = cfg
+            .loyalty
+            .as_ref()
+            .filter(|_| runs_ledger)
+            .map(|l| l.token.as_str());
+        let credentials = http::Credentials::new(h, router_token);
+        let app = http::router(Arc::new(credentials), metrics, apis, public);
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = http::serve(listener, app, stop.clone()).await {

@@ -41,11 +41,23 @@ pub fn dashboard(bin: &Path, dir: &Path, sections: &str) -> Loyalty {
 
 /// A loyalty role on `database` (`sqlite:///...` or `postgres://...`), not yet started.
 pub fn loyalty(bin: &Path, dir: &Path, database: &str) -> Loyalty {
+    loyalty_with(bin, dir, database, TOKEN, "")
+}
+
+/// The same, with `router_token` as `loyalty.token` and `extra` after `[http]` (more
+/// `[[http.tokens]]`, say).
+pub fn loyalty_with(
+    bin: &Path,
+    dir: &Path,
+    database: &str,
+    router_token: &str,
+    extra: &str,
+) -> Loyalty {
     let port = free_port();
     let config = format!(
         "data_dir = \"{data}\"\n\
-         [loyalty]\nurl = \"http://127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\ndatabase = \"{database}\"\n\
-         [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n",
+         [loyalty]\nurl = \"http://127.0.0.1:{port}\"\ntoken = \"{router_token}\"\ndatabase = \"{database}\"\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n{extra}",
         data = dir.join("loyalty-data").display(),
     );
     let path = dir.join("loyalty.toml");
@@ -116,7 +128,12 @@ impl Loyalty {
 
     /// A call with the token; the body parsed (`Null` when empty or not JSON).
     pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let (status, text) = request(self.port, method, path, TOKEN, body)
+        self.call_as(TOKEN, method, path, body)
+    }
+
+    /// A call with another token.
+    pub fn call_as(&self, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let (status, text) = request(self.port, method, path, token, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }

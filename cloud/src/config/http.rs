@@ -1,41 +1,175 @@
-//! `[http]`: the address and token of the loyalty and dashboard APIs.
+//! `[http]`: the address of the loyalty and dashboard APIs, and who may call them: the
+//! named tokens of `[[http.tokens]]`, each with a role, and the single `http.token` of
+//! older configs, which is an `admin`.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, resolve_token};
+use super::{ConfigError, invalid, resolve_token};
+
+/// What a caller may do (README: roles). `Router` is the ingest's loyalty router, known by
+/// `loyalty.token`; it is never configured in `[[http.tokens]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiRole {
+    /// Everything.
+    Admin,
+    /// The device registry, the dashboards, and reading the ledger; not programs.
+    Operator,
+    /// Its stores' figures and cards, and transactions for its stores.
+    Store,
+    /// The dashboards, read only, without card-level data.
+    Viewer,
+    /// Posting transactions and reading balances.
+    Router,
+}
+
+impl ApiRole {
+    pub const ALL: [Self; 5] = [
+        Self::Admin,
+        Self::Operator,
+        Self::Store,
+        Self::Viewer,
+        Self::Router,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Store => "store",
+            Self::Viewer => "viewer",
+            Self::Router => "router",
+        }
+    }
+}
+
+/// One `[[http.tokens]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    /// Shown in logs and the audit trail; the secret never is.
+    pub name: String,
+    #[serde(default)]
+    pub token: String,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    pub role: ApiRole,
+    /// Role `store` only: the stores it speaks for.
+    #[serde(default)]
+    pub stores: Vec<String>,
+}
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: std::net::SocketAddr,
-    /// The bearer token every API call needs; or `token_file`, read at startup.
+    /// An `admin` token, as configs before `[[http.tokens]]` gave it; or `token_file`.
     #[serde(default)]
     pub token: String,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tokens: Vec<NamedToken>,
 }
 
-// By hand, so that the token never reaches a log through `{:?}`.
+// By hand, so that no token reaches a log through `{:?}`.
 impl std::fmt::Debug for HttpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpConfig")
             .field("listen", &self.listen)
             .field("token", &"<redacted>")
             .field("token_file", &self.token_file)
+            .field(
+                "tokens",
+                &self
+                    .tokens
+                    .iter()
+                    .map(|t| (t.name.as_str(), t.role))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
+/// A token name: shown in logs and the audit trail, so short and printable.
+const MAX_NAME_LEN: usize = 64;
+
 impl HttpConfig {
-    /// Reads `token_file` into `token`, and checks the token.
+    /// Reads every `token_file`, and checks every token, name, role and store list.
     pub(super) fn resolve(&mut self) -> Result<(), ConfigError> {
-        self.token = resolve_token(
-            ("http.token", "http.token_file"),
-            &self.token,
-            self.token_file.as_deref(),
-        )?;
+        let legacy = !self.token.is_empty() || self.token_file.is_some();
+        if legacy || self.tokens.is_empty() {
+            self.token = resolve_token(
+                ("http.token", "http.token_file"),
+                &self.token,
+                self.token_file.as_deref(),
+            )
+            .map_err(|e| {
+                if self.tokens.is_empty() {
+                    e
+                } else {
+                    invalid("http.token", e.to_string())
+                }
+            })?;
+        }
+        let mut names = BTreeSet::new();
+        let mut secrets: BTreeSet<String> = BTreeSet::new();
+        if !self.token.is_empty() {
+            secrets.insert(self.token.clone());
+        }
+        for (i, t) in self.tokens.iter_mut().enumerate() {
+            let key = |field: &str| format!("http.tokens[{i}].{field}");
+            if t.name.is_empty()
+                || t.name.len() > MAX_NAME_LEN
+                || !t.name.chars().all(|c| c.is_ascii_graphic())
+            {
+                return Err(invalid(
+                    key("name"),
+                    format!("1 to {MAX_NAME_LEN} printable characters without spaces"),
+                ));
+            }
+            if !names.insert(t.name.clone()) {
+                return Err(invalid(key("name"), format!("{:?} is used twice", t.name)));
+            }
+            let given = Some(t.token.as_str()).filter(|s| !s.is_empty());
+            t.token = ferry_shared::token::from_config(given, t.token_file.as_deref())
+                .map_err(|(field, problem)| invalid(key(field), problem))?;
+            if !secrets.insert(t.token.clone()) {
+                return Err(invalid(
+                    key("token"),
+                    "the same secret as another token; each needs its own",
+                ));
+            }
+            match (t.role, t.stores.is_empty()) {
+                (ApiRole::Router, _) => {
+                    return Err(invalid(
+                        key("role"),
+                        "router is loyalty.token's role; use admin, operator, store or viewer",
+                    ));
+                }
+                (ApiRole::Store, true) => {
+                    return Err(invalid(key("stores"), "role store needs its stores"));
+                }
+                (ApiRole::Store, false) => {}
+                (_, false) => {
+                    return Err(invalid(key("stores"), "only role store has stores"));
+                }
+                (_, true) => {}
+            }
+            if let Some(bad) = t.stores.iter().find(|s| {
+                s.is_empty()
+                    || s.len() > ferry_shared::limits::MAX_TEXT_LEN
+                    || s.chars().any(char::is_control)
+            }) {
+                return Err(invalid(
+                    key("stores"),
+                    format!("store {bad:?} is not a store id"),
+                ));
+            }
+        }
         Ok(())
     }
 }

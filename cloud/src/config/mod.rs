@@ -14,7 +14,7 @@ use ferry_shared::config_env;
 use serde::Deserialize;
 
 pub use dashboard::{AlarmRule, DashboardConfig, Op};
-pub use http::HttpConfig;
+pub use http::{ApiRole, HttpConfig, NamedToken};
 pub use ingest::IngestConfig;
 pub use lake::{LakeConfig, LakeRoot};
 pub use loyalty::LoyaltyConfig;
@@ -30,12 +30,12 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Shape(String),
     #[error("config key {key}: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid { key: String, problem: String },
 }
 
-pub(crate) fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         problem: problem.into(),
     }
 }
@@ -472,6 +472,109 @@ token = "config-test-token-0123"
             .expect_err("no token")
             .to_string();
         assert!(err.contains("http.token"), "{err}");
+    }
+
+    #[test]
+    fn named_tokens_have_a_role_and_their_own_secret() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("wall.token");
+        std::fs::write(&file, "wall-token-from-a-file\n").expect("write");
+        let http = |tokens: &str| format!("{BASE}[http]\nlisten = \"127.0.0.1:8080\"\n{tokens}");
+        let entry = |name: &str, token: &str, role: &str, stores: &str| {
+            format!(
+                "[[http.tokens]]\nname = \"{name}\"\ntoken = \"{token}\"\nrole = \"{role}\"\n{stores}"
+            )
+        };
+        // Named tokens alone, one from a file; no `http.token` needed.
+        let good = format!(
+            "{}[[http.tokens]]\nname = \"wall\"\ntoken_file = \"{}\"\nrole = \"viewer\"\n",
+            entry(
+                "till-s01",
+                "store-token-0123456789",
+                "store",
+                "stores = [\"S-01\"]\n"
+            ),
+            file.display()
+        );
+        let c = CloudConfig::parse(&http(&good), []).expect("named tokens");
+        let h = c.http.expect("http");
+        assert!(h.token.is_empty(), "no admin token was given");
+        assert_eq!(h.tokens[1].token, "wall-token-from-a-file");
+        assert_eq!(h.tokens[0].role, ApiRole::Store);
+        let debug = format!("{h:?}");
+        assert!(
+            !debug.contains("store-token-0123456789") && debug.contains("till-s01"),
+            "{debug}"
+        );
+
+        for (tokens, key, why) in [
+            (
+                entry("a", "short", "viewer", ""),
+                "http.tokens[0].token",
+                "too short",
+            ),
+            (
+                entry("a", "viewer-token-0123456789", "root", ""),
+                "unknown variant",
+                "no such role",
+            ),
+            (
+                entry("a", "store-token-0123456789", "store", ""),
+                "http.tokens[0].stores",
+                "a store needs stores",
+            ),
+            (
+                entry(
+                    "a",
+                    "viewer-token-0123456789",
+                    "viewer",
+                    "stores = [\"S-01\"]\n",
+                ),
+                "http.tokens[0].stores",
+                "only stores have stores",
+            ),
+            (
+                entry("a", "router-token-0123456789", "router", ""),
+                "http.tokens[0].role",
+                "router is not configured here",
+            ),
+            (
+                entry("a b", "viewer-token-0123456789", "viewer", ""),
+                "http.tokens[0].name",
+                "no spaces",
+            ),
+            (
+                entry("a", "viewer-token-0123456789", "viewer", "")
+                    + &entry("a", "other-token-0123456789", "viewer", ""),
+                "http.tokens[1].name",
+                "a name twice",
+            ),
+            (
+                entry("a", "viewer-token-0123456789", "viewer", "")
+                    + &entry("b", "viewer-token-0123456789", "operator", ""),
+                "http.tokens[1].token",
+                "a secret twice",
+            ),
+        ] {
+            let err = CloudConfig::parse(&http(&tokens), [])
+                .expect_err(why)
+                .to_string();
+            assert!(err.contains(key), "{why}: {err}");
+            assert!(
+                !err.contains("token-0123456789"),
+                "a token is never echoed: {err}"
+            );
+        }
+        // The legacy admin token, when given, must still be a real secret.
+        let err = CloudConfig::parse(
+            &http(&format!(
+                "{}{}",
+                "token = \"short\"\n",
+                entry("a", "viewer-token-0123456789", "viewer", "")
+            )),
+            [],
+        );
+        assert!(err.is_err(), "a short http.token beside named ones");
     }
 
     #[test]

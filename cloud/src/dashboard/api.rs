@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -22,7 +22,7 @@ use super::query::{MAX_POINTS, Plan, RAW_SPAN_MS, parse_day, plan, required_metr
 use crate::config::DashboardConfig;
 use crate::hot::HotPool;
 use crate::hot::{Series, rfc3339};
-use crate::http::ApiError;
+use crate::http::{ApiError, Caller};
 use crate::loyalty::{LedgerPool, RegisteredDevice, StoreDay};
 
 /// Days one loyalty answer covers at most.
@@ -224,11 +224,15 @@ pub(super) fn ledger(api: &DashboardApi) -> Result<Arc<LedgerPool>, ApiError> {
     })
 }
 
-async fn list_stores(State(api): State<DashboardApi>) -> Result<Json<Value>, ApiError> {
-    let stores = ledger(&api)?
+async fn list_stores(
+    State(api): State<DashboardApi>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let mut stores = ledger(&api)?
         .run(|l| l.stores())
         .await
         .map_err(unavailable)?;
+    stores.retain(|s| caller.covers(s));
     Ok(Json(json!({ "stores": stores })))
 }
 
@@ -241,9 +245,16 @@ struct DaysQuery {
 /// Days `from..=to` (UTC), today when absent; every day is listed, with zeros when quiet.
 async fn store_loyalty(
     State(api): State<DashboardApi>,
+    Extension(caller): Extension<Caller>,
     Path(store): Path<String>,
     Query(q): Query<DaysQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    if !caller.covers(&store) {
+        return Err(ApiError::Forbidden(format!(
+            "this token ({}) sees stores {:?} only",
+            caller.name, caller.stores
+        )));
+    }
     let today = Utc::now().date_naive();
     let to =
         q.to.as_deref()

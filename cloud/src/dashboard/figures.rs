@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use chrono::{NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::api::{DashboardApi, ledger, unavailable};
-use crate::http::ApiError;
+use crate::config::ApiRole;
+use crate::http::{ApiError, Caller};
 use crate::loyalty::{CardCounts, StoreDay};
 
 /// Hours the traffic panel names as the busiest.
@@ -106,8 +107,10 @@ impl Totals {
     }
 }
 
+/// A `store` caller's answers hold its stores only, and their totals are theirs.
 pub async fn loyalty(
     State(api): State<DashboardApi>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<PeriodQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let period = Period::parse(q.period.as_deref())?;
@@ -119,18 +122,27 @@ pub async fn loyalty(
     let names = period.days();
     let mut stores: BTreeMap<String, (Vec<StoreDay>, Totals)> = BTreeMap::new();
     let mut all = Totals::default();
-    for (store, day) in days {
+    for (store, day) in days.into_iter().filter(|(s, _)| caller.covers(s)) {
         let (list, totals) = stores.entry(store).or_default();
         totals.add(&day);
         all.add(&day);
         list.push(day);
     }
+    let mut own = CardCounts::default();
     for c in &cards {
         match stores.get_mut(&c.store) {
-            Some((_, totals)) => totals.cards(c),
-            None if c.store.is_empty() => all.cards(c),
+            Some((_, totals)) => {
+                totals.cards(c);
+                own.active_cards += c.active_cards;
+                own.returning_cards += c.returning_cards;
+            }
+            None if c.store.is_empty() && caller.role != ApiRole::Store => all.cards(c),
             None => {}
         }
+    }
+    // Over a store caller's stores, a card seen at two of them counts twice.
+    if caller.role == ApiRole::Store {
+        all.cards(&own);
     }
     let mut stores: Vec<(String, Vec<StoreDay>, Totals)> = stores
         .into_iter()
@@ -165,6 +177,7 @@ fn every_day(names: &[String], found: Vec<StoreDay>) -> Vec<StoreDay> {
 
 pub async fn traffic(
     State(api): State<DashboardApi>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<PeriodQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let period = Period::parse(q.period.as_deref())?;
@@ -182,7 +195,7 @@ pub async fn traffic(
     // Per store: (day index, hour, sales) cells and sales per hour of the day.
     let mut stores: BTreeMap<String, (Vec<[i64; 3]>, [i64; 24])> = BTreeMap::new();
     let mut all = [0i64; 24];
-    for h in &hours {
+    for h in hours.iter().filter(|h| caller.covers(&h.store)) {
         let (Some(day), Ok(hour)) = (index.get(h.day.as_str()), usize::try_from(h.hour)) else {
             continue;
         };

@@ -10,6 +10,9 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A known caller whose role may not do this; the message names the role needed.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
     #[error("{message}")]
@@ -46,6 +49,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),

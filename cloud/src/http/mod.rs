@@ -1,17 +1,18 @@
 //! The cloud's HTTP side: `/healthz` and Prometheus `/metrics`, open to scrapers like the
 //! agent's, and the APIs of the roles this process runs, behind the token.
 
-mod auth;
+mod access;
 mod error;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::routing::get;
-use ferry_shared::Token;
+use axum::{Json, Router};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub use access::{Caller, Credentials, ROUTES, allowed};
 pub use error::ApiError;
 
 /// A role's counters, as Prometheus text. The roles register theirs, so this layer knows
@@ -31,10 +32,10 @@ impl Metrics {
     }
 }
 
-/// `apis` are the roles' routes, if any; they all sit behind `token`. `public` routes (the
-/// dashboard page, which holds no data) do not.
+/// `apis` are the roles' routes, if any; they all sit behind `credentials` and the route
+/// table, with `/v1/me`. `public` routes (the dashboard page, which holds no data) do not.
 pub fn router(
-    token: Arc<Token>,
+    credentials: Arc<Credentials>,
     metrics: Metrics,
     apis: Option<Router>,
     public: Option<Router>,
@@ -48,12 +49,26 @@ pub fn router(
     }
     match apis {
         // axum refuses a route layer on a router without routes, so only here.
-        Some(apis) => open.merge(apis.route_layer(axum::middleware::from_fn_with_state(
-            token,
-            auth::require_token,
-        ))),
+        Some(apis) => open.merge(apis.route("/v1/me", get(me)).route_layer(
+            axum::middleware::from_fn_with_state(credentials, access::authorize),
+        )),
         None => open,
     }
+}
+
+/// Who the token is: what a page needs to show only what its caller may use.
+async fn me(Extension(caller): Extension<Caller>) -> Json<Value> {
+    let routes: Vec<Value> = ROUTES
+        .iter()
+        .filter(|(_, _, roles)| roles.contains(&caller.role))
+        .map(|(method, path, _)| json!(format!("{method} {path}")))
+        .collect();
+    Json(json!({
+        "name": caller.name,
+        "role": caller.role,
+        "stores": caller.stores,
+        "routes": routes,
+    }))
 }
 
 async fn render_metrics(State(metrics): State<Metrics>) -> String {

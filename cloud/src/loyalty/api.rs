@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    Balance, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome, Program, Registration,
-    Status, Submitted,
+    AuditRecord, Balance, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome, Program,
+    Registration, Status, Submitted,
 };
-use crate::http::ApiError;
+use crate::config::ApiRole;
+use crate::http::{ApiError, Caller};
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
@@ -55,7 +56,77 @@ pub fn routes(api: LoyaltyApi) -> Router {
         .route("/v1/cards/{card}/transactions", get(card_transactions))
         .route("/v1/devices/{id}", put(put_device).delete(retire_device))
         .route("/v1/registry", get(list_registry))
+        .route("/v1/audit", get(audit_log))
         .with_state(api)
+}
+
+/// Records a write the caller has just made.
+async fn audit(
+    api: &LoyaltyApi,
+    caller: &Caller,
+    action: &'static str,
+    target: &str,
+    detail: Value,
+) -> Result<(), ApiError> {
+    let (caller, target) = (caller.clone(), target.to_owned());
+    api.pool
+        .run(move |l| {
+            l.audit(&AuditRecord {
+                who: &caller.name,
+                role: caller.role.name(),
+                action,
+                target: &target,
+                detail,
+                request_id: &caller.request_id,
+            })
+        })
+        .await?;
+    Ok(())
+}
+
+/// `GET /v1/audit`: the audit trail, newest first, a page at a time.
+async fn audit_log(
+    State(api): State<LoyaltyApi>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = page_limit(page.limit)?;
+    let entries = api
+        .pool
+        .run(move |l| l.audit_log(limit, page.before))
+        .await?;
+    let next = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(json!({ "entries": entries, "next_before": next })))
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit: must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// A `store` caller sees a card only once it has a transaction at one of its stores; to
+/// it, any other card is unknown.
+async fn check_card_scope(api: &LoyaltyApi, caller: &Caller, card: &str) -> Result<(), ApiError> {
+    if caller.role != ApiRole::Store {
+        return Ok(());
+    }
+    let key = card.to_owned();
+    let stores = api.pool.run(move |l| l.card_stores(&key)).await?;
+    if stores.iter().any(|s| caller.covers(s)) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "unknown_card",
+            format!("no transaction for card {card:?} at this token's stores"),
+        ))
+    }
 }
 
 /// A card's balances, as `GET /v1/cards/{card}` answers and the `cards` topic carries.
@@ -90,6 +161,7 @@ fn check_id(what: &'static str, id: &str) -> Result<(), ApiError> {
 
 async fn put_program(
     State(api): State<LoyaltyApi>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -102,12 +174,15 @@ async fn put_program(
     let stored = program.clone();
     let key = id.clone();
     api.pool.run(move |l| l.put_program(&key, &stored)).await?;
-    Ok(Json(program_json(&id, &program)))
+    let body = program_json(&id, &program);
+    audit(&api, &caller, "put_program", &id, body.clone()).await?;
+    Ok(Json(body))
 }
 
 /// `PUT /v1/devices/{id}`: `{"kind": "till", "store": "S-01"}` or `{"kind": "station"}`.
 async fn put_device(
     State(api): State<LoyaltyApi>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -118,6 +193,7 @@ async fn put_device(
     reg.check()
         .map_err(|problem| ApiError::invalid("invalid_registration", problem))?;
     let key = id.clone();
+    let detail = json!(reg);
     let stored = api
         .pool
         .run(move |l| {
@@ -125,16 +201,19 @@ async fn put_device(
             l.device(&key)
         })
         .await?;
+    audit(&api, &caller, "put_device", &id, detail).await?;
     Ok(Json(json!(stored)))
 }
 
 /// `DELETE /v1/devices/{id}`: retires it; its transactions are refused from now on.
 async fn retire_device(
     State(api): State<LoyaltyApi>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let key = id.clone();
     if api.pool.run(move |l| l.retire_device(&key)).await? {
+        audit(&api, &caller, "retire_device", &id, json!({})).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(
@@ -199,10 +278,25 @@ fn parse_batch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
 
 async fn submit(
     State(api): State<LoyaltyApi>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<SubmitQuery>,
     body: Bytes,
 ) -> Result<Json<Results>, ApiError> {
     let items = parse_batch(&body)?;
+    // A store's token speaks for its stores only: one transaction for another refuses the
+    // request, before anything applies.
+    if let Some((i, store)) = items.iter().enumerate().find_map(|(i, item)| {
+        let store = item
+            .get("store")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        (!caller.covers(store)).then_some((i, store))
+    }) {
+        return Err(ApiError::Forbidden(format!(
+            "transaction {i} is for store {store:?}; this token ({}) posts for {:?} only",
+            caller.name, caller.stores
+        )));
+    }
     // Each item parses on its own; one that does not is rejected, in its place.
     let mut results: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
     let mut txns = Vec::with_capacity(items.len());
@@ -260,14 +354,30 @@ async fn submit(
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the ledger lost an outcome")))?;
     api.metrics.count(&results);
+    // The router's device transactions are the devices' own record; what a person or a
+    // token posts by hand is audited.
+    if caller.role != ApiRole::Router
+        && let Some(first) = results.first()
+    {
+        audit(
+            &api,
+            &caller,
+            "transactions",
+            &first.tx_id,
+            json!({ "results": results }),
+        )
+        .await?;
+    }
     Ok(Json(Results { results, cards }))
 }
 
 async fn show_card(
     State(api): State<LoyaltyApi>,
+    Extension(caller): Extension<Caller>,
     Path(card): Path<String>,
 ) -> Result<Json<CardBalances>, ApiError> {
     check_id("card", &card)?;
+    check_card_scope(&api, &caller, &card).await?;
     let key = card.clone();
     let (known, balances) = api
         .pool
@@ -290,19 +400,15 @@ struct PageQuery {
 
 async fn card_transactions(
     State(api): State<LoyaltyApi>,
+    Extension(caller): Extension<Caller>,
     Path(card): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_id("card", &card)?;
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit: must be 1 to {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(page.limit)?;
+    check_card_scope(&api, &caller, &card).await?;
     let key = card.clone();
-    let entries: Vec<LedgerEntry> = api
+    let mut entries: Vec<LedgerEntry> = api
         .pool
         .run(move |l| l.card_entries(&key, limit, page.before))
         .await?;
@@ -310,6 +416,8 @@ async fn card_transactions(
     let next = (entries.len() == limit as usize)
         .then(|| entries.last().map(|e| e.seq))
         .flatten();
+    // A store's token sees the entries at its stores; paging stays on the whole ledger.
+    entries.retain(|e| caller.covers(&e.store));
     Ok(Json(
         json!({ "card": card, "transactions": entries, "next_before": next }),
     ))

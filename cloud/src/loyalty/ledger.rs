@@ -357,7 +357,7 @@ impl Ledger {
     }
 
     /// The first column of a query with one parameter, as text.
-    fn strings<P>(&mut self, sql: &str, param: &P) -> Result<Vec<String>, LedgerError>
+    pub(super) fn strings<P>(&mut self, sql: &str, param: &P) -> Result<Vec<String>, LedgerError>
     where
         P: rusqlite::ToSql + postgres::types::ToSql + Sync,
     {

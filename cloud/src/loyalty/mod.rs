@@ -3,6 +3,7 @@
 
 pub mod api;
 mod apply;
+mod audit;
 mod expiry;
 mod figures;
 mod ledger;
@@ -14,6 +15,7 @@ mod sqlite;
 
 pub use api::{CardBalances, LoyaltyApi};
 pub use apply::Submitted;
+pub use audit::{AuditEntry, AuditRecord};
 pub use expiry::run_expiry;
 pub use figures::{CardCounts, HourCount, StoreDay};
 pub use ledger::{Balance, Ledger, LedgerEntry, LedgerError, Outcome, Status};

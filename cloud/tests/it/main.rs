@@ -13,6 +13,7 @@ mod ledger;
 mod loyalty_api;
 mod outage;
 mod poison;
+mod roles;
 mod round_trip;
 mod shared_subscription;
 

@@ -1,0 +1,255 @@
+//! Who may call what. A caller is known by its bearer token (each compared in constant
+//! time) and has a role; [`ROUTES`] says, for every route of every API, which roles may call
+//! it. A route missing from the table answers 403 to everyone, and a test walks the table.
+//! Scope within a route (a `store` caller's stores) is the handler's to apply, from the
+//! [`Caller`] this layer puts in the request.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use ferry_shared::Token;
+
+use super::ApiError;
+use crate::config::ApiRole::{self, Admin, Operator, Router, Store, Viewer};
+use crate::config::HttpConfig;
+
+/// Who is calling, for handlers and the audit trail.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name (`http.token` is `admin`, `loyalty.token` is `router`).
+    pub name: String,
+    pub role: ApiRole,
+    /// Role `store` only.
+    pub stores: Vec<String>,
+    /// This request's id, also in the `x-request-id` response header.
+    pub request_id: String,
+}
+
+impl Caller {
+    /// Whether this caller may see or act for `store`: every role but `store` may.
+    pub fn covers(&self, store: &str) -> bool {
+        self.role != Store || self.stores.iter().any(|s| s == store)
+    }
+}
+
+/// One configured token and who it makes the caller.
+struct Credential {
+    token: Token,
+    name: String,
+    role: ApiRole,
+    stores: Vec<String>,
+}
+
+/// Every token this process accepts.
+pub struct Credentials(Vec<Credential>);
+
+impl Credentials {
+    /// `[http]`'s tokens, and `router`, the ingest router's token (`loyalty.token`) when
+    /// this process serves the loyalty API. A router token that is also an `[http]` token
+    /// keeps that token's role.
+    pub fn new(http: &HttpConfig, router: Option<&str>) -> Self {
+        let mut all = Vec::new();
+        if !http.token.is_empty() {
+            all.push(Credential {
+                token: Token::new(http.token.clone()),
+                name: "admin".into(),
+                role: Admin,
+                stores: Vec::new(),
+            });
+        }
+        for t in &http.tokens {
+            all.push(Credential {
+                token: Token::new(t.token.clone()),
+                name: t.name.clone(),
+                role: t.role,
+                stores: t.stores.clone(),
+            });
+        }
+        if let Some(router) = router
+            && !all.iter().any(|c| c.token.matches(router))
+        {
+            all.push(Credential {
+                token: Token::new(router.to_owned()),
+                name: "router".into(),
+                role: Router,
+                stores: Vec::new(),
+            });
+        }
+        Self(all)
+    }
+
+    /// The caller `header` names. Every token is compared, so the time taken does not
+    /// say which one matched.
+    fn identify(&self, header: &str) -> Option<&Credential> {
+        self.0.iter().fold(None, |found, c| {
+            let matched = c.token.matches_header(header);
+            found.or(matched.then_some(c))
+        })
+    }
+}
+
+const ALL: &[ApiRole] = &[Admin, Operator, Store, Viewer, Router];
+const DASHBOARDS: &[ApiRole] = &[Admin, Operator, Viewer];
+const FIGURES: &[ApiRole] = &[Admin, Operator, Viewer, Store];
+const REGISTRY: &[ApiRole] = &[Admin, Operator];
+const LEDGER: &[ApiRole] = &[Admin, Operator, Store];
+const ADMIN: &[ApiRole] = &[Admin];
+
+/// Every API route, and the roles that may call it.
+pub const ROUTES: &[(Method, &str, &[ApiRole])] = &[
+    (Method::GET, "/v1/me", ALL),
+    // The loyalty core.
+    (Method::GET, "/v1/programs", LEDGER),
+    (Method::PUT, "/v1/programs/{id}", ADMIN),
+    (Method::POST, "/v1/transactions", &[Admin, Store, Router]),
+    (Method::GET, "/v1/cards", REGISTRY),
+    (
+        Method::GET,
+        "/v1/cards/{card}",
+        &[Admin, Operator, Store, Router],
+    ),
+    (Method::GET, "/v1/cards/{card}/transactions", LEDGER),
+    (Method::PUT, "/v1/devices/{id}", REGISTRY),
+    (Method::DELETE, "/v1/devices/{id}", REGISTRY),
+    (Method::GET, "/v1/registry", REGISTRY),
+    (Method::GET, "/v1/audit", ADMIN),
+    // The dashboards.
+    (Method::GET, "/v1/devices", DASHBOARDS),
+    (Method::GET, "/v1/devices/{id}", DASHBOARDS),
+    (Method::GET, "/v1/devices/{id}/readings", DASHBOARDS),
+    (Method::GET, "/v1/alarms", DASHBOARDS),
+    (Method::GET, "/v1/events", DASHBOARDS),
+    (Method::GET, "/v1/stations", DASHBOARDS),
+    (Method::GET, "/v1/compare", DASHBOARDS),
+    (Method::GET, "/v1/stores", FIGURES),
+    (Method::GET, "/v1/stores/{id}/loyalty", FIGURES),
+    (Method::GET, "/v1/loyalty", FIGURES),
+    (Method::GET, "/v1/traffic", FIGURES),
+];
+
+/// The roles that may call `method path` (`path` as the router declares it); none for a
+/// route not in [`ROUTES`].
+pub fn allowed(method: &Method, path: &str) -> &'static [ApiRole] {
+    ROUTES
+        .iter()
+        .find(|(m, p, _)| m == method && *p == path)
+        .map_or(&[], |(_, _, roles)| *roles)
+}
+
+/// Authenticates the caller, checks the route table, and hands the [`Caller`] on.
+pub async fn authorize(
+    State(credentials): State<Arc<Credentials>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::Unauthorized(
+            "missing Authorization: Bearer TOKEN",
+        ))?;
+    let credential = credentials
+        .identify(header)
+        .ok_or(ApiError::Unauthorized("wrong token"))?;
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let roles = allowed(request.method(), &path);
+    if !roles.contains(&credential.role) {
+        let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+        return Err(ApiError::Forbidden(format!(
+            "{} {path} needs role {}; this token ({}) is {}",
+            request.method(),
+            if names.is_empty() {
+                "(none: the route is not in the role table)".to_owned()
+            } else {
+                names.join(" or ")
+            },
+            credential.name,
+            credential.role.name()
+        )));
+    }
+    let request_id = ulid::Ulid::new().to_string();
+    request.extensions_mut().insert(Caller {
+        name: credential.name.clone(),
+        role: credential.role,
+        stores: credential.stores.clone(),
+        request_id: request_id.clone(),
+    });
+    let mut response = next.run(request).await;
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `.route("/v1/...", method(...))` in the cloud's source, as (method, path).
+    fn declared() -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for at in text.match_indices(".route(\"/v1/").map(|(i, _)| i) {
+                    let rest = &text[at + ".route(\"".len()..];
+                    let Some((route, after)) = rest.split_once('"') else {
+                        continue;
+                    };
+                    // The handlers: up to the next route or the end of the chain.
+                    let handlers = after
+                        .split([';'])
+                        .next()
+                        .and_then(|h| h.split(".route(").next())
+                        .unwrap_or_default();
+                    for method in ["get", "put", "post", "delete"] {
+                        if handlers.contains(&format!("{method}(")) {
+                            found.push((method.to_uppercase(), route.to_owned()));
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_declared_route_is_in_the_table_and_every_entry_is_declared() {
+        let declared = declared();
+        assert!(declared.len() > 20, "{declared:?}");
+        for (method, path) in &declared {
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            assert!(
+                !allowed(&method, path).is_empty(),
+                "{method} {path} is routed but not in ROUTES: nobody could call it"
+            );
+        }
+        for (method, path, roles) in ROUTES {
+            assert!(
+                declared
+                    .iter()
+                    .any(|(m, p)| m == method.as_str() && p == path),
+                "{method} {path} is in ROUTES but routed nowhere"
+            );
+            assert!(
+                roles.contains(&Admin),
+                "{method} {path}: admin may do everything"
+            );
+        }
+    }
+}

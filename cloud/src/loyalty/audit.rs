@@ -1,0 +1,120 @@
+//! The audit trail: who changed what, when, under which request. Kept in the ledger's
+//! database, append-only, newest first when read (`GET /v1/audit`).
+
+use serde::Serialize;
+
+use super::{Ledger, LedgerError};
+
+/// One write, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    /// The token's name.
+    pub who: String,
+    pub role: String,
+    /// `put_program`, `put_device`, `retire_device`, `transactions`.
+    pub action: String,
+    /// What it acted on: a program or device id, or the first transaction's id.
+    pub target: String,
+    pub detail: serde_json::Value,
+    pub request_id: String,
+}
+
+/// What the caller of [`Ledger::audit`] knows of a write.
+#[derive(Debug, Clone)]
+pub struct AuditRecord<'a> {
+    pub who: &'a str,
+    pub role: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub detail: serde_json::Value,
+    pub request_id: &'a str,
+}
+
+const COLUMNS: &str = "id, at, who, role, action, target, detail, request_id";
+
+impl Ledger {
+    /// Records a write that has just been made.
+    pub fn audit(&mut self, r: &AuditRecord<'_>) -> Result<(), LedgerError> {
+        let at = ferry_shared::Timestamp::now().to_string();
+        let detail = r.detail.to_string();
+        let sql = "INSERT INTO audit (at, who, role, action, target, detail, request_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let params = [
+            at.as_str(),
+            r.who,
+            r.role,
+            r.action,
+            r.target,
+            detail.as_str(),
+            r.request_id,
+        ];
+        match self {
+            Self::Sqlite(c) => {
+                c.prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(params))?;
+            }
+            Self::Postgres(c) => {
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                c.execute(sql, &refs)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` entries older than `before` (an id), newest first.
+    pub fn audit_log(
+        &mut self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEntry>, LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM audit WHERE id < $1 ORDER BY id DESC LIMIT $2");
+        let before = before.unwrap_or(i64::MAX);
+        let limit = i64::from(limit);
+        let parse =
+            |detail: String| serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null);
+        Ok(match self {
+            Self::Sqlite(c) => c
+                .prepare_cached(&sql)?
+                .query_map(rusqlite::params![before, limit], |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        who: r.get(2)?,
+                        role: r.get(3)?,
+                        action: r.get(4)?,
+                        target: r.get(5)?,
+                        detail: parse(r.get(6)?),
+                        request_id: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?,
+            Self::Postgres(c) => c
+                .query(&sql, &[&before, &limit])?
+                .into_iter()
+                .map(|r| AuditEntry {
+                    id: r.get(0),
+                    at: r.get(1),
+                    who: r.get(2),
+                    role: r.get(3),
+                    action: r.get(4),
+                    target: r.get(5),
+                    detail: parse(r.get(6)),
+                    request_id: r.get(7),
+                })
+                .collect(),
+        })
+    }
+
+    /// The stores where `card` has a transaction.
+    pub fn card_stores(&mut self, card: &str) -> Result<Vec<String>, LedgerError> {
+        self.strings(
+            "SELECT DISTINCT store FROM ledger WHERE card = $1 AND op <> 'expire' ORDER BY store",
+            &card,
+        )
+    }
+}
