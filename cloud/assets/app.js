@@ -17,17 +17,37 @@ const state = {
   period: "7d",
   plots: new Map(), // element id -> uPlot
   skew: 0, // the cloud's clock minus the browser's, in ms
+  me: null, // GET /v1/me: the token's name, role, stores and the routes it may call
 };
+
+// Whether this token may call `route` ("GET /v1/loyalty"): the page shows only what it may.
+function may(route) {
+  return Boolean(state.me && state.me.routes.includes(route));
+}
+
+// The panels, and the route each one reads.
+const PANELS = [
+  ["#stations-panel", "GET /v1/stations"],
+  ["#compare-panel", "GET /v1/compare"],
+  ["#fleet-panel", "GET /v1/devices"],
+  ["#loyalty-panel", "GET /v1/loyalty"],
+  ["#traffic-panel", "GET /v1/traffic"],
+];
 
 class Unauthorized extends Error {}
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
+async function api(path, method, payload) {
+  const init = { method: method || "GET", headers: { Authorization: `Bearer ${state.token}` } };
+  if (payload !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(payload);
+  }
+  const response = await fetch(path, init);
   if (response.status === 401) {
     askToken("That token was refused.");
     throw new Unauthorized(path);
   }
-  const body = await response.json();
+  const body = response.status === 204 ? {} : await response.json();
   if (!response.ok) {
     const error = new Error(body.error ? body.error.message : response.statusText);
     error.code = body.error && body.error.code;
@@ -301,7 +321,7 @@ async function loadLoyalty() {
     return tr;
   };
   table.replaceChildren(
-    row("All stores", body.totals, null),
+    row(state.me && state.me.role === "store" ? "Your stores" : "All stores", body.totals, null),
     ...body.stores.map((s) => row(s.store, s.totals, s.store)),
   );
   for (const id of [...state.plots.keys()].filter((k) => k.startsWith("store:"))) dropPlot(id);
@@ -425,13 +445,40 @@ async function loadFleet() {
     if (d.held_transactions) notes.push(`${d.held_transactions} held (not registered)`);
     const reg = d.registration;
     const role = reg ? (reg.retired_at ? "retired" : reg.store || reg.kind) : "unregistered";
+    const actions = el("span", { class: "actions" }, ...registryActions(d.device, reg));
     return el("li", { data: { device: d.device, state: d.state, trouble: String(d.trouble) } },
       el("span", { class: "badge", data: { state: d.state }, textContent: STATE_WORDS[d.state] || d.state }),
       el("strong", { textContent: d.device }),
       el("span", { class: "quiet small", textContent: `${role} · ${d.agent_version ? `v${d.agent_version}` : "version unknown"}` }),
       el("span", { class: notes.length ? "notes" : "quiet small", textContent: notes.join(" · ") || "nothing waiting" }),
-      el("span", { class: "quiet small seen", data: { at: d.last_seen || "" }, title: d.last_seen || "", textContent: `seen ${ago(d.last_seen)}` }));
+      el("span", { class: "quiet small seen", data: { at: d.last_seen || "" }, title: d.last_seen || "", textContent: `seen ${ago(d.last_seen)}` }),
+      actions);
   }));
+}
+
+// Registering and retiring devices, for the tokens that may (admin, operator).
+function registryActions(device, reg) {
+  if (!may("PUT /v1/devices/{id}")) return [];
+  const path = `/v1/devices/${encodeURIComponent(device)}`;
+  const act = (label, action, run) => {
+    const button = el("button", { type: "button", textContent: label, data: { action } });
+    button.addEventListener("click", () => run().then(loadFleet).catch((e) => {
+      if (!(e instanceof Unauthorized)) alert(e.message);
+    }));
+    return button;
+  };
+  if (reg && !reg.retired_at) {
+    return [act("Retire", "retire", async () => {
+      if (confirm(`Retire ${device}? Its transactions are refused from now on.`)) await api(path, "DELETE");
+    })];
+  }
+  return [
+    act("Station", "register-station", () => api(path, "PUT", { kind: "station" })),
+    act("Till…", "register-till", async () => {
+      const store = prompt(`The store ${device} sells for:`);
+      if (store) await api(path, "PUT", { kind: "till", store });
+    }),
+  ];
 }
 
 // ---- the event feed ----
@@ -505,19 +552,36 @@ function later(key, job) {
 // ---- wiring ----
 
 async function refresh() {
-  await loadStations();
-  await Promise.all([loadCompare(), loadLoyalty(), loadTraffic(), loadFleet()]);
+  const loads = [];
+  if (may("GET /v1/stations")) {
+    await loadStations();
+    loads.push(loadCompare());
+  }
+  if (may("GET /v1/loyalty")) loads.push(loadLoyalty(), loadTraffic());
+  if (may("GET /v1/devices")) loads.push(loadFleet());
+  await Promise.all(loads);
+}
+
+// Who the token is decides what the page shows.
+async function loadMe() {
+  state.me = await api("/v1/me");
+  for (const [panel, route] of PANELS) $(panel).hidden = !may(route);
+  const stores = state.me.stores.length ? `: ${state.me.stores.join(", ")}` : "";
+  $("#who").textContent = `${state.me.name} (${state.me.role}${stores})`;
+  document.body.dataset.role = state.me.role;
 }
 
 async function start() {
   $("#login").close();
   try {
+    await loadMe();
     await refresh();
   } catch (e) {
     if (e instanceof Unauthorized) return;
     throw e;
   }
-  streamEvents();
+  if (may("GET /v1/events")) streamEvents();
+  else $("#feed").hidden = true;
 }
 
 function choose(selector, button) {
@@ -572,9 +636,12 @@ setInterval(() => {
     node.textContent = `${word} ${ago(node.dataset.at)}`;
   }
 }, 5000);
-setInterval(() => { if (signedIn()) loadFleet().catch(() => {}); }, 10000);
-setInterval(() => { if (signedIn()) Promise.all([loadStations(), loadCompare()]).catch(() => {}); }, 60000);
-setInterval(() => { if (signedIn()) Promise.all([loadLoyalty(), loadTraffic()]).catch(() => {}); }, 30000);
+const every = (ms, route, job) => setInterval(() => {
+  if (signedIn() && may(route)) job().catch(() => {});
+}, ms);
+every(10000, "GET /v1/devices", loadFleet);
+every(60000, "GET /v1/stations", () => Promise.all([loadStations(), loadCompare()]));
+every(30000, "GET /v1/loyalty", () => Promise.all([loadLoyalty(), loadTraffic()]));
 
 if (state.token) start();
 else askToken("");

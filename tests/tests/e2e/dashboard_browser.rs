@@ -27,6 +27,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const STATIONS: [&str; 3] = ["ws-1", "ws-2", "ws-3"];
 const TILL: &str = "pos-1";
+/// A wall display's token, and a shop's.
+const VIEWER: &str = "viewer-token-for-the-wall";
+const STORE: &str = "store-token-for-the-shop";
 /// The dashboard's inactivity timeout in this test.
 const OFFLINE_AFTER_S: u64 = 8;
 
@@ -106,6 +109,8 @@ fn cloud_config(dir: &Path, broker: u16, http: u16) -> String {
          [loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\ndatabase = \"sqlite://{ledger}\"\n\
          [http]\nlisten = \"127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\n\
          [dashboard]\ndatabase = \"sqlite://{hot}\"\noffline_after_s = {OFFLINE_AFTER_S}\nevents_interval_ms = 300\n\
+         [[http.tokens]]\nname = \"wall\"\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n\
+         [[http.tokens]]\nname = \"shop\"\ntoken = \"{STORE}\"\nrole = \"store\"\nstores = [\"S-{TILL}\"]\n\
          [[dashboard.alarms]]\nname = \"above_freezing\"\nmetric = \"temperature_c\"\nop = \">\"\nvalue = 0.0\nfor_s = 2\n",
         data = dir.join("cloud").display(),
         lake = dir.join("lake").display(),
@@ -152,6 +157,10 @@ fn page_state(c: &Session) -> Value {
            width: window.innerWidth,
            overflow: document.documentElement.scrollWidth - window.innerWidth,
            favicon: (document.querySelector('link[rel=icon]') || {}).href || null,
+           role: document.body.dataset.role || null,
+           shown: ['stations', 'compare', 'fleet', 'loyalty', 'traffic']
+             .filter(p => !document.querySelector('#' + p + '-panel').hidden),
+           actions: q('#fleet [data-action]').length,
          };",
     )
     .unwrap_or_else(|e| json!({ "error": e }))
@@ -175,6 +184,12 @@ async fn wait_for(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Signs out (the header's button) and signs in with `token`.
+fn sign_in_as(c: &Session, token: &str) {
+    c.find("#forget").expect("sign out").click().expect("click");
+    submit_token(c, token);
 }
 
 /// Types `token` into the page's token dialog, as a person would, and submits it.
@@ -337,6 +352,11 @@ async fn the_dashboard_answers_at_a_glance_on_a_desktop_and_a_phone() {
     .await;
     let state = page_state(&c);
     assert_eq!(state["feed"], "live", "{state}");
+    assert_eq!(state["role"], "admin", "{state}");
+    assert!(
+        state["actions"].as_u64() > Some(0),
+        "an admin may register and retire devices: {state}"
+    );
     assert!(
         state["favicon"]
             .as_str()
@@ -407,6 +427,47 @@ async fn the_dashboard_answers_at_a_glance_on_a_desktop_and_a_phone() {
             shot.display()
         );
     }
+
+    // Another store's sale, by hand, so that there is a store to keep from the shop.
+    let sale = json!({"tx_id": "by-hand-1", "op": "stamp", "program": "coffee",
+                      "card": "C-9999", "store": "S-other", "qty": 1});
+    let (status, body) =
+        ferry_tests::http::post_json(http, "/v1/transactions", TOKEN, &sale.to_string())
+            .expect("a sale by hand");
+    assert_eq!(status, 200, "{body}");
+    c.set_window_size(1400, 1000).expect("resize");
+    // A wall display: every dashboard panel, both stores, and nothing to change.
+    sign_in_as(&c, VIEWER);
+    wait_for(&c, "the viewer's page", Duration::from_secs(40), |s| {
+        s["role"] == "viewer"
+            && s["shown"].as_array().map(Vec::len) == Some(5)
+            && s["fleet"].as_array().is_some_and(|f| f.len() == all.len())
+            && s["stores"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["store"] == "S-other"))
+            && s["actions"] == 0
+    })
+    .await;
+    save_screenshot(&c, "dashboard-viewer.png");
+    // A shop: its own store's loyalty and sales, nothing else.
+    sign_in_as(&c, STORE);
+    let state = wait_for(&c, "the shop's page", Duration::from_secs(40), |s| {
+        let rows: Vec<&str> = s["stores"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|r| r["store"].as_str()).collect())
+            .unwrap_or_default();
+        s["role"] == "store" && rows.len() == 2 && rows.contains(&store.as_str())
+    })
+    .await;
+    assert_eq!(state["shown"], json!(["loyalty", "traffic"]), "{state}");
+    assert!(
+        state["stores"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["store"] != "S-other")),
+        "the shop sees its store and the total of its stores only: {state}"
+    );
+    assert_eq!(state["actions"], 0, "{state}");
+    save_screenshot(&c, "dashboard-store.png");
 
     let _ = c.close();
     agents[2].send("CONT");
