@@ -11,10 +11,12 @@
 //!   ledger;
 //! - [`db`]: opening a SQLite or PostgreSQL database, and one interface over both;
 //! - [`pool`]: a few blocking database connections for async callers;
-//! - [`config`]: README: cloud configuration;
-//! - [`http`]: `/healthz`, `/metrics` and the APIs behind the token;
+//! - [`config`]: the cloud's configuration (README);
+//! - [`http`]: `/healthz`, `/metrics` and the APIs behind the tokens and the role table;
+//! - [`certs`]: `ferry-cloud certs`, a small fleet's CA and certificates;
 //! - [`dev`]: `ferry-cloud dev`, the whole pipeline on one machine.
 
+pub mod certs;
 pub mod config;
 pub mod dashboard;
 pub(crate) mod db;

@@ -50,6 +50,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Certificates for a self-hosted Mosquitto (deploy/mosquitto): a CA and the broker's
+    /// certificate (`init`), then a client certificate per device (`client`).
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
     /// Every role with no configuration: an embedded MQTT broker, a lake folder, the ledger
     /// on SQLite, HTTP on 127.0.0.1, and five simulated agents (three weather stations, two
     /// tills) as real ferry-agent processes.
@@ -68,6 +74,26 @@ enum Command {
         /// tills).
         #[arg(long)]
         interval_ms: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// A new CA (ca.pem, ca.key) and the broker's certificate (server.pem, server.key).
+    Init {
+        /// The folder; keep it, with the CA's key, off the broker.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The broker's host name or IP address, as devices connect to it; repeatable.
+        #[arg(long = "server-name", value_name = "HOST", required = true)]
+        server_names: Vec<String>,
+    },
+    /// A client certificate per device id (or the ingest's name), in DIR/clients/.
+    Client {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
     },
 }
 
@@ -91,6 +117,26 @@ fn main() -> ExitCode {
         Command::Loyalty { config } => (Role::Loyalty, config),
         Command::All { config } => (Role::All, config),
         Command::Dashboard { config } => (Role::Dashboard, config),
+        Command::Certs { action } => {
+            let made = match action {
+                CertsAction::Init { dir, server_names } => {
+                    ferry_cloud::certs::init(&dir, &server_names)
+                }
+                CertsAction::Client { dir, names } => ferry_cloud::certs::clients(&dir, &names),
+            };
+            return match made {
+                Ok(files) => {
+                    for file in files {
+                        println!("{}", file.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferry-cloud certs: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Dev {
             data_dir,
             mqtt_port,

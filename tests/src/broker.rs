@@ -71,6 +71,18 @@ impl Mosquitto {
                 pki.server_key.display()
             ));
         }
+        Self::start_conf(port, dir, &conf)
+    }
+
+    /// A broker on `port` with a whole configuration, `conf`, in which `{dir}` stands for
+    /// a private folder of its own (for its persistence).
+    pub fn start_with_conf(port: u16, conf: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir for mosquitto");
+        let conf = conf.replace("{dir}", &dir.path().display().to_string());
+        Self::start_conf(port, dir, &conf)
+    }
+
+    fn start_conf(port: u16, dir: tempfile::TempDir, conf: &str) -> Self {
         let mut file = std::fs::File::create(dir.path().join("mosquitto.conf")).expect("conf");
         file.write_all(conf.as_bytes()).expect("write conf");
         let mut broker = Self {

@@ -1,6 +1,7 @@
 //! A subscriber that decodes every envelope with the `shared` crate and records what it saw.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -60,21 +61,27 @@ impl Collector {
 
     /// The same over mutual TLS, with `pki`'s client certificate.
     pub async fn start_tls(port: u16, pki: &TestPki) -> Self {
-        Self::start_with(port, Some(pki)).await
+        Self::start_mtls(port, &pki.ca, &pki.client_cert, &pki.client_key).await
     }
 
-    async fn start_with(port: u16, pki: Option<&TestPki>) -> Self {
+    /// The same over mutual TLS with the certificate and key in these files.
+    pub async fn start_mtls(port: u16, ca: &Path, cert: &Path, key: &Path) -> Self {
+        let read = |p: &Path| std::fs::read(p).expect("reading a test certificate");
+        Self::start_with(port, Some((read(ca), read(cert), read(key)))).await
+    }
+
+    /// `identity`: the CA, client certificate and key, PEM.
+    async fn start_with(port: u16, identity: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>) -> Self {
         let mut opts = MqttOptions::new(
             format!("collector-{}", crate::free_port()),
             "127.0.0.1",
             port,
         );
-        if let Some(pki) = pki {
-            let read = |p: &std::path::Path| std::fs::read(p).expect("reading test certificate");
+        if let Some((ca, cert, key)) = identity {
             opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
-                ca: read(&pki.ca),
+                ca,
                 alpn: None,
-                client_auth: Some((read(&pki.client_cert), read(&pki.client_key))),
+                client_auth: Some((cert, key)),
             }));
         }
         opts.set_clean_session(false)
