@@ -73,6 +73,43 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub tokens: Vec<NamedToken>,
+    /// Signed-in users: JWTs from this OpenID Connect provider (Cognito, say).
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[http.oidc]`: whose JWTs the APIs accept, and where a user's role and stores are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The `iss` of its tokens: `https://cognito-idp.REGION.amazonaws.com/POOL_ID`.
+    pub issuer: String,
+    /// The `aud` (ID tokens) or `client_id` (Cognito access tokens) they must carry: the
+    /// app client's id.
+    pub audience: String,
+    /// The provider's keys; by default from `{issuer}/.well-known/openid-configuration`.
+    pub jwks_url: Option<String>,
+    /// The claim listing the user's groups: `admin`, `operator`, `viewer`, `store` (with
+    /// `stores_claim`) or `store:S-01`.
+    #[serde(default = "roles_claim")]
+    pub roles_claim: String,
+    /// The claim listing a `store` user's stores (an array, or a comma-separated string).
+    #[serde(default = "stores_claim")]
+    pub stores_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "leeway_s")]
+    pub leeway_s: u64,
+}
+
+fn roles_claim() -> String {
+    "cognito:groups".into()
+}
+
+fn stores_claim() -> String {
+    "custom:stores".into()
+}
+
+fn leeway_s() -> u64 {
+    60
 }
 
 // By hand, so that no token reaches a log through `{:?}`.
@@ -100,8 +137,32 @@ const MAX_NAME_LEN: usize = 64;
 impl HttpConfig {
     /// Reads every `token_file`, and checks every token, name, role and store list.
     pub(super) fn resolve(&mut self) -> Result<(), ConfigError> {
+        if let Some(oidc) = &self.oidc {
+            for (key, value) in [
+                ("http.oidc.issuer", &oidc.issuer),
+                ("http.oidc.audience", &oidc.audience),
+            ] {
+                if value.is_empty() {
+                    return Err(invalid(key, "required"));
+                }
+            }
+            let url = oidc.jwks_url.as_deref().unwrap_or(&oidc.issuer);
+            if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1")) {
+                return Err(invalid(
+                    if oidc.jwks_url.is_some() {
+                        "http.oidc.jwks_url"
+                    } else {
+                        "http.oidc.issuer"
+                    },
+                    "must be https:// (http only on 127.0.0.1, for tests)",
+                ));
+            }
+            if oidc.leeway_s > 300 {
+                return Err(invalid("http.oidc.leeway_s", "at most 300 seconds"));
+            }
+        }
         let legacy = !self.token.is_empty() || self.token_file.is_some();
-        if legacy || self.tokens.is_empty() {
+        if legacy || (self.tokens.is_empty() && self.oidc.is_none()) {
             self.token = resolve_token(
                 ("http.token", "http.token_file"),
                 &self.token,

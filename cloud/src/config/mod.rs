@@ -14,7 +14,7 @@ use ferry_shared::config_env;
 use serde::Deserialize;
 
 pub use dashboard::{AlarmRule, DashboardConfig, Op};
-pub use http::{ApiRole, HttpConfig, NamedToken};
+pub use http::{ApiRole, HttpConfig, NamedToken, OidcConfig};
 pub use ingest::IngestConfig;
 pub use lake::{LakeConfig, LakeRoot};
 pub use loyalty::LoyaltyConfig;

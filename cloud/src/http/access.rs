@@ -14,6 +14,7 @@ use axum::response::Response;
 use ferry_shared::Token;
 
 use super::ApiError;
+use super::oidc::{Oidc, OidcError};
 use crate::config::ApiRole::{self, Admin, Operator, Router, Store, Viewer};
 use crate::config::HttpConfig;
 
@@ -44,8 +45,12 @@ struct Credential {
     stores: Vec<String>,
 }
 
-/// Every token this process accepts.
-pub struct Credentials(Vec<Credential>);
+/// Every token this process accepts: the configured ones, and signed-in users' JWTs when
+/// `[http.oidc]` is set.
+pub struct Credentials {
+    tokens: Vec<Credential>,
+    oidc: Option<Oidc>,
+}
 
 impl Credentials {
     /// `[http]`'s tokens, and `router`, the ingest router's token (`loyalty.token`) when
@@ -79,13 +84,16 @@ impl Credentials {
                 stores: Vec::new(),
             });
         }
-        Self(all)
+        Self {
+            tokens: all,
+            oidc: http.oidc.clone().map(Oidc::new),
+        }
     }
 
     /// The caller `header` names. Every token is compared, so the time taken does not
     /// say which one matched.
     fn identify(&self, header: &str) -> Option<&Credential> {
-        self.0.iter().fold(None, |found, c| {
+        self.tokens.iter().fold(None, |found, c| {
             let matched = c.token.matches_header(header);
             found.or(matched.then_some(c))
         })
@@ -153,16 +161,30 @@ pub async fn authorize(
         .ok_or(ApiError::Unauthorized(
             "missing Authorization: Bearer TOKEN",
         ))?;
-    let credential = credentials
-        .identify(header)
-        .ok_or(ApiError::Unauthorized("wrong token"))?;
+    let (name, role, stores) = match credentials.identify(header) {
+        Some(c) => (c.name.clone(), c.role, c.stores.clone()),
+        None => {
+            let bearer = header.strip_prefix("Bearer ").unwrap_or_default();
+            match &credentials.oidc {
+                Some(oidc) if Oidc::looks_like_jwt(bearer) => {
+                    let user = oidc.verify(bearer).await.map_err(|e| match e {
+                        OidcError::NoRole(_) => ApiError::Forbidden(e.to_string()),
+                        OidcError::Fetch(_) => ApiError::Unavailable(e.into()),
+                        other => ApiError::Refused(other.to_string()),
+                    })?;
+                    (user.name, user.role, user.stores)
+                }
+                _ => return Err(ApiError::Unauthorized("wrong token")),
+            }
+        }
+    };
     let path = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let roles = allowed(request.method(), &path);
-    if !roles.contains(&credential.role) {
+    if !roles.contains(&role) {
         let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
         return Err(ApiError::Forbidden(format!(
             "{} {path} needs role {}; this token ({}) is {}",
@@ -172,15 +194,15 @@ pub async fn authorize(
             } else {
                 names.join(" or ")
             },
-            credential.name,
-            credential.role.name()
+            name,
+            role.name()
         )));
     }
     let request_id = ulid::Ulid::new().to_string();
     request.extensions_mut().insert(Caller {
-        name: credential.name.clone(),
-        role: credential.role,
-        stores: credential.stores.clone(),
+        name,
+        role,
+        stores,
         request_id: request_id.clone(),
     });
     let mut response = next.run(request).await;

@@ -10,6 +10,9 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A bearer token that was checked and refused (an expired JWT, say), with why.
+    #[error("{0}")]
+    Refused(String),
     /// A known caller whose role may not do this; the message names the role needed.
     #[error("{0}")]
     Forbidden(String),
@@ -48,7 +51,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Unauthorized(_) | Self::Refused(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),

@@ -3,6 +3,7 @@
 
 mod access;
 mod error;
+pub mod oidc;
 
 use std::sync::Arc;
 

@@ -11,6 +11,7 @@ mod hot;
 mod layout;
 mod ledger;
 mod loyalty_api;
+mod oidc;
 mod outage;
 mod poison;
 mod roles;
