@@ -643,5 +643,74 @@ every(10000, "GET /v1/devices", loadFleet);
 every(60000, "GET /v1/stations", () => Promise.all([loadStations(), loadCompare()]));
 every(30000, "GET /v1/loyalty", () => Promise.all([loadLoyalty(), loadTraffic()]));
 
-if (state.token) start();
-else askToken("");
+// ---- signing in through the provider (authorization code with PKCE) ----
+
+const SSO_KEY = "ferry.dashboard.sso";
+
+function randomText(bytes) {
+  const raw = crypto.getRandomValues(new Uint8Array(bytes));
+  return btoa(String.fromCharCode(...raw)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+async function offerSignIn() {
+  let body;
+  try {
+    body = await (await fetch("/v1/auth")).json();
+  } catch (e) {
+    return;
+  }
+  if (!body.oidc) return;
+  $("#sso").hidden = false;
+  $("#sso-go").onclick = async () => {
+    const verifier = randomText(48);
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+    const challenge = btoa(String.fromCharCode(...new Uint8Array(digest)))
+      .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    const nonce = randomText(16);
+    sessionStorage.setItem(SSO_KEY, JSON.stringify({ verifier, nonce }));
+    const q = new URLSearchParams({
+      response_type: "code",
+      client_id: body.oidc.client_id,
+      redirect_uri: `${location.origin}/`,
+      scope: body.oidc.scope,
+      code_challenge: challenge,
+      code_challenge_method: "S256",
+      state: nonce,
+    });
+    location.assign(`${body.oidc.authorization_endpoint}?${q}`);
+  };
+}
+
+// Back from the provider with a code: trade it (through this server) for the user's token.
+async function finishSignIn() {
+  const q = new URLSearchParams(location.search);
+  if (!q.has("code") && !q.has("error")) return false;
+  history.replaceState(null, "", "/");
+  const saved = JSON.parse(sessionStorage.getItem(SSO_KEY) || "null");
+  sessionStorage.removeItem(SSO_KEY);
+  if (q.has("error") || !saved || q.get("state") !== saved.nonce) {
+    askToken(`Signing in did not work: ${q.get("error_description") || q.get("error") || "the answer was not for this page"}.`);
+    return true;
+  }
+  const response = await fetch("/v1/auth/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: q.get("code"), code_verifier: saved.verifier, redirect_uri: `${location.origin}/` }),
+  });
+  const body = await response.json();
+  if (!response.ok) {
+    askToken(`Signing in did not work: ${body.error ? body.error.message : response.statusText}.`);
+    return true;
+  }
+  state.token = body.id_token;
+  localStorage.setItem(TOKEN_KEY, state.token);
+  start();
+  return true;
+}
+
+offerSignIn();
+finishSignIn().then((handled) => {
+  if (handled) return;
+  if (state.token) start();
+  else askToken("");
+});

@@ -11,6 +11,8 @@
 //!   end-to-end suite.
 //! - [`postgres::Postgres`]: a real PostgreSQL server from `initdb`, on a random port.
 //! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
+//! - [`oidc::Provider`]: an OpenID Connect provider (discovery, JWKS, code flow with PKCE)
+//!   with keys made at test time.
 //!
 //! Nothing here is skipped silently: a missing binary fails the test with what to install.
 
@@ -24,6 +26,7 @@ pub mod devices;
 pub mod http;
 pub mod lake;
 pub mod loyalty;
+pub mod oidc;
 pub mod postgres;
 pub mod process;
 pub mod s3;

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The database cannot be reached or refused the work: worth retrying.
     #[error("the database is unavailable; retry")]
     Unavailable(#[source] anyhow::Error),
+    /// The sign-in provider did not answer as it should; the message says how.
+    #[error("the sign-in provider: {0}")]
+    Provider(String),
     /// This process was not configured for the call.
     #[error("{0}")]
     NotConfigured(String),
@@ -61,6 +64,10 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
             Self::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
+            Self::Provider(problem) => {
+                tracing::warn!(problem = %problem, "the sign-in provider failed");
+                (StatusCode::BAD_GATEWAY, "provider_unavailable")
+            }
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

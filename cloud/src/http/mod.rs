@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use access::{Caller, Credentials, ROUTES, allowed};
+pub use access::{Caller, Credentials, PUBLIC, ROUTES, allowed};
 pub use error::ApiError;
 
 /// A role's counters, as Prometheus text. The roles register theirs, so this layer knows
@@ -48,6 +48,12 @@ pub fn router(
     if let Some(public) = public {
         open = open.merge(public);
     }
+    open = open.merge(
+        Router::new()
+            .route("/v1/auth", get(sign_in))
+            .route("/v1/auth/token", axum::routing::post(exchange))
+            .with_state(credentials.oidc()),
+    );
     match apis {
         // axum refuses a route layer on a router without routes, so only here.
         Some(apis) => open.merge(apis.route("/v1/me", get(me)).route_layer(
@@ -55,6 +61,60 @@ pub fn router(
         )),
         None => open,
     }
+}
+
+/// How the page signs a user in: `{"oidc": null}` without a provider.
+async fn sign_in(State(oidc): State<Option<Arc<oidc::Oidc>>>) -> Result<Json<Value>, ApiError> {
+    let Some(oidc) = oidc else {
+        return Ok(Json(json!({ "oidc": null })));
+    };
+    let sign_in = oidc
+        .sign_in()
+        .await
+        .map_err(|e| ApiError::Provider(e.to_string()))?;
+    Ok(Json(json!({ "oidc": sign_in })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Exchange {
+    code: String,
+    code_verifier: String,
+    redirect_uri: String,
+}
+
+/// The page's authorization code for the user's ID token, checked.
+async fn exchange(
+    State(oidc): State<Option<Arc<oidc::Oidc>>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let oidc = oidc.ok_or_else(|| ApiError::not_found("not_found", "no [http.oidc] here"))?;
+    let ask: Exchange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("invalid_request", e.to_string()))?;
+    // What goes to the provider is bounded like any other input.
+    if [&ask.code, &ask.code_verifier, &ask.redirect_uri]
+        .iter()
+        .any(|v| v.is_empty() || v.len() > 2048)
+    {
+        return Err(ApiError::invalid(
+            "invalid_request",
+            "each field: 1 to 2048 bytes",
+        ));
+    }
+    let (token, user) = oidc
+        .exchange(&ask.code, &ask.code_verifier, &ask.redirect_uri)
+        .await
+        .map_err(|e| match e {
+            oidc::OidcError::Fetch(problem) => ApiError::Provider(problem),
+            oidc::OidcError::NoRole(_) => ApiError::Forbidden(e.to_string()),
+            other => ApiError::Refused(other.to_string()),
+        })?;
+    Ok(Json(json!({
+        "id_token": token,
+        "name": user.name,
+        "role": user.role,
+        "stores": user.stores,
+    })))
 }
 
 /// Who the token is: what a page needs to show only what its caller may use.

@@ -57,6 +57,16 @@ pub struct Oidc {
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     /// When the keys were last fetched; held while fetching.
     fetched: Mutex<Option<Instant>>,
+    /// The provider's discovery document, once read.
+    discovery: Mutex<Option<Value>>,
+}
+
+/// What the page needs to send a user to the provider's sign-in page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SignIn {
+    pub authorization_endpoint: String,
+    pub client_id: String,
+    pub scope: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -105,7 +115,90 @@ impl Oidc {
             http,
             keys: RwLock::default(),
             fetched: Mutex::new(None),
+            discovery: Mutex::new(None),
         }
+    }
+
+    /// The provider's discovery document, fetched once.
+    async fn discovery(&self) -> Result<Value, OidcError> {
+        let mut held = self.discovery.lock().await;
+        if let Some(doc) = held.as_ref() {
+            return Ok(doc.clone());
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.cfg.issuer.trim_end_matches('/')
+        );
+        let doc: Value = serde_json::from_slice(&self.get(&url).await?)
+            .map_err(|e| OidcError::Fetch(format!("{url}: {e}")))?;
+        *held = Some(doc.clone());
+        Ok(doc)
+    }
+
+    fn endpoint(doc: &Value, name: &str) -> Result<String, OidcError> {
+        doc[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| OidcError::Fetch(format!("the discovery document has no {name}")))
+    }
+
+    /// Where the page sends a user to sign in (authorization code with PKCE).
+    pub async fn sign_in(&self) -> Result<SignIn, OidcError> {
+        let doc = self.discovery().await?;
+        Ok(SignIn {
+            authorization_endpoint: Self::endpoint(&doc, "authorization_endpoint")?,
+            client_id: self.cfg.audience.clone(),
+            scope: "openid email profile",
+        })
+    }
+
+    /// Trades the page's authorization code (and its PKCE verifier) for the user's ID
+    /// token at the provider's token endpoint, and checks the token as every call will.
+    /// Done here rather than in the page, so that the page may talk to its own origin only.
+    pub async fn exchange(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<(String, Identity), OidcError> {
+        let endpoint = Self::endpoint(&self.discovery().await?, "token_endpoint")?;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", self.cfg.audience.as_str()),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", redirect_uri),
+        ];
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let response = self
+            .http
+            .post(&endpoint)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| OidcError::Fetch(format!("{endpoint}: {}", describe(&e))))?;
+        let status = response.status();
+        let answer: Value = response
+            .json()
+            .await
+            .map_err(|e| OidcError::Fetch(format!("{endpoint}: {e}")))?;
+        if !status.is_success() {
+            return Err(OidcError::Invalid(format!(
+                "the provider refused the code: {}",
+                answer["error"].as_str().unwrap_or("no reason given")
+            )));
+        }
+        let token = answer["id_token"]
+            .as_str()
+            .ok_or_else(|| OidcError::Invalid("the provider sent no id_token".into()))?
+            .to_owned();
+        let user = self.verify(&token).await?;
+        Ok((token, user))
     }
 
     /// Whether `token` looks like a JWT (three dot-separated parts), as opposed to a
@@ -226,18 +319,7 @@ impl Oidc {
     async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, OidcError> {
         let url = match &self.cfg.jwks_url {
             Some(url) => url.clone(),
-            None => {
-                let discovery = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.cfg.issuer.trim_end_matches('/')
-                );
-                let doc: Value = serde_json::from_slice(&self.get(&discovery).await?)
-                    .map_err(|e| OidcError::Fetch(format!("{discovery}: {e}")))?;
-                doc["jwks_uri"]
-                    .as_str()
-                    .ok_or_else(|| OidcError::Fetch(format!("{discovery}: no jwks_uri")))?
-                    .to_owned()
-            }
+            None => Self::endpoint(&self.discovery().await?, "jwks_uri")?,
         };
         let jwks: Jwks = serde_json::from_slice(&self.get(&url).await?)
             .map_err(|e| OidcError::Fetch(format!("{url}: {e}")))?;
@@ -250,7 +332,7 @@ impl Oidc {
     }
 
     async fn get(&self, url: &str) -> Result<Vec<u8>, OidcError> {
-        let fail = |e: reqwest::Error| OidcError::Fetch(format!("{url}: {e}"));
+        let fail = |e: reqwest::Error| OidcError::Fetch(format!("{url}: {}", describe(&e)));
         let response = self
             .http
             .get(url)
@@ -269,5 +351,41 @@ impl Oidc {
             return Err(OidcError::Fetch(format!("{url}: larger than 1 MiB")));
         }
         Ok(body.to_vec())
+    }
+}
+
+/// An error with its causes: reqwest's own message rarely says what went wrong.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// `application/x-www-form-urlencoded` for one value.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn form_values_are_escaped() {
+        assert_eq!(
+            super::form_encode("http://127.0.0.1:8080/?a=b c"),
+            "http%3A%2F%2F127.0.0.1%3A8080%2F%3Fa%3Db%20c"
+        );
     }
 }

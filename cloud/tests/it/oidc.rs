@@ -1,16 +1,13 @@
 //! Signed-in users on the real binary: JWTs signed at test time with keys made at test
-//! time (ES256 with rcgen, RS256 with the openssl command), published by a JWKS server on
-//! 127.0.0.1, and every way a token can be wrong.
+//! time (ES256 with rcgen, RS256 with the openssl command), published by an OIDC provider
+//! on 127.0.0.1 (`ferry_tests::oidc`), and every way a token can be wrong.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ferry_tests::loyalty::dashboard;
+use ferry_tests::oidc::{Provider, Signer, now};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
@@ -18,118 +15,18 @@ use crate::BIN;
 
 const AUDIENCE: &str = "ferry-app-client";
 
-/// A signing key and its public half as a JWK.
-struct Signer {
-    kid: String,
-    alg: Algorithm,
-    key: EncodingKey,
-    jwk: Value,
-}
-
-fn es256(kid: &str) -> Signer {
-    let pair = rcgen::KeyPair::generate().expect("P-256 key");
-    let raw = pair.public_key_raw();
-    assert_eq!((raw.len(), raw[0]), (65, 4), "an uncompressed P-256 point");
-    Signer {
-        kid: kid.into(),
-        alg: Algorithm::ES256,
-        key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("EC key"),
-        jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
-                    "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..])}),
-    }
-}
-
-/// RSA keys come from the openssl command (ring makes none); nothing is committed.
-fn rs256(dir: &std::path::Path, kid: &str) -> Signer {
-    let pem = dir.join(format!("{kid}.pem"));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("the openssl command (apt-get install -y openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
-    let path = pem.to_str().expect("utf-8 path");
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        path,
-    ]);
-    let modulus = run(&["rsa", "-in", path, "-noout", "-modulus"]);
-    let hex = modulus.trim().trim_start_matches("Modulus=");
-    let n: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect();
-    Signer {
-        kid: kid.into(),
-        alg: Algorithm::RS256,
-        key: EncodingKey::from_rsa_pem(&std::fs::read(&pem).expect("pem")).expect("RSA key"),
-        jwk: json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "e": "AQAB",
-                    "n": B64.encode(n)}),
-    }
-}
-
-impl Signer {
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        encode(&header, claims, &self.key).expect("sign")
-    }
-}
-
-/// Serves the discovery document and `keys` on 127.0.0.1, counting key fetches.
-fn provider(keys: Value) -> (String, Arc<AtomicU32>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let issuer = format!(
-        "http://127.0.0.1:{}",
-        listener.local_addr().expect("addr").port()
-    );
-    let fetches = Arc::new(AtomicU32::new(0));
-    let (count, base) = (fetches.clone(), issuer.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut line = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
-            let body = if line.contains("/.well-known/openid-configuration") {
-                json!({"issuer": base, "jwks_uri": format!("{base}/jwks.json")})
-            } else {
-                count.fetch_add(1, Ordering::Relaxed);
-                keys.clone()
-            }
-            .to_string();
-            let _ = write!(
-                &stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (issuer, fetches)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 #[test]
 fn signed_in_users_get_the_role_of_their_group_and_bad_tokens_get_nothing() {
     let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ec, rsa) = (es256("ec-1"), rs256(dir.path(), "rsa-1"));
-    let (issuer, fetches) = provider(json!({"keys": [ec.jwk, rsa.jwk]}));
+    let (ec, rsa) = (Signer::es256("ec-1"), Signer::rs256(dir.path(), "rsa-1"));
+    let provider = Provider::start(
+        vec![ec.jwk.clone(), rsa.jwk.clone()],
+        Signer::es256("unpublished"),
+        AUDIENCE,
+        json!([]),
+    );
+    let (issuer, fetches) = (provider.issuer.clone(), provider.key_fetches.clone());
     let hot = format!("sqlite://{}", dir.path().join("hot.db").display());
     let ledger = format!("sqlite://{}", dir.path().join("ledger.db").display());
     ferry_cloud::loyalty::Ledger::open(&ledger).expect("ledger");
@@ -191,14 +88,9 @@ fn signed_in_users_get_the_role_of_their_group_and_bad_tokens_get_nothing() {
     audience["aud"] = json!("another-app");
     let mut issued_elsewhere = claims(json!(["admin"]));
     issued_elsewhere["iss"] = json!("https://evil.example");
-    let impostor = Signer {
-        kid: "ec-1".into(),
-        ..es256("ec-1")
-    };
-    let unknown = Signer {
-        kid: "ec-9".into(),
-        ..es256("ec-9")
-    };
+    // Another key under a published key's id, and a key the provider never published.
+    let impostor = Signer::es256("ec-1");
+    let unknown = Signer::es256("ec-9");
     let payload = B64.encode(claims(json!(["admin"])).to_string());
     let none = format!("{}.{payload}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#));
     let hs256 = encode(

@@ -154,6 +154,8 @@ fn page_state(c: &Session) -> Value {
            })),
            feed: document.querySelector('#feed').dataset.state,
            login_open: document.querySelector('#login').open,
+           login_error: document.querySelector('#login-error').textContent,
+           url: location.href,
            width: window.innerWidth,
            overflow: document.documentElement.scrollWidth - window.innerWidth,
            favicon: (document.querySelector('link[rel=icon]') || {}).href || null,
@@ -184,6 +186,22 @@ async fn wait_for(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Headless Chromium through chromedriver; the driver kills the browser when dropped.
+fn open_browser(dir: &Path) -> (Driver, Session) {
+    let driver = Driver::start(dir);
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-dev-shm-usage", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--window-size=1400,1100",
+                     format!("--user-data-dir={}", driver.profile.display())],
+        }
+    });
+    let session = Session::new(driver.port, caps).expect("a Chromium session through chromedriver");
+    (driver, session)
 }
 
 /// Signs out (the header's button) and signs in with `token`.
@@ -247,18 +265,7 @@ async fn the_dashboard_answers_at_a_glance_on_a_desktop_and_a_phone() {
         a.start();
     }
 
-    let driver = Driver::start(dir.path());
-    let profile = &driver.profile;
-    let caps = json!({
-        "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-dev-shm-usage", "--disable-component-update", "--disable-sync",
-                     "--no-first-run", "--window-size=1400,1100",
-                     format!("--user-data-dir={}", profile.display())],
-        }
-    });
-    let c = Session::new(driver.port, caps).expect("a Chromium session through chromedriver");
+    let (_driver, c) = open_browser(dir.path());
 
     c.goto(&format!("http://127.0.0.1:{http}/"))
         .expect("open the page");
@@ -475,4 +482,77 @@ async fn the_dashboard_answers_at_a_glance_on_a_desktop_and_a_phone() {
         assert_eq!(a.terminate(), Some(0), "{}", a.log());
     }
     assert_eq!(cloud.terminate(), Some(0), "{}", cloud.log());
+}
+
+/// With `[http.oidc]`, the page offers to sign in through the provider: the browser goes
+/// to its sign-in page and back with a code (authorization code with PKCE; the provider
+/// checks the verifier), the page trades the code for the user's ID token through
+/// ferry-cloud, and opens with the role of the user's group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_signs_in_through_the_provider() {
+    use ferry_tests::oidc::{Provider, Signer};
+
+    const AUDIENCE: &str = "ferry-dashboard-app";
+    let _load = super::shared().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::es256("k-1");
+    let provider = Provider::start(
+        vec![signer.jwk.clone()],
+        signer,
+        AUDIENCE,
+        json!(["viewer"]),
+    );
+    let sections = format!(
+        "[http.oidc]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\n\
+         [dashboard]\ndatabase = \"sqlite://{}\"\n",
+        provider.issuer,
+        dir.path().join("hot.db").display()
+    );
+    let mut board = ferry_tests::loyalty::dashboard(
+        &ferry_tests::bins::path("ferry-cloud"),
+        dir.path(),
+        &sections,
+    );
+    board.start();
+
+    let (_driver, c) = open_browser(dir.path());
+    c.goto(&format!("http://127.0.0.1:{}/", board.port))
+        .expect("open the page");
+    let offered = |c: &Session| {
+        c.execute("return !document.querySelector('#sso').hidden && document.querySelector('#login').open;")
+            .unwrap_or_default()
+            == json!(true)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !offered(&c) {
+        assert!(Instant::now() < deadline, "no sign-in offered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.find("#sso-go")
+        .expect("sign-in button")
+        .click()
+        .expect("click");
+    let state = wait_for(
+        &c,
+        "the signed-in user's page",
+        Duration::from_secs(20),
+        |s| s["role"] == "viewer" && s["login_open"] == false,
+    )
+    .await;
+    let who = c
+        .execute("return document.querySelector('#who').textContent;")
+        .expect("who");
+    assert!(
+        who.as_str()
+            .is_some_and(|w| w.contains("sam@example.com") && w.contains("viewer")),
+        "{who} {state}"
+    );
+    let url = c.execute("return location.href;").expect("url");
+    assert_eq!(
+        url,
+        json!(format!("http://127.0.0.1:{}/", board.port)),
+        "the code left the address bar"
+    );
+    save_screenshot(&c, "dashboard-signed-in.png");
+    let _ = c.close();
 }
