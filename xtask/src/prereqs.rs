@@ -79,6 +79,12 @@ pub const TEST: &[Prereq] = &[
         source: Source::Apt(&["strace"]),
     },
     Prereq {
+        name: "openssl (the command)",
+        why: "RSA keys for the signed-in users' tests, made at test time (ferry links no OpenSSL)",
+        probe: Probe::Command("openssl"),
+        source: Source::Apt(&["openssl"]),
+    },
+    Prereq {
         name: "mold",
         why: "a faster linker for the many test binaries (a plain build works without it)",
         probe: Probe::Command("mold"),
