@@ -5,7 +5,8 @@
 
 /// Bottom up. Within a layer, modules do not use each other, except as listed lower.
 const LAYERS: &[&[&str]] = &[
-    &["config", "http", "db", "certs"],
+    &["config"],
+    &["http", "db", "certs"],
     &["pool"],
     &["lake", "loyalty", "hot"],
     &["ingest"],
