@@ -1,5 +1,7 @@
 //! The cloud's HTTP side: `/healthz` and Prometheus `/metrics`, open to scrapers like the
-//! agent's, and the APIs of the roles this process runs, behind the token.
+//! agent's; how the page signs a user in (`/v1/auth`), open too; and the APIs of the roles
+//! this process runs, each route open to the callers whose role the table of [`access`]
+//! names.
 
 mod access;
 mod error;
