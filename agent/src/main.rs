@@ -31,6 +31,8 @@ enum Command {
         #[arg(long)]
         exit_with_parent: bool,
     },
+    /// Print the POS API's OpenAPI 3.1 document (also served at /v1/openapi.json).
+    Openapi,
     /// Print the spool's state as one JSON object; safe while `run` is running.
     Status {
         #[arg(long, value_name = "FILE")]
@@ -59,6 +61,10 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Openapi => {
+            println!("{}", ferry_agent::pos_api::openapi::json());
+            Ok(())
+        }
         Command::Run {
             config,
             exit_with_parent,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::config::AgentConfig;
 use crate::spool::{Spool, SpoolError, SpoolReader, SpoolStatus};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentStatus {
     pub device_id: String,
     #[serde(flatten)]

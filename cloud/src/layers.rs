@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["lake", "loyalty", "hot"],
     &["ingest"],
     &["dashboard"],
-    &["dev"],
+    &["dev", "openapi"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -26,6 +26,7 @@ pub mod http;
 pub mod ingest;
 pub(crate) mod lake;
 pub mod loyalty;
+pub mod openapi;
 pub mod pool;
 
 #[cfg(test)]

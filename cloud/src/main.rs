@@ -56,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         action: CertsAction,
     },
+    /// Prints the API's OpenAPI 3.1 document (also served at /v1/openapi.json).
+    Openapi,
     /// Every role with no configuration: an embedded MQTT broker, a lake folder, the ledger
     /// on SQLite, HTTP on 127.0.0.1, and five simulated agents (three weather stations, two
     /// tills) as real ferry-agent processes.
@@ -117,6 +119,10 @@ fn main() -> ExitCode {
         Command::Loyalty { config } => (Role::Loyalty, config),
         Command::All { config } => (Role::All, config),
         Command::Dashboard { config } => (Role::Dashboard, config),
+        Command::Openapi => {
+            println!("{}", ferry_cloud::openapi::json());
+            return ExitCode::SUCCESS;
+        }
         Command::Certs { action } => {
             let made = match action {
                 CertsAction::Init { dir, server_names } => {
@@ -350,6 +356,20 @@ async fn run(
             .filter(|_| runs_ledger)
             .map(|l| l.token.as_str());
         let credentials = http::Credentials::new(h, router_token);
+        // The API's description, open to integrators (it holds no data).
+        let description = axum::Router::new().route(
+            "/v1/openapi.json",
+            axum::routing::get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    ferry_cloud::openapi::json(),
+                )
+            }),
+        );
+        let public = Some(match public {
+            Some(page) => page.merge(description),
+            None => description,
+        });
         let app = http::router(Arc::new(credentials), metrics, apis, public);
         let stop = shutdown.clone();
         tasks.spawn(async move {

@@ -55,7 +55,7 @@ pub enum EventLevel {
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TxnOp {
     Stamp,
@@ -64,23 +64,33 @@ pub enum TxnOp {
     Reverse,
 }
 
-/// A loyalty transaction. `tx_id` is its worldwide idempotency key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A loyalty transaction. `tx_id` is its worldwide idempotency key. The schema's bounds are
+/// those of [`crate::limits`] (a test in the cloud checks that they agree).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Txn {
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
     pub tx_id: TxId,
     pub op: TxnOp,
+    #[schema(min_length = 1, max_length = 256)]
     pub program: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub card: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub store: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub qty: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub amount_minor: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
     pub receipt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, max_length = 128)]
     pub reverses: Option<TxId>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,

@@ -17,6 +17,8 @@ cargo xtask COMMAND
   ci                 what CI runs: test, fmt, clippy, the cross builds; a timed summary
   cross              the agent's unit tests for aarch64 under qemu, and the armv7 build
   bench [NAME...]    the benchmarks (all, or those named); see docs/BENCHMARKS.md
+  openapi            writes docs/openapi/: the OpenAPI documents of the cloud's API and
+                     the agent's POS API, as the binaries print them
   features           checks that the run build and the test build compile shared
                      dependencies with the same features (so one reuses the other)
   prereqs [--markdown | --install]
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         "cross" => prereqs::ensure(prereqs::CROSS).and_then(|()| cross(&mut Timings::new())),
         "bench" => bench(rest),
         "features" => features::check(),
+        "openapi" => openapi(),
         "prereqs" if rest.iter().any(|a| a == "--install") => {
             prereqs::ensure(prereqs::TEST).and_then(|()| prereqs::ensure(prereqs::CROSS))
         }
@@ -206,6 +209,28 @@ fn bench(names: &[String]) -> Result<(), String> {
         }
     }
     t.print();
+    Ok(())
+}
+
+/// The API documents, from the binaries (`ferry-cloud openapi`, `ferry-agent openapi`),
+/// into `docs/openapi/`; tests in each crate fail when the copies there are stale.
+fn openapi() -> Result<(), String> {
+    for (package, file) in [("ferry-cloud", "cloud.json"), ("ferry-agent", "agent.json")] {
+        let out = cargo()
+            .args(["run", "-q", "-p", package, "--", "openapi"])
+            .output()
+            .map_err(|e| format!("cannot run {package}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{package} openapi failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let path = PathBuf::from("docs/openapi").join(file);
+        std::fs::create_dir_all("docs/openapi").map_err(|e| format!("docs/openapi: {e}"))?;
+        std::fs::write(&path, &out.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 

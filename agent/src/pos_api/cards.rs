@@ -18,7 +18,7 @@ use crate::cards::CloudBalance;
 
 /// The cloud's answer for a card (`{card, balances: [...]}`, each balance as the ledger
 /// gives it), with the till's estimate beside each balance and the pending transactions.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CardView {
     pub card: String,
     /// Per program, in program order: every program the cloud sent or a pending
@@ -26,13 +26,14 @@ pub struct CardView {
     pub balances: Vec<TillBalance>,
     /// When the cloud read its balances; absent when it never sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub cloud_at: Option<ferry_shared::Timestamp>,
     pub pending: Vec<Txn>,
 }
 
 /// One program's balance: the cloud's fields as its ledger last sent them (zero where it
 /// sent nothing yet), then the till's estimate.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TillBalance {
     pub program: String,
     /// `stamps` or `points`, as the cloud said; before it has, from the first pending

@@ -7,6 +7,7 @@ mod auth;
 mod cards;
 mod error;
 mod metrics;
+pub mod openapi;
 mod transactions;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,15 @@ pub fn router(state: PosState) -> Router {
     Router::new()
         .merge(authed)
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi::json(),
+                )
+            }),
+        )
         .route("/metrics", get(metrics::prometheus))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -13,31 +13,40 @@ use crate::spool::{Keyed, NewRecord, Once, SpoolError};
 
 /// What a POS sends. Unknown fields are refused, so a typo never silently drops data.
 /// Serialised (the key left out), it is what an idempotency key stands for.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PosTransaction {
     pub op: TxnOp,
+    #[schema(min_length = 1, max_length = 256)]
     pub program: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub card: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub store: String,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub qty: Option<u64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub amount_minor: Option<i64>,
     #[serde(default)]
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub receipt: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 128)]
     pub reverses: Option<TxId>,
     #[serde(default, skip_serializing)]
+    #[schema(min_length = 1, max_length = 128)]
     pub idempotency_key: Option<String>,
     /// The cashier's override: redeem even when the offline estimate does not cover it.
     #[serde(default)]
     pub allow_overdraft: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub tx_id: String,
     pub seq: u64,

@@ -21,7 +21,7 @@ pub struct PendingRow {
 }
 
 /// The spool part of `ferry-agent status`'s object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SpoolStatus {
     pub spool: String,
     pub last_seq: u64,

@@ -11,7 +11,19 @@ use super::{ConfigError, invalid, resolve_token};
 
 /// What a caller may do (README: roles). `Router` is the ingest's loyalty router, known by
 /// `loyalty.token`; it is never configured in `[[http.tokens]]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiRole {
     /// Everything.

@@ -144,9 +144,13 @@ pub const ROUTES: &[(Method, &str, &[ApiRole])] = &[
     (Method::GET, "/v1/traffic", FIGURES),
 ];
 
-/// The API routes that need no token: how the page signs a user in.
-pub const PUBLIC: &[(Method, &str)] =
-    &[(Method::GET, "/v1/auth"), (Method::POST, "/v1/auth/token")];
+/// The API routes that need no token: how the page signs a user in, and the API's
+/// description.
+pub const PUBLIC: &[(Method, &str)] = &[
+    (Method::GET, "/v1/auth"),
+    (Method::POST, "/v1/auth/token"),
+    (Method::GET, "/v1/openapi.json"),
+];
 
 /// The roles that may call `method path` (`path` as the router declares it); none for a
 /// route not in [`ROUTES`].

@@ -130,14 +130,14 @@ async fn check_card_scope(api: &LoyaltyApi, caller: &Caller, card: &str) -> Resu
 }
 
 /// A card's balances, as `GET /v1/cards/{card}` answers and the `cards` topic carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CardBalances {
     pub card: String,
     pub balances: Vec<Balance>,
 }
 
-#[derive(Debug, Serialize)]
-struct Results {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Results {
     results: Vec<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cards: Option<Vec<CardBalances>>,

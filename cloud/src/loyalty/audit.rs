@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Ledger, LedgerError};
 
 /// One write, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: String,
@@ -17,6 +17,7 @@ pub struct AuditEntry {
     pub action: String,
     /// What it acted on: a program or device id, or the first transaction's id.
     pub target: String,
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
     pub request_id: String,
 }

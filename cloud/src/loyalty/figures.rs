@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{Ledger, LedgerError};
 
 /// A store's loyalty figures for one UTC day (by when the ledger applied them).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoreDay {
     /// `YYYY-MM-DD`.
     pub day: String,

@@ -51,7 +51,7 @@ impl From<DbError> for LedgerError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Applied,
@@ -63,15 +63,16 @@ pub enum Status {
     Held,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub tx_id: String,
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub reason: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Balance {
     pub program: String,
     /// `stamps` or `points`.
@@ -92,7 +93,7 @@ const PG_RETRIES: u32 = 50;
 const EXPIRY_CHUNK: usize = 100;
 
 /// One entry of a card's ledger (`GET /v1/cards/{card}/transactions`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     pub seq: i64,
     pub tx_id: String,
@@ -107,6 +108,7 @@ pub struct LedgerEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reversed_by: Option<String>,
     /// The transaction as it was applied.
+    #[schema(value_type = Object)]
     pub content: serde_json::Value,
 }
 

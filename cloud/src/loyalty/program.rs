@@ -7,7 +7,7 @@ pub const MAX_EXPIRY_DAYS: u32 = 3650;
 /// Points per currency unit, at most: more is a typo, and would overflow points.
 pub const MAX_POINTS_PER_UNIT: f64 = 10_000.0;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Program {
     /// `stamps_per_reward` stamps make one reward.

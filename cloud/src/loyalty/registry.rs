@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ledger, LedgerError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     Till,
@@ -23,7 +23,7 @@ impl DeviceKind {
 }
 
 /// `PUT /v1/devices/{id}`'s body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     pub kind: DeviceKind,
@@ -50,7 +50,7 @@ impl Registration {
 }
 
 /// A device's row, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegisteredDevice {
     pub id: String,
     pub kind: String,
