@@ -179,7 +179,7 @@ fn put_program() {}
 fn transactions() {}
 
 #[utoipa::path(get, path = "/v1/cards", tag = "loyalty",
-    params(("flagged" = bool, Query)),
+    params(("flagged" = bool, Query, description = "must be true: only flagged cards are listed")),
     responses((status = 200, body = FlaggedDoc), (status = 400, body = ErrorDoc),
               (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc)))]
 fn cards() {}
@@ -201,7 +201,7 @@ fn card() {}
 fn card_transactions() {}
 
 #[utoipa::path(put, path = "/v1/devices/{id}", tag = "registry", request_body = Registration,
-    params(("id" = String, Path, max_length = 64)),
+    params(("id" = String, Path, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")),
     responses((status = 200, body = RegisteredDevice), (status = 400, body = ErrorDoc),
               (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc)))]
 fn put_device() {}
@@ -266,8 +266,32 @@ dashboard!(
     ("from", Query),
     ("to", Query)
 );
-dashboard!(loyalty, "/v1/loyalty", ("period", Query));
-dashboard!(traffic, "/v1/traffic", ("period", Query));
+/// A figures period: `today`, `7d` (the default) or `30d`.
+#[derive(Serialize, ToSchema)]
+pub enum PeriodDoc {
+    #[serde(rename = "today")]
+    Today,
+    #[serde(rename = "7d")]
+    Week,
+    #[serde(rename = "30d")]
+    Month,
+}
+
+/// The period's figures per store, busiest first, with totals.
+#[utoipa::path(get, path = "/v1/loyalty", tag = "dashboards",
+    params(("period" = Option<PeriodDoc>, Query)),
+    responses((status = 200, body = DashboardDoc), (status = 400, body = ErrorDoc),
+              (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc),
+              (status = 503, body = ErrorDoc)))]
+fn loyalty() {}
+
+/// Sales per store, day and hour, and the busiest hours.
+#[utoipa::path(get, path = "/v1/traffic", tag = "dashboards",
+    params(("period" = Option<PeriodDoc>, Query)),
+    responses((status = 200, body = DashboardDoc), (status = 400, body = ErrorDoc),
+              (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc),
+              (status = 503, body = ErrorDoc)))]
+fn traffic() {}
 
 #[utoipa::path(get, path = "/v1/events", tag = "dashboards",
     responses((status = 200, content_type = "text/event-stream",
@@ -323,7 +347,8 @@ fn events() {}
         RegisteredDevice,
         AuditEntry,
         StoreDay,
-        ApiRole
+        ApiRole,
+        PeriodDoc
     ))
 )]
 struct CloudApi;

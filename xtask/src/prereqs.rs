@@ -73,6 +73,12 @@ pub const TEST: &[Prereq] = &[
         source: Source::Pip("duckdb"),
     },
     Prereq {
+        name: "schemathesis",
+        why: "fuzzing both APIs from their OpenAPI documents",
+        probe: Probe::Command("schemathesis"),
+        source: Source::Pip("schemathesis"),
+    },
+    Prereq {
         name: "strace",
         why: "the agent's fault test, which makes fsync fail",
         probe: Probe::AnyFile(&["/usr/bin/strace"]),

@@ -5,6 +5,7 @@ mod broker;
 mod dashboard_browser;
 mod dev;
 mod loyalty;
+mod openapi;
 mod pipeline;
 
 /// The heaviest tests (the loyalty chaos run, the browser) each load both cores on their
