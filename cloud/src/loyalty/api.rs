@@ -19,9 +19,10 @@ use ferry_shared::Txn;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::apply::apply_batch;
 use super::{
     AuditRecord, Balance, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome, Program,
-    Registration, Status, Submitted,
+    Registration, Status, Submitted, ledger, registry,
 };
 use crate::config::ApiRole;
 use crate::http::{ApiError, Caller};
@@ -60,28 +61,16 @@ pub fn routes(api: LoyaltyApi) -> Router {
         .with_state(api)
 }
 
-/// Records a write the caller has just made.
-async fn audit(
-    api: &LoyaltyApi,
-    caller: &Caller,
-    action: &'static str,
-    target: &str,
-    detail: Value,
-) -> Result<(), ApiError> {
-    let (caller, target) = (caller.clone(), target.to_owned());
-    api.pool
-        .run(move |l| {
-            l.audit(&AuditRecord {
-                who: &caller.name,
-                role: caller.role.name(),
-                action,
-                target: &target,
-                detail,
-                request_id: &caller.request_id,
-            })
-        })
-        .await?;
-    Ok(())
+/// What the audit trail says of a write by `caller`.
+fn record(caller: &Caller, action: &'static str, target: &str, detail: Value) -> AuditRecord {
+    AuditRecord {
+        who: caller.name.clone(),
+        role: caller.role.name(),
+        action,
+        target: target.to_owned(),
+        detail,
+        request_id: caller.request_id.clone(),
+    }
 }
 
 /// `GET /v1/audit`: the audit trail, newest first, a page at a time.
@@ -171,11 +160,16 @@ async fn put_program(
     program
         .check()
         .map_err(|problem| ApiError::invalid("invalid_program", problem))?;
-    let stored = program.clone();
-    let key = id.clone();
-    api.pool.run(move |l| l.put_program(&key, &stored)).await?;
     let body = program_json(&id, &program);
-    audit(&api, &caller, "put_program", &id, body.clone()).await?;
+    let audit = record(&caller, "put_program", &id, body.clone());
+    api.pool
+        .run(move |l| {
+            l.audited(
+                |tx| ledger::put_program(tx, &id, &program),
+                |_| Some(audit.clone()),
+            )
+        })
+        .await?;
     Ok(Json(body))
 }
 
@@ -192,16 +186,17 @@ async fn put_device(
         .map_err(|e| ApiError::invalid("invalid_registration", e.to_string()))?;
     reg.check()
         .map_err(|problem| ApiError::invalid("invalid_registration", problem))?;
-    let key = id.clone();
-    let detail = json!(reg);
+    let audit = record(&caller, "put_device", &id, json!(reg));
     let stored = api
         .pool
         .run(move |l| {
-            l.put_device(&key, &reg)?;
-            l.device(&key)
+            l.audited(
+                |tx| registry::put_device(tx, &id, &reg),
+                |_| Some(audit.clone()),
+            )?;
+            l.device(&id)
         })
         .await?;
-    audit(&api, &caller, "put_device", &id, detail).await?;
     Ok(Json(json!(stored)))
 }
 
@@ -211,9 +206,17 @@ async fn retire_device(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let key = id.clone();
-    if api.pool.run(move |l| l.retire_device(&key)).await? {
-        audit(&api, &caller, "retire_device", &id, json!({})).await?;
+    let (key, audit) = (id.clone(), record(&caller, "retire_device", &id, json!({})));
+    let retired = api
+        .pool
+        .run(move |l| {
+            l.audited(
+                |tx| registry::retire_device(tx, &key),
+                |retired| retired.then(|| audit.clone()),
+            )
+        })
+        .await?;
+    if retired {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(
@@ -323,10 +326,25 @@ async fn submit(
         }
     }
     let with_balances = query.balances;
+    // The router's device transactions are the devices' own record; what a person or a
+    // token posts by hand is audited, in the batch's own database transaction.
+    let by_hand = (caller.role != ApiRole::Router).then(|| caller.clone());
     let (applied, cards) = api
         .pool
         .run(move |l| {
-            let outcomes = l.apply_submitted(&txns)?;
+            let outcomes = l.audited(
+                |tx| apply_batch(tx, &txns),
+                |outcomes: &Vec<Outcome>| {
+                    let caller = by_hand.as_ref()?;
+                    let first = outcomes.first()?;
+                    Some(record(
+                        caller,
+                        "transactions",
+                        &first.tx_id,
+                        json!({ "results": outcomes }),
+                    ))
+                },
+            )?;
             let mut cards = None;
             if with_balances {
                 let touched: BTreeSet<&str> = txns
@@ -354,20 +372,6 @@ async fn submit(
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the ledger lost an outcome")))?;
     api.metrics.count(&results);
-    // The router's device transactions are the devices' own record; what a person or a
-    // token posts by hand is audited.
-    if caller.role != ApiRole::Router
-        && let Some(first) = results.first()
-    {
-        audit(
-            &api,
-            &caller,
-            "transactions",
-            &first.tx_id,
-            json!({ "results": results }),
-        )
-        .await?;
-    }
     Ok(Json(Results { results, cards }))
 }
 

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::apply::LedgerTx;
 use super::{Ledger, LedgerError};
 
 /// One write, as recorded.
@@ -22,49 +23,57 @@ pub struct AuditEntry {
     pub request_id: String,
 }
 
-/// What the caller of [`Ledger::audit`] knows of a write.
+/// A write to record, as its caller knows it.
 #[derive(Debug, Clone)]
-pub struct AuditRecord<'a> {
-    pub who: &'a str,
-    pub role: &'a str,
-    pub action: &'a str,
-    pub target: &'a str,
+pub struct AuditRecord {
+    pub who: String,
+    pub role: &'static str,
+    pub action: &'static str,
+    pub target: String,
     pub detail: serde_json::Value,
-    pub request_id: &'a str,
+    pub request_id: String,
 }
 
 const COLUMNS: &str = "id, at, who, role, action, target, detail, request_id";
+const INSERT: &str = "INSERT INTO audit (at, who, role, action, target, detail, request_id)
+                      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+impl AuditRecord {
+    /// Records it in `tx`, the database transaction of the write it describes.
+    fn insert(&self, tx: &mut dyn LedgerTx) -> Result<(), LedgerError> {
+        let at = ferry_shared::Timestamp::now().to_string();
+        let detail = self.detail.to_string();
+        tx.exec_text(
+            INSERT,
+            &[
+                &at,
+                &self.who,
+                self.role,
+                self.action,
+                &self.target,
+                &detail,
+                &self.request_id,
+            ],
+        )
+    }
+}
 
 impl Ledger {
-    /// Records a write that has just been made.
-    pub fn audit(&mut self, r: &AuditRecord<'_>) -> Result<(), LedgerError> {
-        let at = ferry_shared::Timestamp::now().to_string();
-        let detail = r.detail.to_string();
-        let sql = "INSERT INTO audit (at, who, role, action, target, detail, request_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        let params = [
-            at.as_str(),
-            r.who,
-            r.role,
-            r.action,
-            r.target,
-            detail.as_str(),
-            r.request_id,
-        ];
-        match self {
-            Self::Sqlite(c) => {
-                c.prepare_cached(sql)?
-                    .execute(rusqlite::params_from_iter(params))?;
+    /// Runs `work`, then records what `audit` makes of its result, in one database
+    /// transaction: a write and its audit row commit together or not at all. `audit` may
+    /// say there is nothing to record.
+    pub fn audited<T>(
+        &mut self,
+        mut work: impl FnMut(&mut dyn LedgerTx) -> Result<T, LedgerError>,
+        audit: impl Fn(&T) -> Option<AuditRecord>,
+    ) -> Result<T, LedgerError> {
+        self.in_transaction(|tx| {
+            let done = work(tx)?;
+            if let Some(record) = audit(&done) {
+                record.insert(tx)?;
             }
-            Self::Postgres(c) => {
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                c.execute(sql, &refs)?;
-            }
-        }
-        Ok(())
+            Ok(done)
+        })
     }
 
     /// Up to `limit` entries older than `before` (an id), newest first.

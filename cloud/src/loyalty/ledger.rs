@@ -136,18 +136,7 @@ impl Ledger {
     }
 
     pub fn put_program(&mut self, id: &str, program: &Program) -> Result<(), LedgerError> {
-        let body = serde_json::to_string(program).map_err(|e| LedgerError::Row(e.to_string()))?;
-        let sql = "INSERT INTO programs (id, body) VALUES ($1, $2)
-                   ON CONFLICT (id) DO UPDATE SET body = excluded.body";
-        match self {
-            Self::Sqlite(c) => {
-                c.execute(sql, rusqlite::params![id, body])?;
-            }
-            Self::Postgres(c) => {
-                c.execute(sql, &[&id, &body])?;
-            }
-        }
-        Ok(())
+        self.in_transaction(|tx| put_program(tx, id, program))
     }
 
     pub fn programs(&mut self) -> Result<Vec<(String, Program)>, LedgerError> {
@@ -179,10 +168,22 @@ impl Ledger {
     pub fn apply_submitted(&mut self, batch: &[Submitted]) -> Result<Vec<Outcome>, LedgerError> {
         self.in_transaction(|tx| apply_batch(tx, batch))
     }
+}
 
+/// Creates or changes a program, in `tx`.
+pub fn put_program(tx: &mut dyn LedgerTx, id: &str, program: &Program) -> Result<(), LedgerError> {
+    let body = serde_json::to_string(program).map_err(|e| LedgerError::Row(e.to_string()))?;
+    tx.exec_text(
+        "INSERT INTO programs (id, body) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+        &[id, &body],
+    )
+}
+
+impl Ledger {
     /// Runs `work` in one database transaction and commits it. On PostgreSQL, a batch that
     /// lost a race to another writer is run again from the start.
-    fn in_transaction<T>(
+    pub(super) fn in_transaction<T>(
         &mut self,
         mut work: impl FnMut(&mut dyn LedgerTx) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::apply::LedgerTx;
 use super::{Ledger, LedgerError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -66,31 +67,12 @@ const COLUMNS: &str = "SELECT id, kind, store, registered_at, retired_at FROM de
 impl Ledger {
     /// Registers `id`, or changes its registration; a retired device is active again.
     pub fn put_device(&mut self, id: &str, reg: &Registration) -> Result<(), LedgerError> {
-        let now = ferry_shared::Timestamp::now().to_string();
-        let sql = "INSERT INTO devices (id, kind, store, registered_at) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, store = excluded.store,
-                       registered_at = excluded.registered_at, retired_at = NULL";
-        let kind = reg.kind.name();
-        match self {
-            Self::Sqlite(c) => {
-                c.execute(sql, rusqlite::params![id, kind, reg.store, now])?;
-            }
-            Self::Postgres(c) => {
-                c.execute(sql, &[&id, &kind, &reg.store, &now])?;
-            }
-        }
-        Ok(())
+        self.in_transaction(|tx| put_device(tx, id, reg))
     }
 
     /// Retires `id`: its transactions are refused from now on. False when it is unknown.
     pub fn retire_device(&mut self, id: &str) -> Result<bool, LedgerError> {
-        let now = ferry_shared::Timestamp::now().to_string();
-        let sql = "UPDATE devices SET retired_at = $1 WHERE id = $2 AND retired_at IS NULL";
-        let changed = match self {
-            Self::Sqlite(c) => c.execute(sql, rusqlite::params![now, id])? as u64,
-            Self::Postgres(c) => c.execute(sql, &[&now, &id])?,
-        };
-        Ok(changed > 0 || self.device(id)?.is_some())
+        self.in_transaction(|tx| retire_device(tx, id))
     }
 
     pub fn device(&mut self, id: &str) -> Result<Option<RegisteredDevice>, LedgerError> {
@@ -150,4 +132,40 @@ impl Ledger {
             }
         })
     }
+}
+
+/// Registers `id`, or changes its registration, in `tx`; a retired device is active again.
+pub fn put_device(tx: &mut dyn LedgerTx, id: &str, reg: &Registration) -> Result<(), LedgerError> {
+    let now = ferry_shared::Timestamp::now().to_string();
+    let upsert = "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, store = excluded.store,
+                      registered_at = excluded.registered_at, retired_at = NULL";
+    let kind = reg.kind.name();
+    match &reg.store {
+        Some(store) => tx.exec_text(
+            &format!(
+                "INSERT INTO devices (id, kind, store, registered_at) VALUES ($1, $2, $3, $4) {upsert}"
+            ),
+            &[id, kind, store, &now],
+        ),
+        None => tx.exec_text(
+            &format!(
+                "INSERT INTO devices (id, kind, store, registered_at) VALUES ($1, $2, NULL, $3) {upsert}"
+            ),
+            &[id, kind, &now],
+        ),
+    }
+}
+
+/// Retires `id`, in `tx`: its transactions are refused from now on. False when it was
+/// never registered.
+pub fn retire_device(tx: &mut dyn LedgerTx, id: &str) -> Result<bool, LedgerError> {
+    if tx.registration(id)?.is_none() {
+        return Ok(false);
+    }
+    let now = ferry_shared::Timestamp::now().to_string();
+    tx.exec_text(
+        "UPDATE devices SET retired_at = $1 WHERE id = $2 AND retired_at IS NULL",
+        &[&now, id],
+    )?;
+    Ok(true)
 }

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use ferry_cloud::loyalty::{DeviceKind, Ledger, Program, Registration, Status, Submitted};
+use ferry_cloud::loyalty::{
+    AuditRecord, DeviceKind, Ledger, LedgerError, Program, Registration, Status, Submitted,
+};
 use ferry_shared::{TxId, Txn, TxnOp};
 use ferry_tests::postgres::Postgres;
 
@@ -35,7 +37,7 @@ fn conformance_on_sqlite_and_postgres() {
     let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = Postgres::start();
-    let scenarios: [Scenario; 8] = [
+    let scenarios: [Scenario; 9] = [
         ("registry", the_registry_admits_only_tills_at_their_store),
         ("bounds", out_of_range_is_rejected_not_wrapped),
         ("idempotency", idempotency_and_rules_table),
@@ -47,6 +49,7 @@ fn conformance_on_sqlite_and_postgres() {
         ),
         ("programs", programs_are_listed_and_updated),
         ("figures", the_dashboards_figures),
+        ("audit", a_write_and_its_audit_row_commit_together),
     ];
     for (name, scenario) in scenarios {
         scenario(&sqlite_db(&dir, name));
@@ -596,5 +599,38 @@ fn the_dashboards_figures(open: &Open) {
             .iter()
             .all(|h| (0..24).contains(&h.hour) && h.day == from),
         "{hours:?}"
+    );
+}
+
+/// `Ledger::audited`: a write that fails leaves no audit row; one that succeeds leaves
+/// exactly one, with what the caller said.
+fn a_write_and_its_audit_row_commit_together(open: &Open) {
+    let mut l = with_programs(open);
+    let record = |target: &str| AuditRecord {
+        who: "ops".into(),
+        role: "operator",
+        action: "put_device",
+        target: target.into(),
+        detail: serde_json::json!({"kind": "station"}),
+        request_id: "01JD3W6Q3X8F2M7C9K4N5P6R8T".into(),
+    };
+    let failed: Result<(), LedgerError> = l.audited(
+        |_tx| Err(LedgerError::Row("the write failed".into())),
+        |_| Some(record("never")),
+    );
+    assert!(failed.is_err());
+    assert!(
+        l.audit_log(10, None).expect("log").is_empty(),
+        "no row for a failed write"
+    );
+    l.audited(|_tx| Ok(()), |_| Some(record("ws-1")))
+        .expect("audited");
+    l.audited(|_tx| Ok(()), |_: &()| None)
+        .expect("nothing to record");
+    let log = l.audit_log(10, None).expect("log");
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0].who.as_str(), log[0].target.as_str(), &log[0].detail),
+        ("ops", "ws-1", &serde_json::json!({"kind": "station"}))
     );
 }
