@@ -35,6 +35,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("ferry-cloud", "ledger"),
     ("ferry-cloud", "dashboard"),
     ("ferry-cloud", "dedup"),
+    ("ferry-cloud", "whole"),
 ];
 
 const CROSS_TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
