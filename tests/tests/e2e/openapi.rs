@@ -24,7 +24,10 @@ fn schemathesis(port: u16, exclude: &[&str], budget_s: u32) {
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--max-examples", "20", "--seed", "7"])
         .args(["--max-time", &budget_s.to_string()])
-        .args(["--request-timeout", "10", "--workers", "2"]);
+        // One worker: with two threads, hypothesis's source inspection under Python 3.11
+        // has crashed inside the interpreter (`SystemError: AST constructor recursion depth
+        // mismatch`), a failure of the tool, not of the API under test.
+        .args(["--request-timeout", "10", "--workers", "1"]);
     for path in exclude {
         cmd.args(["--exclude-path", path]);
     }
