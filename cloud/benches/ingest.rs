@@ -20,6 +20,7 @@ use ferry_shared::Timestamp;
 use ferry_tests::broker::Mosquitto;
 use ferry_tests::cloud::{Lake, ingest, spool_id};
 use ferry_tests::devices::{Message, device_messages, publish_all};
+use ferry_tests::process::cpu_seconds;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
@@ -62,21 +63,6 @@ async fn baseline(port: u16, messages: &[Message]) -> f64 {
         }
     }
     started.elapsed().as_secs_f64()
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 struct Ferry {

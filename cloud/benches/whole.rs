@@ -25,24 +25,10 @@ use ferry_tests::devices::{Message, device_messages, publish_all};
 use ferry_tests::free_port;
 use ferry_tests::http::request;
 use ferry_tests::loyalty::{put_program, register_till};
-use ferry_tests::process::Proc;
+use ferry_tests::process::{Proc, cpu_seconds};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
 const DEVICES: usize = 20;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 /// The cloud under test: `ingest` alone, or `all` with the dashboards and the ledger.
 struct Cloud {

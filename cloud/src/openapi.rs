@@ -11,6 +11,7 @@
 
 #![allow(dead_code)] // The operations are declarations for the document, never called.
 
+use ferry_shared::openapi::ErrorDoc;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, SecurityRequirement};
@@ -24,20 +25,6 @@ use crate::loyalty::{
     Status, StoreDay,
 };
 use ferry_shared::{Txn, TxnOp};
-
-/// `{"error": {"code", "message"}}`, every error's body.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDoc {
-    error: ErrorDetailDoc,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetailDoc {
-    /// Stable, for programs: `unauthorized`, `forbidden`, `invalid_id`, ...
-    code: String,
-    /// For people.
-    message: String,
-}
 
 /// A program with its id.
 #[derive(Serialize, ToSchema)]

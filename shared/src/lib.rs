@@ -13,6 +13,7 @@ pub mod error;
 pub mod http_server;
 pub mod ids;
 pub mod limits;
+pub mod openapi;
 pub mod record;
 pub mod rules;
 pub mod sensor_line;

@@ -13,6 +13,22 @@ pub struct Proc {
     child: Option<Child>,
 }
 
+/// The CPU time a process has used so far (user + system), in seconds, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Sends a signal by name with kill(1); std offers only SIGKILL.
 pub fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")

@@ -4,28 +4,15 @@
 
 #![allow(dead_code)] // The operations are declarations for the document, never called.
 
-use serde::Serialize;
+use ferry_shared::openapi::ErrorDoc;
+use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, SecurityRequirement};
-use utoipa::{OpenApi, ToSchema};
 
 use super::cards::{CardView, TillBalance};
 use super::transactions::{Accepted, PosTransaction};
 use crate::spool::SpoolStatus;
 use crate::status::AgentStatus;
-
-/// `{"error": {"code", "message"}}`, every error's body.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDoc {
-    error: ErrorDetailDoc,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetailDoc {
-    /// Stable, for programs (README: POS integration).
-    code: String,
-    message: String,
-}
 
 #[utoipa::path(post, path = "/v1/transactions", tag = "pos", request_body = PosTransaction,
     responses(
