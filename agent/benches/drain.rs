@@ -1,35 +1,64 @@
 //! Draining a spooled backlog through the real `ferry-agent` binary to a local Mosquitto.
 //!
-//!     cargo bench -p ferry-agent --bench drain
+//!     cargo bench -p ferry-agent --bench drain                       # both scenarios, levels 1, 3, 6
+//!     cargo bench -p ferry-agent --bench drain -- local --levels 1   # or: iot-core
 //!
-//! Two scenarios:
-//! - `local`: 200k readings, quotas lifted: records/s, publishes/s and the agent's peak RSS,
-//!   against a baseline of a bare rumqttc client publishing the same number of payloads of
-//!   the same size to the same broker in the same run.
+//! Two scenarios, each run once per gzip level:
+//! - `local`: 200k readings, quotas lifted. Baseline in the same run: `mosquitto_pub -l`
+//!   sending the same records as 200-record envelopes (plain JSON, one per line) at QoS 1
+//!   to the same broker, with the same subscriber attached.
 //! - `iot-core`: 1M readings under the default IoT Core pacing (100 publishes/s, 512 KiB/s).
+//!
+//! The clock runs from starting the agent until its spool is empty, i.e. until the broker has
+//! acknowledged every record and the agent has deleted it; the subscriber must then hold
+//! every seq. CPU seconds are the agent's user + system time over the whole run, start-up
+//! included; peak RSS is its `VmHWM`.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_agent::spool::{NewRecord, Spool, SpoolReader};
+use ferry_agent::spool::{Class, NewRecord, Spool, SpoolReader};
 use ferry_shared::record::Unsequenced;
-use ferry_shared::{RecordBody, Timestamp};
+use ferry_shared::{DeviceId, EnvelopeWriter, RecordBody, SpoolId, Timestamp};
 use ferry_tests::broker::Mosquitto;
 use ferry_tests::collector::Collector;
+use ferry_tests::process::{cpu_seconds, cpu_seconds_by_thread};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+use rusqlite::{Connection, OpenFlags};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-agent");
+const LOCAL_RECORDS: u64 = 200_000;
+const IOT_CORE_RECORDS: u64 = 1_000_000;
+const BASELINE_PER_ENVELOPE: usize = 200;
+/// A bench that has not finished by then has failed.
+const DEADLINE: Duration = Duration::from_secs(300);
 
 struct Drained {
     records: u64,
     seconds: f64,
+    cpu_seconds: f64,
     publishes: u64,
     payload_bytes: u64,
     peak_rss_kib: u64,
+    threads: Vec<(String, f64)>,
 }
 
-async fn fill(dir: &std::path::Path, n: u64) {
+impl Drained {
+    fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+    fn cpu_s_per_million(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.records as f64
+    }
+    fn bytes_per_record(&self) -> f64 {
+        self.payload_bytes as f64 / self.records as f64
+    }
+}
+
+/// A spool holding `n` weather readings, one second apart, with sensor-like noise.
+async fn fill(dir: &Path, n: u64) {
     let (spool, writer) = Spool::open(dir, u64::MAX / 2).expect("open spool");
     let mut t = 0.0f64;
     let mut rng = rand::rng();
@@ -38,7 +67,7 @@ async fn fill(dir: &std::path::Path, n: u64) {
         let batch = (0..1000.min(n - chunk * 1000))
             .map(|_| {
                 t += 1.0;
-                // A weather station's readings: slow drifts, one decimal, like the simulator.
+                // Slow drifts, one decimal, like the simulator.
                 let r = |x: f64| (x * 10.0).round() / 10.0;
                 let body = RecordBody::Reading {
                     sensor: "bme280".into(),
@@ -58,7 +87,6 @@ async fn fill(dir: &std::path::Path, n: u64) {
                     ]
                     .into(),
                 };
-                // One reading a second, as a station that was offline for a while.
                 let ts = Timestamp::from_unix_millis(base_ms + t as i64 * 1000).expect("ts");
                 NewRecord::new(&Unsequenced::new(ts, body)).expect("valid")
             })
@@ -67,6 +95,15 @@ async fn fill(dir: &std::path::Path, n: u64) {
     }
     drop(spool);
     writer.join();
+}
+
+/// A fresh copy of a filled spool, so that every run drains the same records.
+fn copy_spool(template: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("data dir");
+    for entry in std::fs::read_dir(template).expect("template") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy spool");
+    }
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -81,21 +118,51 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn drain(broker: &Mosquitto, records: u64, quotas: &str) -> Drained {
+fn spool_is_empty(conn: &Connection) -> bool {
+    conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM records)", [], |r| {
+        r.get(0)
+    })
+    .unwrap_or(false)
+}
+
+/// Waits until the subscriber holds every seq of `device`.
+async fn await_subscriber(collector: &Collector, device: &str, records: u64) {
+    let start = Instant::now();
+    while (collector.seen().seqs_of(device).len() as u64) < records {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{device}: the subscriber holds {} of {records} seqs a minute after the drain",
+            collector.seen().seqs_of(device).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn drain(
+    broker: &Mosquitto,
+    collector: &Collector,
+    template: &Path,
+    records: u64,
+    device: &str,
+    mqtt: &str,
+) -> Drained {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    fill(&data, records).await;
-    let collector = Collector::start(broker.port).await;
+    copy_spool(template, &data);
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
         format!(
-            "device_id = \"bench-1\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n{quotas}\n",
+            "device_id = \"{device}\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n{mqtt}\n",
             data.display(),
             broker.url()
         ),
     )
     .expect("config");
+    let arrivals_before = collector.seen().arrivals.len();
+    let spool =
+        Connection::open_with_flags(Spool::path_in(&data), OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("spool for reading");
     let start = Instant::now();
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
@@ -105,26 +172,22 @@ async fn drain(broker: &Mosquitto, records: u64, quotas: &str) -> Drained {
         .spawn()
         .expect("agent");
     let mut peak = 0;
-    // Watch the subscriber, not the spool: a COUNT(*) over the spool every few ms would
-    // compete with the agent for this machine's two cores.
-    loop {
+    // One indexed probe every 10 ms: cheap beside the drain it watches.
+    while !spool_is_empty(&spool) {
         peak = peak.max(peak_rss_kib(child.id()));
-        if collector.seen().seqs_of("bench-1").len() as u64 == records {
-            break;
-        }
         assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "drain took over 5 minutes"
+            start.elapsed() < DEADLINE,
+            "{device}: drain took over {DEADLINE:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds(child.id());
+    let threads = cpu_seconds_by_thread(child.id());
     peak = peak.max(peak_rss_kib(child.id()));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    ferry_tests::process::signal(&child, "TERM");
     let _ = child.wait();
+    await_subscriber(collector, device, records).await;
     let pending = SpoolReader::open(&Spool::path_in(&data))
         .expect("reader")
         .status()
@@ -132,67 +195,139 @@ async fn drain(broker: &Mosquitto, records: u64, quotas: &str) -> Drained {
         .pending;
     assert_eq!(pending, 0, "every record acknowledged and deleted");
     let seen = collector.seen();
+    let ours = &seen.arrivals[arrivals_before..];
     Drained {
         records,
         seconds,
-        publishes: seen.arrivals.len() as u64,
-        payload_bytes: seen.arrivals.iter().map(|a| a.bytes as u64).sum(),
+        cpu_seconds,
+        publishes: ours.iter().filter(|a| a.records > 0).count() as u64,
+        payload_bytes: ours.iter().map(|a| a.bytes as u64).sum(),
         peak_rss_kib: peak,
+        threads,
     }
 }
 
-/// A bare rumqttc client publishing `n` payloads of `size` bytes, QoS 1, 100 in flight.
-async fn baseline(broker: &Mosquitto, n: u64, size: usize) -> f64 {
-    let mut opts = MqttOptions::new("bench-baseline", "127.0.0.1", broker.port);
-    opts.set_inflight(100)
-        .set_max_packet_size(256 * 1024, 256 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(opts, 200);
-    let payload = vec![b'x'; size];
+/// The same records as plain 200-record envelopes, one per line, for `mosquitto_pub -l`.
+fn baseline_lines(template: &Path, device: &str, to: &Path) -> (u64, u64) {
+    let reader = SpoolReader::open(&Spool::path_in(template)).expect("reader");
+    let device = DeviceId::new(device).expect("device");
+    let spool = SpoolId::new("01JD3W6Q3X8F2M7C9K4N5P6R8T").expect("spool");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(to).expect("lines"));
+    let (mut after, mut records, mut lines) = (0, 0, 0);
+    loop {
+        let rows = reader
+            .pending(Class::Telemetry, after, BASELINE_PER_ENVELOPE, usize::MAX)
+            .expect("rows");
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        let mut w = EnvelopeWriter::new(&device, &spool, Timestamp::now());
+        rows.iter().for_each(|r| w.push(r.seq, &r.json));
+        writeln!(out, "{}", w.json()).expect("write line");
+        records += rows.len() as u64;
+        lines += 1;
+    }
+    out.flush().expect("flush");
+    (records, lines)
+}
+
+/// `mosquitto_pub -l` at QoS 1: records/s and CPU seconds per million records.
+async fn mosquitto_pub(broker: &Mosquitto, collector: &Collector, template: &Path) -> (f64, f64) {
+    let device = "bench-mosquitto-pub";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = dir.path().join("envelopes.ndjson");
+    let (records, envelopes) = baseline_lines(template, device, &lines);
     let start = Instant::now();
-    let publisher = tokio::spawn(async move {
-        for _ in 0..n {
-            client
-                .publish("bench/baseline", QoS::AtLeastOnce, false, payload.clone())
-                .await
-                .expect("publish");
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-q",
+            "1",
+            "-l",
+        ])
+        .args(["-i", device, "-t", &format!("ferry/v1/{device}/telemetry")])
+        .stdin(std::fs::File::open(&lines).expect("lines"))
+        .spawn()
+        .expect("mosquitto_pub (apt install mosquitto-clients, or `cargo xtask bench`)");
+    let pid = child.id();
+    let mut cpu = 0.0;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "mosquitto_pub failed: {status}");
+            break;
         }
-        client
-    });
-    let mut acked = 0;
-    while acked < n {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Incoming::PubAck(_))) => acked += 1,
-            Ok(Event::Outgoing(Outgoing::Publish(_)) | _) => {}
-            Err(e) => panic!("baseline publisher: {e}"),
-        }
+        cpu = cpu_seconds(pid);
+        assert!(
+            start.elapsed() < DEADLINE,
+            "mosquitto_pub took over {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let seconds = start.elapsed().as_secs_f64();
-    drop(publisher);
-    seconds
+    await_subscriber(collector, device, records).await;
+    println!(
+        "[local] baseline: mosquitto_pub -l sent {records} records in {envelopes} envelopes in {seconds:.2} s"
+    );
+    (records as f64 / seconds, cpu * 1e6 / records as f64)
 }
 
-fn report(name: &str, d: &Drained) {
-    println!("[{name}] {} records in {:.2} s", d.records, d.seconds);
+fn report(name: &str, level: u32, d: &Drained) {
     println!(
-        "[{name}]   records/s      {:>10.0}",
-        d.records as f64 / d.seconds
-    );
-    println!(
-        "[{name}]   publishes      {:>10} ({:.1}/s)",
+        "[{name}] level {level}: {} records in {:.2} s: {:.0} records/s, {} publishes, \
+         {:.1} bytes/record, {:.2} CPU s per million, peak RSS {} KiB",
+        d.records,
+        d.seconds,
+        d.records_per_s(),
         d.publishes,
-        d.publishes as f64 / d.seconds
+        d.bytes_per_record(),
+        d.cpu_s_per_million(),
+        d.peak_rss_kib
     );
+    let threads: Vec<String> = d
+        .threads
+        .iter()
+        .filter(|(_, s)| *s > 0.0)
+        .map(|(name, s)| format!("{name} {s:.2}"))
+        .collect();
     println!(
-        "[{name}]   payload bytes  {:>10} ({:.1} bytes/record, {:.0} KiB/s)",
-        d.payload_bytes,
-        d.payload_bytes as f64 / d.records as f64,
-        d.payload_bytes as f64 / d.seconds / 1024.0
+        "[{name}] level {level}: CPU s by thread: {}",
+        threads.join(", ")
     );
-    println!("[{name}]   agent peak RSS {:>10} KiB", d.peak_rss_kib);
+}
+
+struct Args {
+    only: Option<String>,
+    levels: Vec<u32>,
+}
+
+fn args() -> Args {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let (mut only, mut levels) = (None, vec![1, 3, 6]);
+    while let Some(a) = args.next() {
+        if a == "--levels" {
+            let list = args.next().expect("--levels 1,3,6");
+            levels = list
+                .split(',')
+                .map(|l| l.parse().expect("a gzip level, 0-9"))
+                .collect();
+        } else if !a.starts_with('-') {
+            only = Some(a);
+        }
+    }
+    Args { only, levels }
+}
+
+fn template() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data");
+    (dir, path)
 }
 
 fn main() {
-    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let args = args();
+    let runs = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -200,33 +335,47 @@ fn main() {
         .expect("rt");
     runtime.block_on(async {
         let broker = Mosquitto::start();
-        if only.as_deref().is_none_or(|o| o == "local") {
-            let d = drain(
-                &broker,
-                200_000,
-                "publishes_per_s = 100000\nbytes_per_s = 1000000000",
-            )
-            .await;
-            report("local", &d);
-            let base = baseline(
-                &broker,
-                d.publishes,
-                (d.payload_bytes / d.publishes.max(1)) as usize,
-            )
-            .await;
-            println!(
-                "[local]   baseline: bare rumqttc publishes the same {} payloads in {base:.2} s",
-                d.publishes
-            );
-            println!(
-                "[local]   ratio agent time / baseline time  {:.2}",
-                d.seconds / base
-            );
+        let collector = Collector::start(broker.port).await;
+        if runs("local") {
+            let (_keep, spool) = template();
+            fill(&spool, LOCAL_RECORDS).await;
+            let (base, base_cpu) = mosquitto_pub(&broker, &collector, &spool).await;
+            println!("[local] baseline: {base:.0} records/s, {base_cpu:.2} CPU s per million");
+            for &level in &args.levels {
+                let d = drain(
+                    &broker,
+                    &collector,
+                    &spool,
+                    LOCAL_RECORDS,
+                    &format!("bench-local-{level}"),
+                    &format!(
+                        "publishes_per_s = 100000\nbytes_per_s = 1000000000\ngzip_level = {level}"
+                    ),
+                )
+                .await;
+                report("local", level, &d);
+                println!(
+                    "[local] level {level}: ratio agent / mosquitto_pub records/s {:.2}",
+                    d.records_per_s() / base
+                );
+            }
         }
-        if only.as_deref().is_none_or(|o| o == "iot-core") {
-            let d = drain(&broker, 1_000_000, "").await;
-            report("iot-core", &d);
-            println!("[iot-core]   goal: <= 60 s under the default pacing");
+        if runs("iot-core") {
+            let (_keep, spool) = template();
+            fill(&spool, IOT_CORE_RECORDS).await;
+            for &level in &args.levels {
+                let d = drain(
+                    &broker,
+                    &collector,
+                    &spool,
+                    IOT_CORE_RECORDS,
+                    &format!("bench-iot-core-{level}"),
+                    &format!("gzip_level = {level}"),
+                )
+                .await;
+                report("iot-core", level, &d);
+            }
+            println!("[iot-core] goal: <= 25 s under the default pacing");
         }
     });
 }

@@ -101,12 +101,34 @@ pub struct MqttConfig {
     /// Unacknowledged QoS 1 publishes; IoT Core allows at most 100.
     #[serde(default = "defaults::max_inflight")]
     pub max_inflight: u16,
-    /// gzip level 0–9 for envelopes.
-    #[serde(default = "defaults::gzip_level")]
-    pub gzip_level: u32,
+    /// gzip level 0–9 for envelopes; by default chosen from `bytes_per_s`
+    /// ([`MqttConfig::gzip_level`]).
+    pub gzip_level: Option<u32>,
     /// How often the retained status message is refreshed.
     #[serde(default = "defaults::status_interval_s")]
     pub status_interval_s: u64,
+}
+
+/// Above this byte quota a link is bound by the device's CPU rather than by the quota.
+///
+/// Measured (docs/BENCHMARKS.md, the drain bench): level 6 sends 11.3 bytes per reading
+/// against 17.9 at level 1, so a link held to its byte quota carries 1.6 times the records;
+/// it costs 1.6 against 1.3 CPU seconds per million records on the bench machine. A Pi 4,
+/// about four times slower, builds ~150k records/s at level 6, ~1.7 MB/s of payload: below
+/// that quota the quota binds first and level 6 drains faster; above it the CPU binds and
+/// level 1 does.
+const CPU_BOUND_BYTES_PER_S: u32 = 2 * 1024 * 1024;
+
+impl MqttConfig {
+    /// The gzip level set, or the one that drains fastest on this link.
+    pub fn gzip_level(&self) -> u32 {
+        self.gzip_level
+            .unwrap_or(if self.bytes_per_s <= CPU_BOUND_BYTES_PER_S {
+                6
+            } else {
+                1
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,9 +251,6 @@ mod defaults {
     pub fn max_inflight() -> u16 {
         100
     }
-    pub fn gzip_level() -> u32 {
-        6
-    }
     pub fn status_interval_s() -> u64 {
         60
     }
@@ -324,7 +343,7 @@ impl AgentConfig {
         if m.max_inflight == 0 {
             return Err(invalid("mqtt.max_inflight", "must be at least 1"));
         }
-        if m.gzip_level > 9 {
+        if m.gzip_level.is_some_and(|l| l > 9) {
             return Err(invalid("mqtt.gzip_level", "must be 0 to 9"));
         }
         if m.status_interval_s == 0 {
@@ -450,6 +469,28 @@ profile = "weather"
         assert_eq!(c.mqtt.publishes_per_s, 100);
         assert_eq!(c.spool.max_bytes, 256 * 1024 * 1024);
         assert_eq!(c.mqtt.broker().expect("url").port, 1883);
+    }
+
+    #[test]
+    fn gzip_level_follows_the_byte_quota_unless_set() {
+        let level = |vars: &[(&str, &str)]| {
+            AgentConfig::parse(BASE, env(vars))
+                .expect("valid")
+                .mqtt
+                .gzip_level()
+        };
+        assert_eq!(level(&[]), 6, "IoT Core's quota binds: compress harder");
+        assert_eq!(level(&[("FERRY_MQTT__BYTES_PER_S", "100000000")]), 1);
+        assert_eq!(
+            level(&[
+                ("FERRY_MQTT__BYTES_PER_S", "100000000"),
+                ("FERRY_MQTT__GZIP_LEVEL", "9")
+            ]),
+            9
+        );
+        let err = AgentConfig::parse(BASE, env(&[("FERRY_MQTT__GZIP_LEVEL", "10")]))
+            .expect_err("out of range");
+        assert!(err.to_string().contains("mqtt.gzip_level"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use flate2::Compression as Level;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use flate2::{Compress, Crc, FlushCompress, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
@@ -56,6 +57,57 @@ fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(data);
     enc.finish().unwrap_or_default()
+}
+
+/// [`Compression::Auto`] for a sender that encodes one envelope after another: it keeps one
+/// deflate state (a few hundred KiB) and resets it, where [`encode`] makes a new one each
+/// time.
+pub struct Gzipper {
+    deflate: Compress,
+}
+
+/// The gzip member header (RFC 1952): deflate, no flags, no mtime, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl Gzipper {
+    pub fn new(level: u32) -> Self {
+        Self {
+            deflate: Compress::new(Level::new(level), false),
+        }
+    }
+
+    /// `json` gzipped, or plain when gzip would not make it smaller (or failed, which a
+    /// fresh deflate state over a buffer does not do).
+    pub fn auto(&mut self, json: &[u8]) -> Vec<u8> {
+        match self.gzip(json) {
+            Some(zipped) if zipped.len() < json.len() => zipped,
+            _ => json.to_vec(),
+        }
+    }
+
+    fn gzip(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        self.deflate.reset();
+        let mut out = Vec::with_capacity(data.len() / 4 + 64);
+        out.extend_from_slice(&GZIP_HEADER);
+        loop {
+            let read = usize::try_from(self.deflate.total_in()).ok()?;
+            match self
+                .deflate
+                .compress_vec(&data[read..], &mut out, FlushCompress::Finish)
+                .ok()?
+            {
+                Status::StreamEnd => break,
+                // Out of room: deflate writes only into the spare capacity.
+                Status::Ok | Status::BufError => out.reserve(out.len().max(4096)),
+            }
+        }
+        let mut crc = Crc::new();
+        crc.update(data);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        // ISIZE is the length modulo 2^32 by definition.
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        Some(out)
+    }
 }
 
 /// Decodes and validates a payload received on `topic_device`'s topic.
@@ -136,25 +188,48 @@ fn probe_version(json: &[u8]) -> Option<serde_json::Value> {
 /// [`crate::record::Unsequenced::to_spool_json`], without parsing them again.
 ///
 /// The agent keeps records in its spool as JSON; splicing the `seq` in is what lets it
-/// drain a large backlog at the speed of gzip rather than of serde.
+/// drain a large backlog at the speed of gzip rather than of serde. The buffer is a complete
+/// envelope after every call, so a caller can compress it, find it too large, drop records
+/// from the end with [`EnvelopeWriter::truncate`] and compress again without rebuilding it,
+/// and can [`EnvelopeWriter::restart`] it for the next envelope without reallocating.
 #[derive(Debug)]
 pub struct EnvelopeWriter {
     buf: String,
-    records: usize,
+    /// Where each record's text ends in `buf`, before the closing `]}`.
+    ends: Vec<usize>,
+    header_len: usize,
 }
+
+const CLOSE: &str = "]}";
 
 impl EnvelopeWriter {
     pub fn new(device: &DeviceId, spool: &SpoolId, sent_at: Timestamp) -> Self {
+        let mut w = Self {
+            buf: String::new(),
+            ends: Vec::new(),
+            header_len: 0,
+        };
+        w.restart(device, spool, sent_at);
+        w
+    }
+
+    /// Empties the writer for a new envelope, keeping its buffers' capacity.
+    pub fn restart(&mut self, device: &DeviceId, spool: &SpoolId, sent_at: Timestamp) {
+        self.buf.clear();
+        self.ends.clear();
         // Ids are [A-Za-z0-9_-] only, so they need no JSON escaping.
-        let buf = format!(
+        let _ = write!(
+            self.buf,
             r#"{{"v":{ENVELOPE_VERSION},"device":"{device}","spool":"{spool}","sent_at":"{sent_at}","records":["#
         );
-        Self { buf, records: 0 }
+        self.header_len = self.buf.len();
+        self.buf.push_str(CLOSE);
     }
 
     /// Appends a record. `spool_json` must be an object starting with `{"ts":`.
     pub fn push(&mut self, seq: u64, spool_json: &str) {
-        if self.records > 0 {
+        self.buf.truncate(self.buf.len() - CLOSE.len());
+        if !self.ends.is_empty() {
             self.buf.push(',');
         }
         self.buf.push_str("{\"seq\":");
@@ -163,19 +238,34 @@ impl EnvelopeWriter {
         self.buf.push(',');
         self.buf
             .push_str(spool_json.strip_prefix('{').unwrap_or(spool_json));
-        self.records += 1;
+        self.ends.push(self.buf.len());
+        self.buf.push_str(CLOSE);
     }
 
-    pub fn len_bytes(&self) -> usize {
-        self.buf.len() + 2
+    /// Keeps only the first `records` records.
+    pub fn truncate(&mut self, records: usize) {
+        if records >= self.ends.len() {
+            return;
+        }
+        let end = match records {
+            0 => self.header_len,
+            n => self.ends[n - 1],
+        };
+        self.ends.truncate(records);
+        self.buf.truncate(end);
+        self.buf.push_str(CLOSE);
+    }
+
+    /// The envelope as it stands.
+    pub fn json(&self) -> &str {
+        &self.buf
     }
 
     pub fn records(&self) -> usize {
-        self.records
+        self.ends.len()
     }
 
-    pub fn finish(mut self) -> String {
-        self.buf.push_str("]}");
+    pub fn finish(self) -> String {
         self.buf
     }
 }
@@ -220,6 +310,65 @@ mod tests {
         assert_eq!(decode(&zipped, &device).expect("gzip"), plain);
         assert_eq!(plain.records.len(), 300);
         assert_eq!(plain.records[41].seq, 42);
+    }
+
+    #[test]
+    fn truncated_and_restarted_writers_hold_complete_envelopes() {
+        let (device, spool) = ids();
+        let mut w = EnvelopeWriter::new(&device, &spool, Timestamp::now());
+        let empty: serde_json::Value = serde_json::from_str(w.json()).expect("JSON");
+        assert_eq!(empty["records"], serde_json::json!([]));
+        for seq in 1..=10 {
+            w.push(seq, &reading(seq as f64).to_spool_json().expect("json"));
+        }
+        w.truncate(4);
+        let env = decode(w.json().as_bytes(), &device).expect("truncated");
+        assert_eq!(
+            env.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        w.push(11, &reading(11.0).to_spool_json().expect("json"));
+        let env = decode(w.json().as_bytes(), &device).expect("pushed after truncate");
+        assert_eq!(
+            env.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 11]
+        );
+        w.truncate(0);
+        let none: serde_json::Value = serde_json::from_str(w.json()).expect("JSON");
+        assert_eq!(none["records"], serde_json::json!([]));
+        w.restart(&device, &spool, Timestamp::now());
+        w.push(12, &reading(12.0).to_spool_json().expect("json"));
+        let env = decode(w.finish().as_bytes(), &device).expect("restarted");
+        assert_eq!(env.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [12]);
+    }
+
+    #[test]
+    fn a_reused_gzipper_encodes_as_a_fresh_encoder_decodes() {
+        let (device, spool) = ids();
+        let mut gz = Gzipper::new(6);
+        for n in [1usize, 300, 20_000] {
+            let mut w = EnvelopeWriter::new(&device, &spool, Timestamp::now());
+            for seq in 1..=n as u64 {
+                w.push(
+                    seq,
+                    &reading(seq as f64 / 7.0).to_spool_json().expect("json"),
+                );
+            }
+            let payload = gz.auto(w.json().as_bytes());
+            let fresh = encode(w.json().as_bytes(), Compression::Auto(6));
+            assert_eq!(
+                payload.starts_with(&GZIP_MAGIC),
+                fresh.starts_with(&GZIP_MAGIC)
+            );
+            assert_eq!(decode(&payload, &device).expect("decodes").records.len(), n);
+            // Through a decoder other than ours: the trailer's CRC and length are checked.
+            let mut plain = Vec::new();
+            GzDecoder::new(&payload[..])
+                .read_to_end(&mut plain)
+                .expect("gunzip");
+            assert_eq!(plain, w.json().as_bytes());
+        }
+        assert_eq!(gz.auto(b"{}"), b"{}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod time;
 pub mod token;
 pub mod topic;
 
-pub use envelope::{Compression, Envelope, EnvelopeWriter, decode, encode};
+pub use envelope::{Compression, Envelope, EnvelopeWriter, Gzipper, decode, encode};
 pub use error::WireError;
 pub use ids::{DeviceId, IdError, SpoolId, TxId};
 pub use record::{EventLevel, Record, RecordBody, Txn, TxnOp};

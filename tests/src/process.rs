@@ -15,7 +15,29 @@ pub struct Proc {
 
 /// The CPU time a process has used so far (user + system), in seconds, from /proc.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// [`cpu_seconds`] per thread name (threads of one name summed), most first: where a
+/// process spends its CPU.
+pub fn cpu_seconds_by_thread(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name = std::collections::BTreeMap::<String, f64>::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let seconds = stat_cpu_seconds(&task.path().join("stat").to_string_lossy());
+        *by_name.entry(name.trim().to_owned()).or_default() += seconds;
+    }
+    let mut threads: Vec<_> = by_name.into_iter().collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    threads
+}
+
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();

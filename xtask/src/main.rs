@@ -53,9 +53,9 @@ fn main() -> ExitCode {
         "bench" => bench(rest),
         "features" => features::check(),
         "openapi" => openapi(),
-        "prereqs" if rest.iter().any(|a| a == "--install") => {
-            prereqs::ensure(prereqs::TEST).and_then(|()| prereqs::ensure(prereqs::CROSS))
-        }
+        "prereqs" if rest.iter().any(|a| a == "--install") => prereqs::ensure(prereqs::TEST)
+            .and_then(|()| prereqs::ensure(prereqs::CROSS))
+            .and_then(|()| prereqs::ensure(prereqs::BENCH)),
         "prereqs" => {
             show_prereqs(rest.iter().any(|a| a == "--markdown"));
             Ok(())
@@ -197,6 +197,7 @@ fn bench(names: &[String]) -> Result<(), String> {
     }
     // Some start mosquitto or PostgreSQL, as the tests do.
     prereqs::ensure(prereqs::TEST)?;
+    prereqs::ensure(prereqs::BENCH)?;
     let mut t = Timings::new();
     for (package, name) in BENCHES {
         if names.is_empty() || names.iter().any(|n| n == name) {
@@ -240,7 +241,11 @@ fn show_prereqs(markdown: bool) {
         print!("{}", prereqs::markdown());
         return;
     }
-    for p in prereqs::TEST.iter().chain(prereqs::CROSS) {
+    for p in prereqs::TEST
+        .iter()
+        .chain(prereqs::CROSS)
+        .chain(prereqs::BENCH)
+    {
         let state = if p.present() { "ok     " } else { "missing" };
         println!("{state} {:<42} {}", p.name, p.install_line());
     }

@@ -98,6 +98,14 @@ pub const TEST: &[Prereq] = &[
     },
 ];
 
+/// Needed besides by `cargo xtask bench`.
+pub const BENCH: &[Prereq] = &[Prereq {
+    name: "mosquitto_pub",
+    why: "the drain bench's baseline, the same records sent by Mosquitto's own client",
+    probe: Probe::Command("mosquitto_pub"),
+    source: Source::Apt(&["mosquitto-clients"]),
+}];
+
 /// Needed besides by `cargo xtask cross` (and so by CI).
 pub const CROSS: &[Prereq] = &[
     Prereq {
@@ -273,7 +281,7 @@ fn pip_install(pkg: &str) -> Result<(), String> {
     ]))
 }
 
-/// README's paragraph on what the tests need, made from [`TEST`] and [`CROSS`].
+/// README's paragraph on what the tests need, made from [`TEST`], [`CROSS`] and [`BENCH`].
 pub fn markdown() -> String {
     let item = |p: &Prereq| format!("- {}: {} (`{}`)\n", p.name, p.why, p.install_line());
     let mut out = String::from(
@@ -283,6 +291,8 @@ pub fn markdown() -> String {
     TEST.iter().for_each(|p| out.push_str(&item(p)));
     out.push_str("\n`cargo xtask ci` and `cargo xtask cross` also need:\n\n");
     CROSS.iter().for_each(|p| out.push_str(&item(p)));
+    out.push_str("\n`cargo xtask bench` also needs:\n\n");
+    BENCH.iter().for_each(|p| out.push_str(&item(p)));
     out
 }
 

@@ -103,6 +103,17 @@ pub struct AckRange {
     pub class: Class,
     pub first: u64,
     pub last: u64,
+    /// What the envelope held of the range, when the sender knows: the writer then frees
+    /// its bytes without reading the rows back.
+    pub held: Option<Held>,
+}
+
+/// The records of an [`AckRange`] as they were read for an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub records: u64,
+    /// The sum of their bodies' lengths.
+    pub bytes: u64,
 }
 
 /// The outcome of [`Spool::append_once`].

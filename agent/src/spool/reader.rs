@@ -4,6 +4,7 @@ use std::path::Path;
 
 use ferry_shared::record::Unsequenced;
 use ferry_shared::{RecordBody, Txn};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -48,27 +49,51 @@ impl SpoolReader {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<PendingRow>, SpoolError> {
+        let mut out = Vec::new();
+        self.visit_pending(class, after_seq, limit, max_bytes, |seq, json| {
+            out.push(PendingRow {
+                seq,
+                json: json.to_owned(),
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// [`SpoolReader::pending`] without a copy: each row's JSON is lent to `visit` straight
+    /// from SQLite's buffer. This is the drain's hot path. Returns how many rows it visited.
+    pub fn visit_pending(
+        &self,
+        class: Class,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+        mut visit: impl FnMut(u64, &str),
+    ) -> Result<usize, SpoolError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, body FROM records WHERE class = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let mut rows = stmt.query(params![class as i64, after_seq as i64, limit as i64])?;
-        let mut out = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut count) = (0, 0);
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
-            let body: Vec<u8> = row.get(1)?;
-            let json = String::from_utf8(body)
-                .map_err(|e| SpoolError::Identity(format!("row {seq} is not UTF-8: {e}")))?;
+            let json = match row.get_ref(1)? {
+                ValueRef::Blob(body) => std::str::from_utf8(body)
+                    .map_err(|e| SpoolError::Identity(format!("row {seq} is not UTF-8: {e}")))?,
+                other => {
+                    return Err(SpoolError::Identity(format!(
+                        "row {seq} holds a {} body, not a blob",
+                        other.data_type()
+                    )));
+                }
+            };
+            visit(seq as u64, json);
             bytes += json.len();
-            out.push(PendingRow {
-                seq: seq as u64,
-                json,
-            });
+            count += 1;
             if bytes >= max_bytes {
                 break;
             }
         }
-        Ok(out)
+        Ok(count)
     }
 
     /// The answer given to an idempotency key, if it was accepted before, as it applies to

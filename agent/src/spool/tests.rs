@@ -54,6 +54,7 @@ async fn seqs_are_gap_free_and_survive_reopen() {
             class: Class::Telemetry,
             first: 1,
             last: 11,
+            held: None,
         })
         .await
         .expect("ack");
@@ -280,6 +281,7 @@ async fn idempotency_key_appends_once_even_when_sent_together() {
             class: Class::Transaction,
             first: 1,
             last: 1,
+            held: None,
         })
         .await
         .expect("ack");
@@ -326,6 +328,7 @@ async fn a_refused_key_is_not_remembered() {
             class: Class::Transaction,
             first: 1,
             last: 10,
+            held: None,
         })
         .await
         .expect("ack");

@@ -29,21 +29,60 @@ impl WriterState {
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let bytes_of = |class: Class| -> Result<u64, SpoolError> {
-            let n: i64 = conn.query_row(
-                "SELECT COALESCE(SUM(length(body)), 0) FROM records WHERE class = ?1",
-                [class as i64],
-                |r| r.get(0),
-            )?;
-            Ok(n as u64)
-        };
         Ok(Self {
             last_seq: last_seq as u64,
             evicted_total: evicted_total as u64,
-            txn_bytes: bytes_of(Class::Transaction)?,
-            telemetry_bytes: bytes_of(Class::Telemetry)?,
+            txn_bytes: class_bytes(conn, Class::Transaction)?,
+            telemetry_bytes: class_bytes(conn, Class::Telemetry)?,
             max_bytes,
         })
+    }
+
+    fn bytes_mut(&mut self, class: Class) -> &mut u64 {
+        match class {
+            Class::Transaction => &mut self.txn_bytes,
+            Class::Telemetry => &mut self.telemetry_bytes,
+        }
+    }
+}
+
+/// The bytes of one class's pending bodies, counted.
+fn class_bytes(conn: &Connection, class: Class) -> Result<u64, SpoolError> {
+    let n: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(length(body)), 0) FROM records WHERE class = ?1",
+        [class as i64],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
+/// How hard a commit syncs. Appends are acknowledged to their callers, so they are synced
+/// before the answer (`FULL`). A group of acknowledgements only deletes records the broker
+/// already has: if a power cut takes the deletion back, those records are sent again and
+/// the receivers drop the copies, so that group skips the fsync of the WAL (`NORMAL`); the
+/// next synced commit, or a checkpoint, makes it durable with everything before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Full,
+    Normal,
+}
+
+impl Sync {
+    fn of(group: &[Op]) -> Self {
+        if group.iter().all(|op| matches!(op, Op::Ack { .. })) {
+            Self::Normal
+        } else {
+            Self::Full
+        }
+    }
+
+    fn set(self, conn: &Connection) -> Result<(), SpoolError> {
+        let value = match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", value)?;
+        Ok(())
     }
 }
 
@@ -55,6 +94,8 @@ pub fn run(
     last_seq: watch::Sender<u64>,
 ) {
     let mut failures = FailureLog::default();
+    // `open_writer` set FULL and read it back.
+    let mut sync = Sync::Full;
     while let Some(first) = ops.blocking_recv() {
         let mut group = vec![first];
         let mut records = group_records(&group[0]);
@@ -68,6 +109,14 @@ pub fn run(
             }
         }
         let before = state.clone();
+        let wanted = Sync::of(&group);
+        if wanted != sync {
+            // Until the change takes, stay with the stricter mode already set.
+            match wanted.set(&conn) {
+                Ok(()) => sync = wanted,
+                Err(e) => warn!(error = %e, "could not change the spool's sync mode"),
+            }
+        }
         match commit_group(&mut conn, &mut state, group) {
             Ok(replies) => {
                 if state.last_seq != before.last_seq {
@@ -377,21 +426,26 @@ fn ack(
     state: &mut WriterState,
     range: AckRange,
 ) -> Result<u64, SpoolError> {
-    let mut stmt = tx.prepare_cached(
-        "DELETE FROM records WHERE class = ?1 AND seq BETWEEN ?2 AND ?3 RETURNING length(body)",
-    )?;
-    let lengths = stmt
-        .query_map(
-            params![range.class as i64, range.first as i64, range.last as i64],
-            |r| r.get::<_, i64>(0),
-        )?
-        .collect::<Result<Vec<i64>, _>>()?;
-    let freed: u64 = lengths.iter().map(|&n| n as u64).sum();
-    match range.class {
-        Class::Transaction => state.txn_bytes -= freed,
-        Class::Telemetry => state.telemetry_bytes -= freed,
+    let deleted = tx
+        .prepare_cached("DELETE FROM records WHERE class = ?1 AND seq BETWEEN ?2 AND ?3")?
+        .execute(params![
+            range.class as i64,
+            range.first as i64,
+            range.last as i64
+        ])? as u64;
+    match range.held {
+        // The range held exactly the envelope's rows: seqs only grow, so none can have
+        // joined it since they were read.
+        Some(held) if held.records == deleted => {
+            let bytes = state.bytes_mut(range.class);
+            *bytes = bytes.saturating_sub(held.bytes);
+        }
+        _ if deleted == 0 => {}
+        // Part of it was gone (evicted, or acknowledged through an earlier copy of the
+        // envelope), or the sender did not say: count again.
+        _ => *state.bytes_mut(range.class) = class_bytes(tx, range.class)?,
     }
-    Ok(lengths.len() as u64)
+    Ok(deleted)
 }
 
 /// Over `max_bytes`, deletes the oldest telemetry until the spool fits again.

@@ -2,12 +2,10 @@
 //! payload of at most 128 KiB, gzipped when that is smaller.
 
 use ferry_shared::limits::MAX_PAYLOAD_BYTES;
-use ferry_shared::{
-    Compression, DeviceId, EnvelopeWriter, SpoolId, Stream, Timestamp, Topic, encode,
-};
+use ferry_shared::{DeviceId, EnvelopeWriter, Gzipper, SpoolId, Stream, Timestamp, Topic};
 use tracing::error;
 
-use crate::spool::{AckRange, Class, PendingRow, SpoolError, SpoolReader};
+use crate::spool::{AckRange, Class, Held, SpoolError, SpoolReader};
 
 /// Most records read for one envelope, and most raw JSON built for one: together they bound
 /// the memory an envelope takes, however well the records compress.
@@ -28,22 +26,29 @@ pub struct Batcher {
     reader: SpoolReader,
     device: DeviceId,
     spool: SpoolId,
-    level: u32,
+    gzip: Gzipper,
     /// Highest seq already put in an envelope on this connection, per class.
     cursor: [u64; 2],
     /// Raw JSON bytes per payload byte, learnt from the last envelope.
     ratio: f64,
+    /// Reused from one envelope to the next: a backlog drain builds thousands of them.
+    writer: EnvelopeWriter,
+    /// The seq and body length of each record in `writer`.
+    rows: Vec<(u64, u64)>,
 }
 
 impl Batcher {
     pub fn new(reader: SpoolReader, device: DeviceId, spool: SpoolId, gzip_level: u32) -> Self {
+        let writer = EnvelopeWriter::new(&device, &spool, Timestamp::now());
         Self {
             reader,
             device,
             spool,
-            level: gzip_level,
+            gzip: Gzipper::new(gzip_level),
             cursor: [0; 2],
             ratio: 4.0,
+            writer,
+            rows: Vec::new(),
         }
     }
 
@@ -57,12 +62,27 @@ impl Batcher {
         for class in Class::DRAIN_ORDER {
             let raw_target =
                 ((MAX_PAYLOAD_BYTES as f64 * self.ratio * TARGET_FILL) as usize).min(MAX_RAW_BYTES);
-            let mut rows =
-                self.reader
-                    .pending(class, self.cursor[class as usize], MAX_ROWS, raw_target)?;
-            while let Some(last) = rows.last().map(|r| r.seq) {
-                let json = self.envelope_json(&rows);
-                let payload = encode(json.as_bytes(), Compression::Auto(self.level));
+            let Self {
+                reader,
+                writer,
+                rows,
+                ..
+            } = self;
+            writer.restart(&self.device, &self.spool, Timestamp::now());
+            rows.clear();
+            reader.visit_pending(
+                class,
+                self.cursor[class as usize],
+                MAX_ROWS,
+                raw_target,
+                |seq, json| {
+                    writer.push(seq, json);
+                    rows.push((seq, json.len() as u64));
+                },
+            )?;
+            while let Some(&(last, _)) = self.rows.last() {
+                let json = self.writer.json();
+                let payload = self.gzip.auto(json.as_bytes());
                 self.ratio = (json.len() as f64 / payload.len() as f64).clamp(1.0, 50.0);
                 if payload.len() <= MAX_PAYLOAD_BYTES {
                     self.cursor[class as usize] = last;
@@ -75,13 +95,17 @@ impl Batcher {
                         payload,
                         records: AckRange {
                             class,
-                            first: rows[0].seq,
+                            first: self.rows[0].0,
                             last,
+                            held: Some(Held {
+                                records: self.rows.len() as u64,
+                                bytes: self.rows.iter().map(|&(_, len)| len).sum(),
+                            }),
                         },
-                        count: rows.len(),
+                        count: self.rows.len(),
                     }));
                 }
-                if rows.len() == 1 {
+                if self.rows.len() == 1 {
                     // Cannot happen for records the spool accepted (16 KiB each at most);
                     // skip it rather than stall the whole spool behind it. It stays spooled.
                     error!(
@@ -90,22 +114,17 @@ impl Batcher {
                         "record too large for any envelope; skipped"
                     );
                     self.cursor[class as usize] = last;
-                    rows.clear();
+                    self.rows.clear();
                     continue;
                 }
-                let keep = (rows.len() as f64 * MAX_PAYLOAD_BYTES as f64 * TARGET_FILL
+                // Too large: drop records from the end, in proportion, and compress again.
+                let keep = (self.rows.len() as f64 * MAX_PAYLOAD_BYTES as f64 * TARGET_FILL
                     / payload.len() as f64) as usize;
-                rows.truncate(keep.clamp(1, rows.len() - 1));
+                let keep = keep.clamp(1, self.rows.len() - 1);
+                self.rows.truncate(keep);
+                self.writer.truncate(keep);
             }
         }
         Ok(None)
-    }
-
-    fn envelope_json(&self, rows: &[PendingRow]) -> String {
-        let mut w = EnvelopeWriter::new(&self.device, &self.spool, Timestamp::now());
-        for row in rows {
-            w.push(row.seq, &row.json);
-        }
-        w.finish()
     }
 }

@@ -1,10 +1,12 @@
 //! The uplink: drains the spool to the broker over MQTT, QoS 1, and deletes records only on
 //! their PUBACK.
 //!
-//! Three tasks: the `driver` owns rumqttc's event loop; this module's loop decides what to
-//! publish (`Batcher`), when (`Pacer`) and what each PubAck acknowledges (`Tracker`); an
-//! acker applies acknowledgements to the spool so that a slow commit never stalls the loop.
+//! Three tasks and a thread: the `driver` owns rumqttc's event loop; `ahead`'s thread builds
+//! the next envelopes (`Batcher`) while this module's loop decides when to publish them
+//! (`Pacer`) and what each PubAck acknowledges (`Tracker`); an acker applies
+//! acknowledgements to the spool so that a slow commit never stalls the loop.
 
+mod ahead;
 mod batcher;
 mod connect;
 mod driver;
@@ -26,6 +28,7 @@ use tracing::{debug, error, info, warn};
 use crate::cards::CardCache;
 use crate::config::AgentConfig;
 use crate::spool::{AckRange, Spool};
+use ahead::{Ahead, Next};
 use batcher::{Batch, Batcher};
 use driver::DriverEvent;
 use pacer::Pacer;
@@ -81,8 +84,9 @@ struct Uplink {
     spool: Spool,
     tracker: Tracker,
     pacer: Pacer,
-    batcher: Option<Batcher>,
-    /// A built envelope that rumqttc's request channel had no room for yet.
+    ahead: Ahead,
+    /// The next envelope to publish, waiting for the pacer, the in-flight window or room in
+    /// rumqttc's request channel.
     stashed: Option<Batch>,
     connected: bool,
     /// Nothing left to send on this connection until the spool grows or we reconnect.
@@ -122,15 +126,16 @@ pub async fn run(
         spool.reader().context("opening the spool for reading")?,
         cfg.device_id.clone(),
         spool.id().clone(),
-        cfg.mqtt.gzip_level,
+        cfg.mqtt.gzip_level(),
     );
+    let ahead = Ahead::start(batcher, spool.last_seq()).context("starting the envelope builder")?;
     let mut up = Uplink {
         pacer: Pacer::new(cfg.mqtt.publishes_per_s, cfg.mqtt.bytes_per_s),
         cfg,
         client,
         spool,
         tracker: Tracker::default(),
-        batcher: Some(batcher),
+        ahead,
         stashed: None,
         connected: false,
         drained: false,
@@ -158,7 +163,7 @@ pub async fn run(
             }
         }
         let can_send = up.connected
-            && (!up.drained || up.stashed.is_some())
+            && up.stashed.is_some()
             && up.tracker.in_flight() < usize::from(up.cfg.mqtt.max_inflight);
         tokio::select! {
             _ = shutdown.cancelled(), if grace.is_none() => {
@@ -169,12 +174,19 @@ pub async fn run(
                 Some(event) => up.on_event(event),
                 None => break Some(anyhow::anyhow!("mqtt driver stopped unexpectedly")),
             },
+            next = up.ahead.next(), if up.connected && up.stashed.is_none() && !up.drained => {
+                match next {
+                    Ok(Next::Batch(batch)) => up.stashed = Some(batch),
+                    // A drain that raced an append does not count: the builder is reading
+                    // those records already.
+                    Ok(Next::Drained { seen }) => up.drained = seen == *appended.borrow(),
+                    Err(e) => break Some(anyhow::Error::new(e).context("reading the spool")),
+                }
+            }
             _ = sleep_until(up.pacer.ready_at().max(retry_stash)), if can_send => {
-                match up.send_next().await {
-                    Ok(true) => {}
+                if !up.publish_stashed() {
                     // rumqttc's channel is full: give its event loop a moment.
-                    Ok(false) => retry_stash = Instant::now() + Duration::from_millis(5),
-                    Err(e) => break Some(e),
+                    retry_stash = Instant::now() + Duration::from_millis(5);
                 }
             }
             changed = appended.changed(), if up.drained && up.connected => {
@@ -188,7 +200,14 @@ pub async fn run(
     };
 
     up.shut_down(driver, driver_stop).await;
-    let m = &up.metrics;
+    let Uplink {
+        ahead,
+        metrics,
+        acks,
+        ..
+    } = up;
+    ahead.stop().await;
+    let m = &metrics;
     info!(
         connects = m.connects.load(Ordering::Relaxed),
         disconnects = m.disconnects.load(Ordering::Relaxed),
@@ -197,7 +216,7 @@ pub async fn run(
         records_acked = m.records_acked.load(Ordering::Relaxed),
         "uplink stopped"
     );
-    drop(up.acks);
+    drop(acks);
     if acker.await.is_err() {
         error!("spool acker panicked");
     }
@@ -212,9 +231,7 @@ impl Uplink {
                 self.drained = false;
                 self.tracker.reset();
                 self.stashed = None;
-                if let Some(b) = self.batcher.as_mut() {
-                    b.rewind();
-                }
+                self.ahead.rewind();
                 self.metrics.connects.fetch_add(1, Ordering::Relaxed);
                 info!(device = %self.cfg.device_id, "mqtt connected; resending everything unacknowledged");
                 // A clean session forgets subscriptions: ask again on every connection.
@@ -260,21 +277,17 @@ impl Uplink {
         }
     }
 
-    /// Publishes the next envelope. Returns false when rumqttc had no room for it.
-    async fn send_next(&mut self) -> anyhow::Result<bool> {
-        let batch = match self.stashed.take() {
-            Some(batch) => batch,
-            None => match self.build().await? {
-                Some(batch) => batch,
-                None => return Ok(true),
-            },
+    /// Publishes the stashed envelope. Returns false when rumqttc had no room for it.
+    fn publish_stashed(&mut self) -> bool {
+        let Some(batch) = self.stashed.take() else {
+            return true;
         };
         if let Err(_full) =
             self.client
                 .try_publish(&batch.topic, QoS::AtLeastOnce, false, batch.payload.clone())
         {
             self.stashed = Some(batch);
-            return Ok(false);
+            return false;
         }
         self.tracker.requested(Some(batch.records));
         self.pacer.sent(batch.payload.len());
@@ -287,27 +300,7 @@ impl Uplink {
             bytes = batch.payload.len(),
             "envelope published"
         );
-        // Build the next envelope now, while the pacer makes us wait anyway.
-        self.stashed = self.build().await?;
-        Ok(true)
-    }
-
-    /// Reads and encodes the next envelope off the async threads; `None` (and `drained`)
-    /// when everything has been sent on this connection.
-    async fn build(&mut self) -> anyhow::Result<Option<Batch>> {
-        let Some(mut batcher) = self.batcher.take() else {
-            anyhow::bail!("uplink batcher lost");
-        };
-        let (batcher, next) = tokio::task::spawn_blocking(move || {
-            let next = batcher.next();
-            (batcher, next)
-        })
-        .await
-        .context("batcher task")?;
-        self.batcher = Some(batcher);
-        let next = next.context("reading the spool")?;
-        self.drained = next.is_none();
-        Ok(next)
+        true
     }
 
     fn publish_status(&mut self, online: bool) {

@@ -56,6 +56,7 @@ mod tests {
             class: Class::Telemetry,
             first,
             last: first + 9,
+            held: None,
         })
     }
 
