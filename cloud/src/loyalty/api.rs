@@ -19,7 +19,6 @@ use ferry_shared::Txn;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::apply::apply_batch;
 use super::{
     AuditRecord, Balance, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome, Program,
     Registration, Status, Submitted, ledger, registry,
@@ -333,7 +332,7 @@ async fn submit(
         .pool
         .run(move |l| {
             let outcomes = l.audited(
-                |tx| apply_batch(tx, &txns),
+                |tx| tx.apply_batch(&txns),
                 |outcomes: &Vec<Outcome>| {
                     let caller = by_hand.as_ref()?;
                     let first = outcomes.first()?;

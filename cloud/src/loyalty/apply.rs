@@ -52,8 +52,16 @@ pub trait LedgerTx {
     fn target(&mut self, tx_id: &str) -> Result<Option<Target>, LedgerError>;
     /// The device's registration: (kind, store, retired).
     fn registration(&mut self, device: &str) -> Result<Option<Registered>, LedgerError>;
-    /// Runs one statement of `sql` with text parameters (the held list's upkeep).
+    /// Runs one statement of `sql` with text parameters.
     fn exec_text(&mut self, sql: &str, params: &[&str]) -> Result<(), LedgerError>;
+    /// Puts a transaction from an unregistered device on the held list.
+    fn hold(&mut self, tx_id: &str, device: &str, at: &str) -> Result<(), LedgerError> {
+        self.exec_text(sql::HOLD, &[tx_id, device, at])
+    }
+    /// Takes a judged transaction off the held list.
+    fn unhold(&mut self, tx_id: &str) -> Result<(), LedgerError> {
+        self.exec_text(sql::UNHOLD, &[tx_id])
+    }
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError>;
     fn set_balance(
         &mut self,
@@ -72,6 +80,11 @@ pub trait LedgerTx {
     ) -> Result<i64, LedgerError>;
     /// The points of the card in the program redeemed or lapsed, all told.
     fn spent(&mut self, card: &str, program: &str) -> Result<i64, LedgerError>;
+    /// Applies a batch under the rules, one outcome per transaction, in order (the caller
+    /// commits). A store may answer the rules' questions for the whole batch at once.
+    fn apply_batch(&mut self, batch: &[Submitted]) -> Result<Vec<Outcome>, LedgerError> {
+        apply_rules(self, batch)
+    }
 }
 
 /// An applied transaction that a reversal names.
@@ -85,7 +98,7 @@ pub struct Target {
 }
 
 /// A device's row in the registry.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Registered {
     pub kind: String,
     pub store: Option<String>,
@@ -124,8 +137,9 @@ pub fn op_name(op: TxnOp) -> &'static str {
     }
 }
 
-/// Applies a batch in one database transaction (the caller commits).
-pub fn apply_batch<T: LedgerTx + ?Sized>(
+/// Applies a batch in one database transaction (the caller commits): the rules, for any
+/// [`LedgerTx`].
+pub fn apply_rules<T: LedgerTx + ?Sized>(
     tx: &mut T,
     batch: &[Submitted],
 ) -> Result<Vec<Outcome>, LedgerError> {
@@ -153,10 +167,9 @@ fn apply_one<T: LedgerTx + ?Sized>(
     if let Some(device) = device {
         let tx_id = txn.tx_id.as_str();
         if outcome.status == Status::Held {
-            let now = Timestamp::now().to_string();
-            tx.exec_text(sql::HOLD, &[tx_id, device, &now])?;
+            tx.hold(tx_id, device, &Timestamp::now().to_string())?;
         } else {
-            tx.exec_text(sql::UNHOLD, &[tx_id])?;
+            tx.unhold(tx_id)?;
         }
     }
     Ok(outcome)

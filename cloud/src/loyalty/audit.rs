@@ -103,7 +103,7 @@ impl Ledger {
                     })
                 })?
                 .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
+            Self::Postgres(c, _) => c
                 .query(&sql, &[&before, &limit])?
                 .into_iter()
                 .map(|r| AuditEntry {

@@ -207,7 +207,7 @@ impl Ledger {
                     ))
                 })?
                 .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
+            Self::Postgres(c, _) => c
                 .query(sql, &[&params[0], &params[1], &params[2]])?
                 .into_iter()
                 .map(|r| {

@@ -18,7 +18,9 @@ use postgres::error::SqlState;
 use rusqlite::TransactionBehavior;
 use serde::{Deserialize, Serialize};
 
-use super::apply::{LedgerTx, Submitted, apply_batch, lapse};
+use super::apply::{LedgerTx, Submitted, lapse};
+use super::pg::PgTx;
+use super::pg_batch::Statements;
 use super::program::Program;
 use super::{pg, sqlite};
 use crate::db::{Db, DbError};
@@ -114,7 +116,8 @@ pub struct LedgerEntry {
 
 pub enum Ledger {
     Sqlite(rusqlite::Connection),
-    Postgres(postgres::Client),
+    /// With the set-based statements of `pg_batch`, prepared once per connection.
+    Postgres(postgres::Client, Box<Statements>),
 }
 
 impl Ledger {
@@ -123,7 +126,10 @@ impl Ledger {
     pub fn open(database: &str) -> Result<Self, LedgerError> {
         Ok(match Db::open(database, (sqlite::SCHEMA, pg::SCHEMA))? {
             Db::Sqlite(c) => Self::Sqlite(c),
-            Db::Postgres(c) => Self::Postgres(c),
+            Db::Postgres(mut c) => {
+                let statements = Statements::prepare(&mut c)?;
+                Self::Postgres(c, Box::new(statements))
+            }
         })
     }
 
@@ -131,7 +137,7 @@ impl Ledger {
     pub fn is_usable(&self) -> bool {
         match self {
             Self::Sqlite(_) => true,
-            Self::Postgres(c) => !c.is_closed(),
+            Self::Postgres(c, _) => !c.is_closed(),
         }
     }
 
@@ -166,7 +172,7 @@ impl Ledger {
     /// The same, for transactions that name the device they came from: each applies only
     /// if the registry admits that device for it.
     pub fn apply_submitted(&mut self, batch: &[Submitted]) -> Result<Vec<Outcome>, LedgerError> {
-        self.in_transaction(|tx| apply_batch(tx, batch))
+        self.in_transaction(|tx| tx.apply_batch(batch))
     }
 }
 
@@ -194,12 +200,15 @@ impl Ledger {
                 tx.commit()?;
                 Ok(out)
             }
-            Self::Postgres(c) => {
+            Self::Postgres(c, statements) => {
                 let mut attempt = 0;
                 loop {
                     let mut run = || -> Result<T, LedgerError> {
                         let mut tx = c.transaction()?;
-                        let out = work(&mut tx)?;
+                        let out = work(&mut PgTx {
+                            tx: &mut tx,
+                            statements,
+                        })?;
                         tx.commit()?;
                         Ok(out)
                     };
@@ -288,7 +297,7 @@ impl Ledger {
                     ))
                 })?
                 .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
+            Self::Postgres(c, _) => c
                 .query(sql, &[&card, &before, &limit])?
                 .into_iter()
                 .map(|r| {
@@ -351,7 +360,7 @@ impl Ledger {
                 .prepare_cached(sql)?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
+            Self::Postgres(c, _) => c
                 .query(sql, &[])?
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1)))
@@ -369,7 +378,7 @@ impl Ledger {
                 .prepare_cached(sql)?
                 .query_map([param], |r| r.get(0))?
                 .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
+            Self::Postgres(c, _) => c
                 .query(sql, &[param])?
                 .into_iter()
                 .map(|r| r.get(0))
@@ -385,7 +394,7 @@ impl Ledger {
                 .prepare_cached(sql)?
                 .query_map([card], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?,
-            Self::Postgres(c) => c
+            Self::Postgres(c, _) => c
                 .query(sql, &[&card])?
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))

@@ -9,6 +9,7 @@ mod figures;
 mod ledger;
 mod metrics;
 mod pg;
+mod pg_batch;
 mod program;
 mod registry;
 mod sqlite;

@@ -5,39 +5,49 @@
 
 use postgres::Transaction;
 
-use super::LedgerError;
-use super::apply::{Entry, LedgerTx, Registered, Target, sql};
+use super::apply::{Entry, LedgerTx, Registered, Submitted, Target, apply_rules, sql};
+use super::pg_batch::{self, PgBatch, Statements};
+use super::{LedgerError, Outcome};
 
 pub const SCHEMA: &str = include_str!("../../migrations/0003_ledger_postgres.sql");
 
-impl LedgerTx for Transaction<'_> {
+/// A PostgreSQL transaction of the ledger, with its connection's prepared statements.
+pub struct PgTx<'a, 'c> {
+    pub tx: &'a mut Transaction<'c>,
+    pub statements: &'a Statements,
+}
+
+impl LedgerTx for PgTx<'_, '_> {
+    /// Set-based: a fixed number of round trips per batch (`pg_batch`).
+    fn apply_batch(&mut self, batch: &[Submitted]) -> Result<Vec<Outcome>, LedgerError> {
+        let mut set = PgBatch::new(self.tx, self.statements, batch);
+        let outcomes = apply_rules(&mut set, batch)?;
+        set.flush()?;
+        Ok(outcomes)
+    }
+
     fn lock(&mut self, keys: &[(&str, &str)]) -> Result<(), LedgerError> {
-        let lock = self.prepare("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")?;
-        for (card, program) in keys {
-            let key = format!("{card}\u{1f}{program}");
-            self.execute(&lock, &[&key])?;
-        }
-        Ok(())
+        pg_batch::lock(self.tx, self.statements, keys)
     }
 
     fn content(&mut self, tx_id: &str) -> Result<Option<String>, LedgerError> {
-        let row = self.query_opt(sql::CONTENT, &[&tx_id])?;
+        let row = self.tx.query_opt(sql::CONTENT, &[&tx_id])?;
         Ok(row.map(|r| r.get(0)))
     }
 
     fn program(&mut self, id: &str) -> Result<Option<String>, LedgerError> {
-        let row = self.query_opt(sql::PROGRAM, &[&id])?;
+        let row = self.tx.query_opt(sql::PROGRAM, &[&id])?;
         Ok(row.map(|r| r.get(0)))
     }
 
     fn balance(&mut self, card: &str, program: &str) -> Result<i64, LedgerError> {
         // Locked already by `lock`, for the whole batch.
-        let row = self.query_opt(sql::BALANCE, &[&card, &program])?;
+        let row = self.tx.query_opt(sql::BALANCE, &[&card, &program])?;
         Ok(row.map_or(0, |r| r.get(0)))
     }
 
     fn target(&mut self, tx_id: &str) -> Result<Option<Target>, LedgerError> {
-        let row = self.query_opt(sql::TARGET, &[&tx_id])?;
+        let row = self.tx.query_opt(sql::TARGET, &[&tx_id])?;
         Ok(row.map(|r| Target {
             delta: r.get(0),
             card: r.get(1),
@@ -48,7 +58,7 @@ impl LedgerTx for Transaction<'_> {
     }
 
     fn registration(&mut self, device: &str) -> Result<Option<Registered>, LedgerError> {
-        let row = self.query_opt(sql::DEVICE, &[&device])?;
+        let row = self.tx.query_opt(sql::DEVICE, &[&device])?;
         Ok(row.map(|r| Registered {
             kind: r.get(0),
             store: r.get(1),
@@ -61,12 +71,12 @@ impl LedgerTx for Transaction<'_> {
             .iter()
             .map(|p| p as &(dyn postgres::types::ToSql + Sync))
             .collect();
-        self.execute(sql, &params)?;
+        self.tx.execute(sql, &params)?;
         Ok(())
     }
 
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError> {
-        self.execute(sql::MARK_REVERSED, &[&by, &tx_id])?;
+        self.tx.execute(sql::MARK_REVERSED, &[&by, &tx_id])?;
         Ok(())
     }
 
@@ -77,8 +87,8 @@ impl LedgerTx for Transaction<'_> {
         balance: i64,
         now: &str,
     ) -> Result<(), LedgerError> {
-        self.execute(sql::CARD, &[&card, &now])?;
-        self.execute(
+        self.tx.execute(sql::CARD, &[&card, &now])?;
+        self.tx.execute(
             sql::SET_BALANCE,
             &[&card, &program, &balance, &(balance < 0)],
         )?;
@@ -86,7 +96,7 @@ impl LedgerTx for Transaction<'_> {
     }
 
     fn record(&mut self, e: &Entry<'_>) -> Result<(), LedgerError> {
-        self.execute(
+        self.tx.execute(
             sql::RECORD,
             &[
                 &e.tx_id, &e.content, &e.card, &e.program, &e.store, &e.op, &e.delta, &e.offline,
@@ -103,11 +113,12 @@ impl LedgerTx for Transaction<'_> {
         cutoff: &str,
     ) -> Result<i64, LedgerError> {
         Ok(self
+            .tx
             .query_one(sql::EARNED_BEFORE, &[&card, &program, &cutoff])?
             .get(0))
     }
 
     fn spent(&mut self, card: &str, program: &str) -> Result<i64, LedgerError> {
-        Ok(self.query_one(sql::SPENT, &[&card, &program])?.get(0))
+        Ok(self.tx.query_one(sql::SPENT, &[&card, &program])?.get(0))
     }
 }

@@ -115,7 +115,7 @@ impl Ledger {
                     None => stmt.query_map([], row)?.collect::<Result<_, _>>()?,
                 }
             }
-            Self::Postgres(c) => {
+            Self::Postgres(c, _) => {
                 let rows = match id {
                     Some(id) => c.query(sql, &[&id])?,
                     None => c.query(sql, &[])?,

@@ -37,10 +37,11 @@ fn conformance_on_sqlite_and_postgres() {
     let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = Postgres::start();
-    let scenarios: [Scenario; 9] = [
+    let scenarios: [Scenario; 10] = [
         ("registry", the_registry_admits_only_tills_at_their_store),
         ("bounds", out_of_range_is_rejected_not_wrapped),
         ("idempotency", idempotency_and_rules_table),
+        ("one_batch", the_rules_table_in_one_batch),
         ("expiry", points_lapse_oldest_first),
         ("points", points_from_amounts_and_rewards_available),
         (
@@ -232,9 +233,11 @@ fn balance(l: &mut Ledger, card: &str, program: &str) -> (i64, i64, bool) {
         })
 }
 
+/// One step of the rules table.
+type Step = (Txn, Status, Option<&'static str>, i64);
+
 /// Each step: a transaction, the outcome it must get, and the coffee balance after it.
-fn idempotency_and_rules_table(open: &Open) {
-    let mut l = with_programs(open);
+fn rules_table() -> Vec<Step> {
     let stamp = |id: &str, qty| txn(id, TxnOp::Stamp, "coffee", Some(qty));
     let mut redeem_offline = txn("r-off", TxnOp::Redeem, "coffee", Some(2));
     redeem_offline.offline = true;
@@ -249,7 +252,7 @@ fn idempotency_and_rules_table(open: &Open) {
     let mut reverse_nothing = reverse.clone();
     reverse_nothing.tx_id = TxId::new("rev-4").expect("id");
     reverse_nothing.reverses = Some(TxId::new("never-sent").expect("id"));
-    let steps: Vec<(Txn, Status, Option<&str>, i64)> = vec![
+    vec![
         (stamp("s-1", 3), Status::Applied, None, 3),
         (stamp("s-1", 3), Status::Duplicate, None, 3),
         (stamp("s-1", 4), Status::Rejected, Some("conflict"), 3),
@@ -312,8 +315,12 @@ fn idempotency_and_rules_table(open: &Open) {
             Some("invalid"),
             -22,
         ),
-    ];
-    for (i, (t, status, reason, after)) in steps.into_iter().enumerate() {
+    ]
+}
+
+fn idempotency_and_rules_table(open: &Open) {
+    let mut l = with_programs(open);
+    for (i, (t, status, reason, after)) in rules_table().into_iter().enumerate() {
         let got = l.apply(std::slice::from_ref(&t)).expect("apply").remove(0);
         assert_eq!(
             (got.status, got.reason),
@@ -340,6 +347,47 @@ fn idempotency_and_rules_table(open: &Open) {
         .apply(&[txn("x-1", TxnOp::Stamp, "tea", Some(1))])
         .expect("apply");
     assert_eq!(again[0].status, Status::Applied);
+}
+
+/// The rules table as one batch: a batch is judged transaction by transaction, each seeing
+/// what the ones before it did (PostgreSQL answers from rows it read once, SQLite asks
+/// each time), so every outcome, the balance and the ledger's entries match the table
+/// applied one transaction at a time.
+fn the_rules_table_in_one_batch(open: &Open) {
+    let steps = rules_table();
+    let txns: Vec<Txn> = steps.iter().map(|s| s.0.clone()).collect();
+    let mut l = with_programs(open);
+    let got = l.apply(&txns).expect("apply");
+    for (i, ((t, status, reason, _), got)) in steps.iter().zip(&got).enumerate() {
+        assert_eq!(got.tx_id, t.tx_id.as_str(), "step {i}");
+        assert_eq!(
+            (got.status, got.reason),
+            (*status, *reason),
+            "step {i}: {}",
+            t.tx_id
+        );
+    }
+    let last = steps.last().map_or(0, |s| s.3);
+    assert_eq!(balance(&mut l, "C-1", "coffee"), (last, 0, true));
+    let entries = l.card_entries("C-1", 100, None).expect("entries");
+    let summary: Vec<(String, i64, Option<String>)> = entries
+        .iter()
+        .rev()
+        .map(|e| (e.tx_id.clone(), e.delta, e.reversed_by.clone()))
+        .collect();
+    let reversed =
+        |id: &str, delta, by: Option<&str>| (id.to_owned(), delta, by.map(str::to_owned));
+    assert_eq!(
+        summary,
+        [
+            reversed("s-1", 3, Some("rev-1")),
+            reversed("s-2", 8, None),
+            reversed("r-2", -10, None),
+            reversed("r-off", -20, None),
+            reversed("rev-1", -3, None),
+        ],
+        "the ledger in the batch's order, the reversal marked on its target"
+    );
 }
 
 fn points_from_amounts_and_rewards_available(open: &Open) {
