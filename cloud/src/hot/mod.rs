@@ -217,27 +217,30 @@ fn next_rev(tx: &mut Tx<'_>) -> Result<i64, DbError> {
     .ok_or_else(|| DbError::Other("hot_meta has no rev".into()))
 }
 
-/// Rows per statement on PostgreSQL: one round trip for hundreds of rows, well under its
-/// limit of 65,535 parameters (12x the single-row rate in `benches/dashboard.rs`).
-const PG_ROWS_PER_STATEMENT: usize = 400;
-/// On SQLite, which has no round trips, fewer: statements that long only cost parsing.
+/// Rows per statement on SQLite: longer statements only cost parsing, as it has no round
+/// trips.
 const SQLITE_ROWS_PER_STATEMENT: usize = 50;
 
 /// `head VALUES (...), (...) tail` over `rows`; returns what `tail`'s `RETURNING` (if any)
-/// gives back.
+/// gives back. On PostgreSQL, one statement over `unnest` of one array per column: a round
+/// trip per batch, not per few hundred rows (`benches/dashboard.rs`).
 pub(crate) fn insert_many(
     tx: &mut Tx<'_>,
     head: &str,
     rows: &[Row],
     tail: &str,
 ) -> Result<Vec<Row>, DbError> {
-    let per_statement = if tx.is_postgres() {
-        PG_ROWS_PER_STATEMENT
-    } else {
-        SQLITE_ROWS_PER_STATEMENT
-    };
+    if tx.is_postgres() {
+        let insert = head
+            .strip_suffix("VALUES")
+            .ok_or_else(|| DbError::Other(format!("{head:?} does not end in VALUES")))?;
+        return tx.query_unnest(
+            &format!("{insert} SELECT * FROM unnest($ARRAYS) {tail}"),
+            rows,
+        );
+    }
     let mut returned = Vec::new();
-    for chunk in rows.chunks(per_statement) {
+    for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
         let width = chunk[0].len();
         let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * width * 6);
         sql.push_str(head);

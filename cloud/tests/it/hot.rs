@@ -173,3 +173,48 @@ async fn the_hot_store_gets_every_reading_once_through_an_outage_and_sigkills() 
     }
     assert_eq!(ingest.proc.terminate(), Some(0), "{}", ingest.proc.log());
 }
+
+/// The write path takes a batch of new readings in one way (on PostgreSQL a binary COPY)
+/// and a batch holding resends in another (a savepoint, then `ON CONFLICT`): both count
+/// each reading once, in the outcome and in the rollups, on both databases.
+#[test]
+fn a_batch_with_resends_stores_and_counts_only_the_new_readings() {
+    use ferry_cloud::hot::{HotItem, HotStore, Series};
+
+    let _load = crate::beside_others();
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}", dir.path().join("hot.db").display());
+    let now = ferry_shared::Timestamp::now().unix_millis();
+    let minute = now - now.rem_euclid(60_000) - 60_000;
+    let reading = |seq: u64| HotItem::Reading {
+        device: "ws-1".into(),
+        spool: "sp".into(),
+        seq,
+        ts_ms: minute + seq as i64 * 100,
+        metrics: [("temperature_c".to_owned(), seq as f64)].into(),
+    };
+    for url in [pg.database("resends"), sqlite] {
+        let mut hot = HotStore::open(&url).expect("hot store");
+        let first: Vec<HotItem> = (1..=10).map(reading).collect();
+        let out = hot
+            .write(&first, &[], 86_400_000, now)
+            .expect("first batch");
+        assert_eq!((out.stored, out.duplicates), (10, 0), "{url}");
+        // Five resent, five new, and one of the new twice in the same batch.
+        let mut second: Vec<HotItem> = (6..=15).map(reading).collect();
+        second.push(reading(15));
+        let out = hot
+            .write(&second, &[], 86_400_000, now)
+            .expect("second batch");
+        assert_eq!((out.stored, out.duplicates), (5, 6), "{url}");
+        let Series::Rollup { count, avg, .. } = hot
+            .rollup("ws-1", "temperature_c", minute, minute + 60_000, 60_000)
+            .expect("rollup")
+        else {
+            panic!("not a rollup");
+        };
+        assert_eq!(count, [15], "{url}: each reading counted once");
+        assert_eq!(avg, [8.0], "{url}");
+    }
+}
