@@ -1,5 +1,5 @@
 //! The whole cloud on one core: broker → lake + hot store + ledger, through the real
-//! `ferry-cloud all` with `[dashboard]` and `[loyalty]` on SQLite.
+//! `ferry-cloud all` with `[dashboard]` and `[loyalty]`, on SQLite and on PostgreSQL.
 //!
 //!     cargo bench -p ferry-cloud --bench whole             # 200k records; or pass a number
 //!
@@ -11,7 +11,8 @@
 //! - whole: `ferry-cloud all`, with the 20 devices registered as tills of store S-01 and
 //!   the `coffee` program; the clock stops when every record is in a lake object, every
 //!   reading in the hot store and every stamp applied in the ledger (the journal's route
-//!   and hot queues empty).
+//!   and hot queues empty); once with both databases on SQLite files, once on a durable
+//!   PostgreSQL the bench starts (its server's CPU is not pinned, nor counted).
 //!
 //! Reported: records/s of each, their ratio, and CPU seconds per million records.
 
@@ -25,6 +26,7 @@ use ferry_tests::devices::{Message, device_messages, publish_all};
 use ferry_tests::free_port;
 use ferry_tests::http::request;
 use ferry_tests::loyalty::{put_program, register_till};
+use ferry_tests::postgres::Postgres;
 use ferry_tests::process::{Proc, cpu_seconds};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
@@ -38,7 +40,9 @@ struct Cloud {
 }
 
 impl Cloud {
-    fn new(dir: &Path, broker: u16, whole: bool) -> Self {
+    /// `databases`: the ledger's and the hot store's URLs, for `all`.
+    fn new(dir: &Path, broker: u16, databases: Option<(String, String)>) -> Self {
+        let whole = databases.is_some();
         let http = free_port();
         let mut config = format!(
             "data_dir = \"{data}\"\n\
@@ -49,13 +53,11 @@ impl Cloud {
             lake = dir.join("lake").display(),
             role = if whole { "all" } else { "ingest" },
         );
-        if whole {
+        if let Some((ledger, hot)) = databases {
             config.push_str(&format!(
                 "[loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\n\
-                 database = \"sqlite://{ledger}\"\n\
-                 [dashboard]\ndatabase = \"sqlite://{hot}\"\n",
-                ledger = dir.join("ledger.db").display(),
-                hot = dir.join("hot.db").display(),
+                 database = \"{ledger}\"\n\
+                 [dashboard]\ndatabase = \"{hot}\"\n",
             ));
         }
         let path = dir.join("cloud.toml");
@@ -87,9 +89,15 @@ impl Cloud {
 }
 
 /// Seconds and CPU seconds for `cloud` to take the backlog from subscription to done.
-async fn run(broker: u16, messages: &[Message], records: u64, whole: bool) -> (f64, f64) {
+async fn run(
+    broker: u16,
+    messages: &[Message],
+    records: u64,
+    databases: Option<(String, String)>,
+) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cloud = Cloud::new(dir.path(), broker, whole);
+    let whole = databases.is_some();
+    let mut cloud = Cloud::new(dir.path(), broker, databases);
     // The session, its subscriptions and (for `all`) the ledger's setup first; then the
     // backlog, queued by the broker while the cloud is away.
     cloud.proc.start();
@@ -108,7 +116,12 @@ async fn run(broker: u16, messages: &[Message], records: u64, whole: bool) -> (f
         }
     }
     assert_eq!(cloud.proc.terminate(), Some(0), "{}", cloud.proc.log());
-    publish_all(broker, &format!("bench-devices-{whole}"), messages).await;
+    publish_all(
+        broker,
+        &format!("bench-devices-{}", ferry_tests::free_port()),
+        messages,
+    )
+    .await;
 
     let started = Instant::now();
     cloud.proc.start();
@@ -133,7 +146,13 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200_000);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // Its synchronous client runs a runtime of its own: set it up before ours runs.
+    let pg = Postgres::start_durable();
+    let on_pg = (pg.database("ledger"), pg.database("hot"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let broker = Mosquitto::start();
         let per_device = records / DEVICES as u64;
@@ -144,8 +163,17 @@ fn main() {
             })
             .collect();
         println!("{records} records ({} stamps) in {} messages", records / 10, messages.len());
-        let (base_s, base_cpu) = run(broker.port, &messages, records, false).await;
-        let (whole_s, whole_cpu) = run(broker.port, &messages, records, true).await;
+        let (base_s, base_cpu) = run(broker.port, &messages, records, None).await;
+        let files = tempfile::tempdir().expect("tempdir");
+        let sqlite = |name: &str| format!("sqlite://{}", files.path().join(name).display());
+        let (whole_s, whole_cpu) = run(
+            broker.port,
+            &messages,
+            records,
+            Some((sqlite("ledger.db"), sqlite("hot.db"))),
+        )
+        .await;
+        let (pg_s, pg_cpu) = run(broker.port, &messages, records, Some(on_pg.clone())).await;
         let per_s = |s: f64| records as f64 / s;
         let per_m = |cpu: f64| cpu * 1e6 / records as f64;
         println!(
@@ -158,6 +186,12 @@ fn main() {
             per_s(whole_s),
             per_m(whole_cpu)
         );
+        println!(
+            "whole on PostgreSQL:                     {pg_s:.2} s, {:.0} records/s, {:.2} CPU s per million (ferry-cloud's)",
+            per_s(pg_s),
+            per_m(pg_cpu)
+        );
         println!("ratio whole / baseline (records/s):      {:.3}", base_s / whole_s);
+        println!("ratio PostgreSQL / SQLite (records/s):   {:.3}", whole_s / pg_s);
     });
 }

@@ -31,7 +31,7 @@ pub enum PoolError {
     Join(String),
 }
 
-pub struct Pool<T> {
+pub struct Pool<T: Send> {
     url: String,
     idle: Mutex<Vec<T>>,
     permits: Semaphore,
@@ -80,5 +80,24 @@ impl<T: Pooled> Pool<T> {
         })
         .await;
         joined.map_err(|e| PoolError::Join(e.to_string()))?
+    }
+}
+
+/// The last handle may go on an async thread (a role's task ending at shutdown). Closing a
+/// PostgreSQL connection blocks on the client's own runtime, which tokio forbids there (it
+/// panicked, and a clean stop exited non-zero): the connections close on a thread of their
+/// own.
+impl<T: Send> Drop for Pool<T> {
+    fn drop(&mut self) {
+        let idle = match self.idle.get_mut() {
+            Ok(idle) => std::mem::take(idle),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        if idle.is_empty() {
+            return;
+        }
+        std::thread::scope(|s| {
+            s.spawn(move || drop(idle));
+        });
     }
 }

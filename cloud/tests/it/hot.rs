@@ -218,3 +218,59 @@ fn a_batch_with_resends_stores_and_counts_only_the_new_readings() {
         assert_eq!(avg, [8.0], "{url}");
     }
 }
+
+/// `all` on PostgreSQL stops cleanly once its connection pools have been used: closing a
+/// synchronous PostgreSQL connection on an async thread panicked at shutdown, and a clean
+/// stop exited non-zero (found by the whole-cloud bench).
+#[tokio::test(flavor = "multi_thread")]
+async fn all_on_postgres_stops_with_exit_code_zero() {
+    use ferry_tests::http::request;
+
+    let _load = tokio::task::block_in_place(crate::beside_others);
+    let pg = tokio::task::block_in_place(Postgres::start);
+    let (ledger, hot) =
+        tokio::task::block_in_place(|| (pg.database("clean_ledger"), pg.database("clean_hot")));
+    let broker = ferry_tests::broker::Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = ferry_tests::free_port();
+    let token = ferry_tests::cloud::TOKEN;
+    let config = dir.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\n[mqtt]\nurl = \"{url}\"\nclient_id = \"clean-stop\"\n[lake]\nroot = \"{lake}\"\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\ntoken = \"{token}\"\n\
+             [loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{token}\"\n\
+             database = \"{ledger}\"\n[dashboard]\ndatabase = \"{hot}\"\n",
+            data = dir.path().join("data").display(),
+            url = broker.url(),
+            lake = dir.path().join("lake").display(),
+        ),
+    )
+    .expect("config");
+    let mut cloud = ferry_tests::process::Proc::new(
+        BIN,
+        &["all", "--config", &config.to_string_lossy()],
+        dir.path().join("cloud.log"),
+    );
+    cloud.start();
+    let started = Instant::now();
+    while !matches!(request(http, "GET", "/healthz", "", ""), Ok((200, _))) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the cloud did not answer within 30 s: {}",
+            cloud.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::block_in_place(|| {
+        ferry_tests::loyalty::put_program(
+            http,
+            "coffee",
+            &serde_json::json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}),
+        );
+        let (status, body) = request(http, "GET", "/v1/devices", token, "").expect("devices");
+        assert_eq!(status, 200, "{body}");
+    });
+    assert_eq!(cloud.terminate(), Some(0), "{}", cloud.log());
+}
