@@ -25,7 +25,7 @@ use spool::Spool;
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (spool, writer) = Spool::open(&cfg.data_dir, cfg.spool.max_bytes)
         .with_context(|| format!("opening the spool in {}", cfg.data_dir.display()))?;
-    let status = spool.reader()?.status()?;
+    let status = spool.status();
     info!(
         device = %cfg.device_id,
         spool = %spool.id(),

@@ -172,6 +172,7 @@ pub struct Spool {
     data_dir: PathBuf,
     path: PathBuf,
     last_seq: watch::Receiver<u64>,
+    figures: watch::Receiver<writer::Figures>,
 }
 
 /// Joins the writer thread; returned by [`Spool::open`] so that shutdown can wait for the
@@ -200,12 +201,13 @@ impl Spool {
         let id = schema::spool_id(&conn)?;
         let state = writer::WriterState::load(&conn, max_bytes)?;
         let (last_seq_tx, last_seq) = watch::channel(state.last_seq);
+        let (figures_tx, figures) = watch::channel(state.figures());
         let (ops, rx) = mpsc::channel(1024);
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn({
                 let path = path.clone();
-                move || writer::run(conn, &path, state, rx, last_seq_tx)
+                move || writer::run(conn, &path, state, rx, last_seq_tx, figures_tx)
             })?;
         let data_dir = data_dir.to_owned();
         Ok((
@@ -215,6 +217,7 @@ impl Spool {
                 data_dir,
                 path,
                 last_seq,
+                figures,
             },
             WriterThread(thread),
         ))
@@ -226,6 +229,25 @@ impl Spool {
 
     pub fn id(&self) -> &SpoolId {
         &self.id
+    }
+
+    /// The spool's figures as of the last commit, from the writer's own count: no scan of
+    /// the spool, which at a million pending records would take a Pi a noticeable while.
+    /// (`SpoolReader::status` counts them, for another process.)
+    pub fn status(&self) -> SpoolStatus {
+        let f = *self.figures.borrow();
+        let now = chrono::Utc::now().timestamp_millis();
+        SpoolStatus {
+            spool: self.id.to_string(),
+            last_seq: f.last_seq,
+            pending: f.pending,
+            pending_bytes: f.pending_bytes,
+            pending_transactions: f.pending_transactions,
+            oldest_pending_age_s: f
+                .oldest_appended_at
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
+            evicted_total: f.evicted_total,
+        }
     }
 
     /// Appends records; returns once they are committed and fsynced.

@@ -373,3 +373,79 @@ async fn a_key_reused_for_another_request_is_refused_and_stores_nothing() {
     drop(spool);
     writer.join();
 }
+
+/// The figures the writer keeps (what the uplink's status message carries) agree with a
+/// count of the spool after appends, keyed appends, acks whole and partial, eviction and a
+/// reopen.
+#[tokio::test]
+async fn the_writers_figures_agree_with_a_count_of_the_spool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counted = || {
+        SpoolReader::open(&Spool::path_in(dir.path()))
+            .expect("reader")
+            .status()
+            .expect("status")
+    };
+    let agree = |spool: &Spool, step: &str| {
+        let (kept, count) = (spool.status(), counted());
+        assert_eq!(
+            (kept.last_seq, kept.pending, kept.pending_bytes),
+            (count.last_seq, count.pending, count.pending_bytes),
+            "{step}"
+        );
+        assert_eq!(
+            (kept.pending_transactions, kept.evicted_total),
+            (count.pending_transactions, count.evicted_total),
+            "{step}"
+        );
+        assert_eq!(
+            kept.oldest_pending_age_s > 0.0 || kept.pending == 0,
+            count.oldest_pending_age_s > 0.0 || count.pending == 0,
+            "{step}"
+        );
+    };
+    let (spool, writer) = Spool::open(dir.path(), MIB).expect("open");
+    agree(&spool, "empty");
+    spool
+        .append((0..100).map(reading).collect())
+        .await
+        .expect("append");
+    spool
+        .append_once(key("k-1"), "t-1".into(), txn(1))
+        .await
+        .expect("append_once");
+    agree(&spool, "appended");
+    let range = |class, first, last| AckRange {
+        class,
+        first,
+        last,
+        held: None,
+    };
+    spool
+        .ack(range(Class::Telemetry, 1, 10))
+        .await
+        .expect("ack");
+    spool
+        .ack(range(Class::Telemetry, 5, 20))
+        .await
+        .expect("partial ack");
+    spool
+        .ack(range(Class::Transaction, 1, 101))
+        .await
+        .expect("ack txn");
+    agree(&spool, "acknowledged");
+    // Over the cap of 1 MiB: the oldest telemetry goes.
+    while spool.status().evicted_total == 0 {
+        spool
+            .append((0..500).map(reading).collect())
+            .await
+            .expect("append");
+    }
+    agree(&spool, "evicted");
+    drop(spool);
+    writer.join();
+    let (spool, writer) = Spool::open(dir.path(), MIB).expect("reopen");
+    agree(&spool, "reopened");
+    drop(spool);
+    writer.join();
+}

@@ -19,6 +19,10 @@ pub struct WriterState {
     evicted_total: u64,
     txn_bytes: u64,
     telemetry_bytes: u64,
+    txn_count: u64,
+    telemetry_count: u64,
+    /// When the oldest pending record was appended (unix ms).
+    oldest_appended_at: Option<i64>,
     max_bytes: u64,
 }
 
@@ -29,13 +33,52 @@ impl WriterState {
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        Ok(Self {
+        let mut state = Self {
             last_seq: last_seq as u64,
             evicted_total: evicted_total as u64,
-            txn_bytes: class_bytes(conn, Class::Transaction)?,
-            telemetry_bytes: class_bytes(conn, Class::Telemetry)?,
+            txn_bytes: 0,
+            telemetry_bytes: 0,
+            txn_count: 0,
+            telemetry_count: 0,
+            oldest_appended_at: None,
             max_bytes,
-        })
+        };
+        // The one scan of the records: from here on the writer keeps these in step.
+        let mut by_class = conn.prepare(
+            "SELECT class, COUNT(*), COALESCE(SUM(length(body)), 0) FROM records GROUP BY class",
+        )?;
+        let mut rows = by_class.query([])?;
+        while let Some(row) = rows.next()? {
+            let (class, count, bytes): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let class = if class == Class::Transaction as i64 {
+                Class::Transaction
+            } else {
+                Class::Telemetry
+            };
+            *state.count_mut(class) = count as u64;
+            *state.bytes_mut(class) = bytes as u64;
+        }
+        state.oldest_appended_at = oldest_appended_at(conn)?;
+        Ok(state)
+    }
+
+    /// What `status` reports of the spool, as of the last commit.
+    pub fn figures(&self) -> Figures {
+        Figures {
+            last_seq: self.last_seq,
+            pending: self.txn_count + self.telemetry_count,
+            pending_bytes: self.txn_bytes + self.telemetry_bytes,
+            pending_transactions: self.txn_count,
+            oldest_appended_at: self.oldest_appended_at,
+            evicted_total: self.evicted_total,
+        }
+    }
+
+    fn count_mut(&mut self, class: Class) -> &mut u64 {
+        match class {
+            Class::Transaction => &mut self.txn_count,
+            Class::Telemetry => &mut self.telemetry_count,
+        }
     }
 
     fn bytes_mut(&mut self, class: Class) -> &mut u64 {
@@ -44,6 +87,28 @@ impl WriterState {
             Class::Telemetry => &mut self.telemetry_bytes,
         }
     }
+}
+
+/// The spool's figures as the writer keeps them, published after every commit so that the
+/// uplink's status message costs no scan of the spool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub last_seq: u64,
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub pending_transactions: u64,
+    pub oldest_appended_at: Option<i64>,
+    pub evicted_total: u64,
+}
+
+fn oldest_appended_at(conn: &Connection) -> Result<Option<i64>, SpoolError> {
+    Ok(conn
+        .query_row(
+            "SELECT appended_at FROM records ORDER BY seq LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 /// The bytes of one class's pending bodies, counted.
@@ -92,6 +157,7 @@ pub fn run(
     mut state: WriterState,
     mut ops: mpsc::Receiver<Op>,
     last_seq: watch::Sender<u64>,
+    figures: watch::Sender<Figures>,
 ) {
     let mut failures = FailureLog::default();
     // `open_writer` set FULL and read it back.
@@ -122,6 +188,7 @@ pub fn run(
                 if state.last_seq != before.last_seq {
                     last_seq.send_replace(state.last_seq);
                 }
+                figures.send_replace(state.figures());
                 for reply in replies {
                     reply.send();
                 }
@@ -143,6 +210,7 @@ pub fn run(
                             conn = fresh;
                             state = fresh_state;
                             last_seq.send_replace(state.last_seq);
+                            figures.send_replace(state.figures());
                         }
                         Err(e) => {
                             error!(error = %e, "reopening the spool failed; retrying at the next group")
@@ -368,10 +436,11 @@ fn append(
             now,
             r.json.as_bytes()
         ])?;
-        match r.class {
-            Class::Transaction => state.txn_bytes += r.json.len() as u64,
-            Class::Telemetry => state.telemetry_bytes += r.json.len() as u64,
-        }
+        *state.bytes_mut(r.class) += r.json.len() as u64;
+        *state.count_mut(r.class) += 1;
+    }
+    if !records.is_empty() {
+        state.oldest_appended_at.get_or_insert(now);
     }
     state.last_seq += records.len() as u64;
     Ok(Appended {
@@ -445,6 +514,11 @@ fn ack(
         // envelope), or the sender did not say: count again.
         _ => *state.bytes_mut(range.class) = class_bytes(tx, range.class)?,
     }
+    if deleted > 0 {
+        let count = state.count_mut(range.class);
+        *count = count.saturating_sub(deleted);
+        state.oldest_appended_at = oldest_appended_at(tx)?;
+    }
     Ok(deleted)
 }
 
@@ -482,6 +556,8 @@ fn evict_over_cap(
     tx.prepare_cached("DELETE FROM records WHERE class = ?1 AND seq <= ?2")?
         .execute(params![Class::Telemetry as i64, upto])?;
     state.telemetry_bytes -= freed;
+    state.telemetry_count = state.telemetry_count.saturating_sub(count);
+    state.oldest_appended_at = oldest_appended_at(tx)?;
     state.evicted_total += count;
     warn!(
         evicted = count,

@@ -304,7 +304,7 @@ impl Uplink {
     }
 
     fn publish_status(&mut self, online: bool) {
-        let figures = self.spool.reader().ok().and_then(|r| r.status().ok());
+        let figures = Some(self.spool.status());
         let payload = StatusMessage::new(online, self.cfg.device_id.as_str(), figures).to_vec();
         match self
             .client
