@@ -272,7 +272,8 @@ impl Tx<'_> {
     /// (as in `SELECT * FROM unnest($ARRAYS)`). PostgreSQL only: one statement whatever the
     /// row count, where multi-row `VALUES` is bounded by the protocol's 65,535 parameters
     /// and makes the server parse a new text each time. Each column's type is its first
-    /// non-null value's.
+    /// non-null value's; a column of nulls alone goes as `text[]`, which only a text
+    /// column takes.
     pub fn query_unnest(&mut self, sql: &str, rows: &[Row]) -> Result<Vec<Row>, DbError> {
         let Self::Postgres(c) = self else {
             return Err(DbError::Other("query_unnest needs PostgreSQL".into()));
