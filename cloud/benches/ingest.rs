@@ -16,10 +16,9 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_shared::Timestamp;
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::cloud::{Lake, ingest, spool_id};
-use ferry_tests::devices::{Message, device_messages, publish_all};
+use ferry_tests::cloud::{Lake, ingest};
+use ferry_tests::devices::{Message, fleet, publish_all};
 use ferry_tests::process::cpu_seconds;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
@@ -128,17 +127,7 @@ fn main() {
         let broker = Mosquitto::start();
         let per_device = records / DEVICES as u64;
         let records = per_device * DEVICES as u64;
-        let messages: Vec<Message> = (0..DEVICES)
-            .flat_map(|d| {
-                device_messages(
-                    &format!("ws-{d:03}"),
-                    &spool_id(d),
-                    per_device,
-                    500,
-                    Timestamp::now(),
-                )
-            })
-            .collect();
+        let (messages, _) = fleet("ws", DEVICES, per_device, 500);
         let payload: usize = messages.iter().map(|m| m.payload.len()).sum();
         println!(
             "{records} records in {} messages, {:.1} payload bytes/record",

@@ -19,10 +19,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferry_shared::Timestamp;
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::cloud::{TOKEN, metric, spool_id};
-use ferry_tests::devices::{Message, device_messages, publish_all};
+use ferry_tests::cloud::{TOKEN, metric};
+use ferry_tests::devices::{Message, fleet, publish_all};
 use ferry_tests::free_port;
 use ferry_tests::http::request;
 use ferry_tests::loyalty::{put_program, register_till};
@@ -112,7 +111,7 @@ async fn run(
             &serde_json::json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}),
         );
         for d in 0..DEVICES {
-            register_till(cloud.http, &format!("ws-{d:03}"), "S-01");
+            register_till(cloud.http, &format!("ws-{d}"), "S-01");
         }
     }
     assert_eq!(cloud.proc.terminate(), Some(0), "{}", cloud.proc.log());
@@ -157,11 +156,7 @@ fn main() {
         let broker = Mosquitto::start();
         let per_device = records / DEVICES as u64;
         let records = per_device * DEVICES as u64;
-        let messages: Vec<Message> = (0..DEVICES)
-            .flat_map(|d| {
-                device_messages(&format!("ws-{d:03}"), &spool_id(d), per_device, 500, Timestamp::now())
-            })
-            .collect();
+        let (messages, _) = fleet("ws", DEVICES, per_device, 500);
         println!("{records} records ({} stamps) in {} messages", records / 10, messages.len());
         let (base_s, base_cpu) = run(broker.port, &messages, records, None).await;
         let files = tempfile::tempdir().expect("tempdir");

@@ -131,6 +131,71 @@ impl Ingest {
     }
 }
 
+/// The configuration of `ferry-cloud all` as the tests run it: the ingest on `broker`, a
+/// lake folder, the loyalty API and the dashboards on `ledger` and `hot`, the HTTP server on
+/// `http`, all with [`TOKEN`], everything else in `dir`. Each `*_extra` goes at the end of
+/// its section, `tail` after them all (more tables).
+pub struct AllConfig<'a> {
+    pub dir: &'a Path,
+    pub broker: u16,
+    pub http: u16,
+    pub client_id: &'a str,
+    pub ledger: String,
+    /// The hot store; `None` runs no `[dashboard]`.
+    pub hot: Option<String>,
+    pub lake_extra: &'a str,
+    pub dashboard_extra: &'a str,
+    pub tail: &'a str,
+}
+
+impl<'a> AllConfig<'a> {
+    /// Both databases as SQLite files in `dir`, nothing extra.
+    pub fn new(dir: &'a Path, broker: u16, http: u16, client_id: &'a str) -> Self {
+        let sqlite = |name: &str| format!("sqlite://{}", dir.join(name).display());
+        Self {
+            dir,
+            broker,
+            http,
+            client_id,
+            ledger: sqlite("ledger.db"),
+            hot: Some(sqlite("hot.db")),
+            lake_extra: "",
+            dashboard_extra: "",
+            tail: "",
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        let Self {
+            dir,
+            broker,
+            http,
+            client_id,
+            ledger,
+            lake_extra,
+            dashboard_extra,
+            tail,
+            ..
+        } = self;
+        let mut config = format!(
+            "data_dir = \"{data}\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\nclient_id = \"{client_id}\"\n\
+             [lake]\nroot = \"{lake}\"\n{lake_extra}\
+             [loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\ndatabase = \"{ledger}\"\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\n",
+            data = dir.join("cloud").display(),
+            lake = dir.join("lake").display(),
+        );
+        if let Some(hot) = &self.hot {
+            config.push_str(&format!(
+                "[dashboard]\ndatabase = \"{hot}\"\n{dashboard_extra}"
+            ));
+        }
+        config.push_str(tail);
+        config
+    }
+}
+
 /// `ferry-cloud all` with `config` (TOML, written into `dir`), started; returns once its
 /// ingest has subscribed, as `/metrics` on its `http` port says: before that a broker
 /// drops what devices publish.

@@ -3,6 +3,7 @@
 //! every PUBACK. Faster and more controllable than agent processes where the agent is not
 //! under test (the end-to-end suite uses real agents).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ferry_shared::record::Unsequenced;
@@ -17,6 +18,31 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 pub struct Message {
     pub topic: String,
     pub payload: Vec<u8>,
+}
+
+/// `devices` devices named `{prefix}-{i}`, `records` each from seq 1, as messages of
+/// `per_envelope` records; and the (device, spool) -> count the lake must end up with.
+pub fn fleet(
+    prefix: &str,
+    devices: usize,
+    records: u64,
+    per_envelope: u64,
+) -> (Vec<Message>, BTreeMap<(String, String), u64>) {
+    let mut messages = Vec::new();
+    let mut expected = BTreeMap::new();
+    for d in 0..devices {
+        let device = format!("{prefix}-{d}");
+        let spool = crate::cloud::spool_id(d);
+        messages.extend(device_messages(
+            &device,
+            &spool,
+            records,
+            per_envelope,
+            Timestamp::now(),
+        ));
+        expected.insert((device, spool), records);
+    }
+    (messages, expected)
 }
 
 /// A device's records, from seq 1, `per_envelope` to a message. Record `seq` is a reading

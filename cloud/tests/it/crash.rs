@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferry_tests::devices::publish_all;
+use ferry_tests::devices::{fleet, publish_all};
 use rand::Rng;
 
-use crate::{assert_exactly_once, fleet, s3_stack};
+use crate::{assert_exactly_once, s3_stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_and_duplicates_nothing() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry_shared::Timestamp;
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::cloud::{TOKEN, start_all};
+use ferry_tests::cloud::{AllConfig, TOKEN, start_all};
 use ferry_tests::devices::{Message, publish_all};
 use ferry_tests::free_port;
 use ferry_tests::http::{closed_by_server, half_sent, request};
@@ -54,19 +54,12 @@ async fn hostile_input_never_mints_value_nor_stops_the_cloud() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::start();
     let http = free_port();
-    let config = format!(
-        "data_dir = \"{data}\"\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"hostile-ingest\"\n\
-         [lake]\nroot = \"{lake}\"\nflush_interval_s = 1\n\
-         [loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\ndatabase = \"sqlite://{ledger}\"\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\n\
-         [dashboard]\ndatabase = \"sqlite://{hot}\"\noffline_after_s = 3\nevents_interval_ms = 200\n",
-        data = dir.path().join("cloud").display(),
-        mqtt = broker.port,
-        lake = dir.path().join("lake").display(),
-        ledger = dir.path().join("ledger.db").display(),
-        hot = dir.path().join("hot.db").display(),
-    );
+    let config = AllConfig {
+        lake_extra: "flush_interval_s = 1\n",
+        dashboard_extra: "offline_after_s = 3\nevents_interval_ms = 200\n",
+        ..AllConfig::new(dir.path(), broker.port, http, "hostile-ingest")
+    }
+    .toml();
     let mut cloud = start_all(dir.path(), &config, http).await;
     put_program(
         http,

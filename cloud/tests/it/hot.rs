@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_tests::cloud::ingest_with;
-use ferry_tests::devices::publish_all;
+use ferry_tests::cloud::{AllConfig, TOKEN, ingest_with, start_all};
+use ferry_tests::devices::{fleet, publish_all};
 use ferry_tests::postgres::Postgres;
 
-use crate::{BIN, Lake, assert_exactly_once, fleet};
+use crate::{BIN, Lake, assert_exactly_once};
 
 const DEVICES: usize = 5;
 const RECORDS: u64 = 2_000;
@@ -233,43 +233,20 @@ async fn all_on_postgres_stops_with_exit_code_zero() {
     let broker = ferry_tests::broker::Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let http = ferry_tests::free_port();
-    let token = ferry_tests::cloud::TOKEN;
-    let config = dir.path().join("cloud.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{data}\"\n[mqtt]\nurl = \"{url}\"\nclient_id = \"clean-stop\"\n[lake]\nroot = \"{lake}\"\n\
-             [http]\nlisten = \"127.0.0.1:{http}\"\ntoken = \"{token}\"\n\
-             [loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{token}\"\n\
-             database = \"{ledger}\"\n[dashboard]\ndatabase = \"{hot}\"\n",
-            data = dir.path().join("data").display(),
-            url = broker.url(),
-            lake = dir.path().join("lake").display(),
-        ),
-    )
-    .expect("config");
-    let mut cloud = ferry_tests::process::Proc::new(
-        BIN,
-        &["all", "--config", &config.to_string_lossy()],
-        dir.path().join("cloud.log"),
-    );
-    cloud.start();
-    let started = Instant::now();
-    while !matches!(request(http, "GET", "/healthz", "", ""), Ok((200, _))) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the cloud did not answer within 30 s: {}",
-            cloud.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let config = AllConfig {
+        ledger,
+        hot: Some(hot),
+        ..AllConfig::new(dir.path(), broker.port, http, "clean-stop")
     }
+    .toml();
+    let mut cloud = start_all(dir.path(), &config, http).await;
     tokio::task::block_in_place(|| {
         ferry_tests::loyalty::put_program(
             http,
             "coffee",
             &serde_json::json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}),
         );
-        let (status, body) = request(http, "GET", "/v1/devices", token, "").expect("devices");
+        let (status, body) = request(http, "GET", "/v1/devices", TOKEN, "").expect("devices");
         assert_eq!(status, 200, "{body}");
     });
     assert_eq!(cloud.terminate(), Some(0), "{}", cloud.log());

@@ -69,30 +69,3 @@ pub async fn s3_stack(lake_extra: &str) -> Stack {
         ingest,
     }
 }
-
-/// `devices` devices named `{prefix}-{i}`, `records` each from seq 1, as messages of
-/// `per_envelope` records; and the (device, spool) -> count the lake must end up with.
-pub fn fleet(
-    prefix: &str,
-    devices: usize,
-    records: u64,
-    per_envelope: u64,
-) -> (
-    Vec<ferry_tests::devices::Message>,
-    std::collections::BTreeMap<(String, String), u64>,
-) {
-    let mut messages = Vec::new();
-    let mut expected = std::collections::BTreeMap::new();
-    for d in 0..devices {
-        let device = format!("{prefix}-{d}");
-        messages.extend(ferry_tests::devices::device_messages(
-            &device,
-            &spool_id(d),
-            records,
-            per_envelope,
-            ferry_shared::Timestamp::now(),
-        ));
-        expected.insert((device, spool_id(d)), records);
-    }
-    (messages, expected)
-}

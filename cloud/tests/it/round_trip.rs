@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use ferry_tests::devices::publish_all;
+use ferry_tests::devices::{fleet, publish_all};
 
-use crate::{assert_exactly_once, fleet, s3_stack};
+use crate::{assert_exactly_once, s3_stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_lands_once_and_resends_add_nothing() {

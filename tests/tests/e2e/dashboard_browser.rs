@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ferry_tests::agent::{AgentProc, simulated};
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::cloud::{TOKEN, start_all};
+use ferry_tests::cloud::{AllConfig, TOKEN, start_all};
 use ferry_tests::free_port;
 use ferry_tests::loyalty::{put_program, register_till};
 use ferry_tests::webdriver::Session;
@@ -102,21 +102,19 @@ fn artifacts_dir() -> PathBuf {
 }
 
 fn cloud_config(dir: &Path, broker: u16, http: u16) -> String {
-    format!(
-        "data_dir = \"{data}\"\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker}\"\nclient_id = \"dashboard-ingest\"\n\
-         [lake]\nroot = \"{lake}\"\nflush_interval_s = 1\n\
-         [loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\ndatabase = \"sqlite://{ledger}\"\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\n\
-         [dashboard]\ndatabase = \"sqlite://{hot}\"\noffline_after_s = {OFFLINE_AFTER_S}\nevents_interval_ms = 300\n\
-         [[http.tokens]]\nname = \"wall\"\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n\
-         [[http.tokens]]\nname = \"shop\"\ntoken = \"{STORE}\"\nrole = \"store\"\nstores = [\"S-{TILL}\"]\n\
-         [[dashboard.alarms]]\nname = \"above_freezing\"\nmetric = \"temperature_c\"\nop = \">\"\nvalue = 0.0\nfor_s = 2\n",
-        data = dir.join("cloud").display(),
-        lake = dir.join("lake").display(),
-        ledger = dir.join("ledger.db").display(),
-        hot = dir.join("hot.db").display(),
-    )
+    AllConfig {
+        lake_extra: "flush_interval_s = 1\n",
+        dashboard_extra: &format!(
+            "offline_after_s = {OFFLINE_AFTER_S}\nevents_interval_ms = 300\n"
+        ),
+        tail: &format!(
+            "[[http.tokens]]\nname = \"wall\"\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n\
+             [[http.tokens]]\nname = \"shop\"\ntoken = \"{STORE}\"\nrole = \"store\"\nstores = [\"S-{TILL}\"]\n\
+             [[dashboard.alarms]]\nname = \"above_freezing\"\nmetric = \"temperature_c\"\nop = \">\"\nvalue = 0.0\nfor_s = 2\n"
+        ),
+        ..AllConfig::new(dir, broker, http, "dashboard-ingest")
+    }
+    .toml()
 }
 
 /// What the page shows, read from the DOM in one call.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ferry_tests::agent::AgentProc;
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::cloud::{TOKEN, start_all};
+use ferry_tests::cloud::{AllConfig, TOKEN, start_all};
 use ferry_tests::free_port;
 use ferry_tests::http::request;
 use ferry_tests::loyalty::{put_program, register_till};
@@ -56,19 +56,7 @@ async fn the_cloud_api_holds_to_its_document() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::start();
     let http = free_port();
-    let config = format!(
-        "data_dir = \"{data}\"\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"openapi-ingest\"\n\
-         [lake]\nroot = \"{lake}\"\n\
-         [loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\ndatabase = \"sqlite://{ledger}\"\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\n\
-         [dashboard]\ndatabase = \"sqlite://{hot}\"\n",
-        data = dir.path().join("cloud").display(),
-        mqtt = broker.port,
-        lake = dir.path().join("lake").display(),
-        ledger = dir.path().join("ledger.db").display(),
-        hot = dir.path().join("hot.db").display(),
-    );
+    let config = AllConfig::new(dir.path(), broker.port, http, "openapi-ingest").toml();
     let mut cloud = start_all(dir.path(), &config, http).await;
     put_program(
         http,

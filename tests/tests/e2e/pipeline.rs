@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferry_tests::agent::{AgentProc, simulated};
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::cloud::{TOKEN, start_all};
+use ferry_tests::cloud::{AllConfig, TOKEN, start_all};
 use ferry_tests::free_port;
 use ferry_tests::http::request;
 use ferry_tests::lake::{self, Object};
@@ -253,17 +253,12 @@ async fn whole_pipeline_on_mosquitto() {
     let broker = Mosquitto::start();
     let http = free_port();
     let lake_root = dir.path().join("lake");
-    let config = format!(
-        "data_dir = \"{data}\"\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"e2e-ingest\"\n\
-         [lake]\nroot = \"{lake}\"\nflush_interval_s = 1\n\
-         [loyalty]\nurl = \"http://127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\ndatabase = \"sqlite://{ledger}\"\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\ntoken = \"{TOKEN}\"\n",
-        data = dir.path().join("cloud").display(),
-        mqtt = broker.port,
-        lake = lake_root.display(),
-        ledger = dir.path().join("ledger.db").display(),
-    );
+    let config = AllConfig {
+        lake_extra: "flush_interval_s = 1\n",
+        hot: None,
+        ..AllConfig::new(dir.path(), broker.port, http, "e2e-ingest")
+    }
+    .toml();
     let mut cloud = start_all(dir.path(), &config, http).await;
     put_program(
         http,
