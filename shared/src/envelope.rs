@@ -1,11 +1,10 @@
 //! Envelopes: the payload of `telemetry` and `transactions` (README: envelopes).
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Read;
 
 use flate2::Compression as Level;
 use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
 use flate2::{Compress, Crc, FlushCompress, Status};
 use serde::{Deserialize, Serialize};
 
@@ -36,32 +35,20 @@ pub enum Compression {
     Auto(u32),
 }
 
-/// Encodes finished envelope JSON for the wire.
+/// Encodes finished envelope JSON for the wire, with a deflate state of its own; a sender
+/// of many envelopes keeps a [`Gzipper`] instead.
 pub fn encode(json: &[u8], compression: Compression) -> Vec<u8> {
     match compression {
         Compression::None => json.to_vec(),
-        Compression::Gzip(level) => gzip(json, level),
-        Compression::Auto(level) => {
-            let zipped = gzip(json, level);
-            if zipped.len() < json.len() {
-                zipped
-            } else {
-                json.to_vec()
-            }
-        }
+        // A fresh deflate state over a buffer does not fail; were it to, the empty payload
+        // is refused by every receiver rather than sent as something else.
+        Compression::Gzip(level) => Gzipper::new(level).gzip(json).unwrap_or_default(),
+        Compression::Auto(level) => Gzipper::new(level).auto(json),
     }
 }
 
-fn gzip(data: &[u8], level: u32) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Level::new(level));
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(data);
-    enc.finish().unwrap_or_default()
-}
-
-/// [`Compression::Auto`] for a sender that encodes one envelope after another: it keeps one
-/// deflate state (a few hundred KiB) and resets it, where [`encode`] makes a new one each
-/// time.
+/// gzip of one envelope after another: one deflate state (a few hundred KiB), reset for
+/// each, where a new encoder would allocate it every time.
 pub struct Gzipper {
     deflate: Compress,
 }
