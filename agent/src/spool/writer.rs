@@ -127,12 +127,12 @@ fn class_bytes(conn: &Connection, class: Class) -> Result<u64, SpoolError> {
 /// the receivers drop the copies, so that group skips the fsync of the WAL (`NORMAL`); the
 /// next synced commit, or a checkpoint, makes it durable with everything before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sync {
+enum SyncMode {
     Full,
     Normal,
 }
 
-impl Sync {
+impl SyncMode {
     fn of(group: &[Op]) -> Self {
         if group.iter().all(|op| matches!(op, Op::Ack { .. })) {
             Self::Normal
@@ -161,7 +161,7 @@ pub fn run(
 ) {
     let mut failures = FailureLog::default();
     // `open_writer` set FULL and read it back.
-    let mut sync = Sync::Full;
+    let mut sync = SyncMode::Full;
     while let Some(first) = ops.blocking_recv() {
         let mut group = vec![first];
         let mut records = group_records(&group[0]);
@@ -175,7 +175,7 @@ pub fn run(
             }
         }
         let before = state.clone();
-        let wanted = Sync::of(&group);
+        let wanted = SyncMode::of(&group);
         if wanted != sync {
             // Until the change takes, stay with the stricter mode already set.
             match wanted.set(&conn) {
