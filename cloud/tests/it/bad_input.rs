@@ -58,7 +58,9 @@ async fn malformed_payloads_are_traced_with_their_reason() {
         (
             "non_finite_metric",
             topic,
-            good(&ts, "").replace("1.5", "NaN").into_bytes(),
+            good(&ts, "")
+                .replace(r#""t":1.5"#, r#""t":NaN"#)
+                .into_bytes(),
         ),
         (
             "missing_field",
