@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["http", "db", "certs"],
     &["pool"],
     &["lake", "loyalty", "hot"],
-    &["ingest"],
+    &["ingest", "curated"],
     &["dashboard"],
     &["dev", "openapi"],
 ];

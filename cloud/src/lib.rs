@@ -4,6 +4,8 @@
 //! - [`ingest`]: the MQTT consumer, its journal, the pipeline to the lake, and the router to
 //!   the loyalty core;
 //! - [`lake`]: lake lines, gzip batching, and the S3 or local-folder store;
+//! - [`curated`]: `ferry-cloud compact`, the raw layer into Delta Lake tables, each record
+//!   once;
 //! - [`loyalty`]: the exactly-once ledger and its API;
 //! - [`hot`]: the dashboards' hot store (recent readings, rollups, device state, alarms),
 //!   which the ingest feeds;
@@ -18,6 +20,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod curated;
 pub mod dashboard;
 pub(crate) mod db;
 pub mod dev;

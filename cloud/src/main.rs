@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use ferry_cloud::config::{CloudConfig, Role, redact_password};
 use ferry_cloud::dev::{self, DevOptions};
 use ferry_cloud::loyalty::{self, LedgerPool, LoyaltyApi, LoyaltyMetrics};
-use ferry_cloud::{dashboard, http, ingest};
+use ferry_cloud::{curated, dashboard, http, ingest};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -50,6 +50,23 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The raw lake into the curated Delta Lake tables (README: the curated lake): every
+    /// `lake.compact_interval_s` (default 300) until stopped, or one round with `--once`.
+    Compact {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// One round, then exit; prints what it did as JSON.
+        #[arg(long)]
+        once: bool,
+        /// Only this day (YYYY-MM-DD).
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
+        day: Option<String>,
+    },
+    /// The lake's tables for query engines.
+    Lake {
+        #[command(subcommand)]
+        action: LakeAction,
+    },
     /// Certificates for a self-hosted Mosquitto (deploy/mosquitto): a CA and the broker's
     /// certificate (`init`), then a client certificate per device (`client`).
     Certs {
@@ -80,6 +97,23 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum LakeAction {
+    /// Athena/Glue DDL for the raw and curated layers, a DuckDB view, and Spark and
+    /// delta-rs one-liners, for the lake `lake.root` names (or placeholders without
+    /// `--config`).
+    Ddl {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_day(text: &str) -> Result<String, String> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .map_err(|_| format!("{text:?} is not a day as YYYY-MM-DD"))
+}
+
+#[derive(Subcommand)]
 enum CertsAction {
     /// A new CA (ca.pem, ca.key) and the broker's certificate (server.pem, server.key).
     Init {
@@ -101,9 +135,9 @@ enum CertsAction {
 
 /// Without `FERRY_LOG`: info, but for the embedded broker of `dev`, which reports every
 /// connection and every disconnect, a clean stop's included, as errors. `dev` checks its
-/// ports before the broker starts, so what these hide is noise.
-const DEFAULT_LOG: &str =
-    "info,rumqttd=warn,rumqttd::router::routing=off,rumqttd::server::broker=off";
+/// ports before the broker starts, so what these hide is noise. The Delta crates log every
+/// snapshot and scan at info; the compactor logs what it did itself.
+const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,rumqttd::server::broker=off,deltalake_core=warn,buoyant_kernel=warn";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -119,6 +153,15 @@ fn main() -> ExitCode {
         Command::Loyalty { config } => (Role::Loyalty, config),
         Command::All { config } => (Role::All, config),
         Command::Dashboard { config } => (Role::Dashboard, config),
+        Command::Compact {
+            config,
+            once: false,
+            day: None,
+        } => (Role::Compact, config),
+        Command::Compact { config, day, .. } => return finish(compact_once(&config, day)),
+        Command::Lake {
+            action: LakeAction::Ddl { config },
+        } => return finish(print_ddl(config.as_deref())),
         Command::Openapi => {
             println!("{}", ferry_cloud::openapi::json());
             return ExitCode::SUCCESS;
@@ -180,6 +223,60 @@ fn main() -> ExitCode {
                 })
             }),
     )
+}
+
+fn load(config: &std::path::Path, role: Role) -> anyhow::Result<CloudConfig> {
+    let cfg = CloudConfig::load(config)?;
+    cfg.check_role(role)?;
+    Ok(cfg)
+}
+
+/// `compact --once`: one round, its report on stdout.
+fn compact_once(config: &std::path::Path, day: Option<String>) -> anyhow::Result<()> {
+    let cfg = load(config, Role::Compact)?;
+    let lake = cfg.lake.clone().context("lake")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let ledger = open_ledger_for_reading(&cfg).await?;
+        let compactor = curated::Compactor::new(&lake, ledger, Arc::default())?;
+        let report = compactor.run_once(day.as_deref()).await?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "commits": report.commits,
+                "rows_in": report.rows_in,
+                "rows_out": report.rows_out,
+                "duplicates": report.duplicates,
+            })
+        );
+        Ok(())
+    })
+}
+
+fn print_ddl(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let root = match config {
+        Some(path) => Some(
+            CloudConfig::load(path)?
+                .lake
+                .context("lake: the config has no [lake] section")?
+                .root()?,
+        ),
+        None => None,
+    };
+    print!("{}", curated::ddl(root.as_ref()));
+    Ok(())
+}
+
+/// The ledger, when the config names one, for the transactions' outcomes.
+async fn open_ledger_for_reading(cfg: &CloudConfig) -> anyhow::Result<Option<Arc<LedgerPool>>> {
+    let Some(database) = cfg.loyalty.as_ref().and_then(|l| l.database.clone()) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        tokio::task::spawn_blocking(move || LedgerPool::open(&database, 1))
+            .await?
+            .context("loyalty.database: cannot open the ledger")?,
+    ))
 }
 
 fn finish(outcome: anyhow::Result<()>) -> ExitCode {
@@ -344,6 +441,26 @@ async fn run(
     if role.runs_ingest() {
         metrics.register(ingest_metrics.clone());
     }
+    let mut compactor = None;
+    let interval = cfg.lake.as_ref().and_then(|l| match role {
+        Role::Compact => Some(l.compact_interval_s.unwrap_or(300)),
+        Role::All => l.compact_interval_s,
+        _ => None,
+    });
+    if let (Some(interval), Some(lake)) = (interval, &cfg.lake) {
+        if ledger.is_none() && role == Role::Compact {
+            ledger = open_ledger_for_reading(&cfg).await?;
+        }
+        let cm = Arc::new(curated::CompactMetrics::default());
+        let worker = curated::Compactor::new(lake, ledger.clone(), cm.clone())?;
+        info!(interval_s = interval, "compacting the lake");
+        compactor = Some(curated::spawn(
+            worker,
+            Duration::from_secs(interval),
+            shutdown.clone(),
+        )?);
+        metrics.register(cm);
+    }
     if let Some(h) = &cfg.http {
         let listener = tokio::net::TcpListener::bind(h.listen)
             .await
@@ -388,6 +505,9 @@ async fn run(
     };
     shutdown.cancel();
     tasks.wait().await;
+    if let Some(thread) = compactor {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     outcome
 }
 

@@ -28,6 +28,19 @@ pub struct LakeConfig {
     /// flushed early.
     #[serde(default = "max_buffer_bytes")]
     pub max_buffer_bytes: usize,
+    /// `all` compacts the raw layer into the curated tables every this many seconds; unset,
+    /// it does not (run `ferry-cloud compact` instead, or in one place only).
+    pub compact_interval_s: Option<u64>,
+    /// A day with raw objects older than this and not compacted is overdue (a metric).
+    #[serde(default = "compact_lag_alert_s")]
+    pub compact_lag_alert_s: u64,
+    /// A curated day is written in files of about this size; a smaller day in one file.
+    #[serde(default = "curated_file_bytes")]
+    pub curated_file_bytes: u64,
+    /// Curated files a compaction replaced are deleted (VACUUM) after this many days, so a
+    /// reader of an older table version still finds them until then.
+    #[serde(default = "curated_retention_days")]
+    pub curated_retention_days: u64,
 }
 
 /// Where the lake lives, parsed from `lake.root`.
@@ -48,6 +61,21 @@ impl LakeConfig {
         }
         if self.max_open_partitions == 0 {
             return Err(invalid("lake.max_open_partitions", "must be at least 1"));
+        }
+        if self.compact_interval_s == Some(0) {
+            return Err(invalid("lake.compact_interval_s", "must be at least 1"));
+        }
+        if self.curated_file_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "lake.curated_file_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.curated_retention_days == 0 {
+            return Err(invalid(
+                "lake.curated_retention_days",
+                "must be at least 1: readers of the version before a compaction need its files",
+            ));
         }
         if self.max_buffer_bytes < self.flush_bytes {
             return Err(invalid(
@@ -93,6 +121,18 @@ fn flush_interval_s() -> u64 {
 
 fn max_open_partitions() -> usize {
     64
+}
+
+fn compact_lag_alert_s() -> u64 {
+    6 * 3600
+}
+
+fn curated_file_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+
+fn curated_retention_days() -> u64 {
+    7
 }
 
 fn max_buffer_bytes() -> usize {

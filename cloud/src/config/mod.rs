@@ -67,6 +67,8 @@ pub enum Role {
     Loyalty,
     Dashboard,
     All,
+    /// The raw layer into the curated tables.
+    Compact,
 }
 
 impl Role {
@@ -76,6 +78,7 @@ impl Role {
             Self::Loyalty => "loyalty",
             Self::Dashboard => "dashboard",
             Self::All => "all",
+            Self::Compact => "compact",
         }
     }
 
@@ -152,6 +155,9 @@ impl CloudConfig {
         };
         if role.runs_ingest() {
             self.mqtt.as_ref().ok_or_else(|| needed("mqtt"))?;
+            self.lake.as_ref().ok_or_else(|| needed("lake"))?;
+        }
+        if role == Role::Compact {
             self.lake.as_ref().ok_or_else(|| needed("lake"))?;
         }
         if role == Role::Loyalty {

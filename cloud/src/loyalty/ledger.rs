@@ -349,6 +349,27 @@ impl Ledger {
             .is_empty())
     }
 
+    /// Of `tx_ids`, those the ledger applied, and those it holds for a device not
+    /// registered yet. A transaction it rejected is in neither: the router traces those to
+    /// the lake's `errors/`.
+    pub fn known(&mut self, tx_ids: &[String]) -> Result<Known, LedgerError> {
+        let mut known = Known::default();
+        for tx_id in tx_ids {
+            if !self
+                .strings("SELECT tx_id FROM ledger WHERE tx_id = $1", tx_id)?
+                .is_empty()
+            {
+                known.applied.insert(tx_id.clone());
+            } else if !self
+                .strings("SELECT tx_id FROM held WHERE tx_id = $1", tx_id)?
+                .is_empty()
+            {
+                known.held.insert(tx_id.clone());
+            }
+        }
+        Ok(known)
+    }
+
     /// The first two columns of a query without parameters.
     pub(super) fn pairs<A, B>(&mut self, sql: &str) -> Result<Vec<(A, B)>, LedgerError>
     where
@@ -436,4 +457,11 @@ fn lost_race(e: &postgres::Error) -> bool {
             || *c == SqlState::T_R_SERIALIZATION_FAILURE
             || *c == SqlState::UNIQUE_VIOLATION
     })
+}
+
+/// What [`Ledger::known`] found.
+#[derive(Debug, Default)]
+pub struct Known {
+    pub applied: std::collections::HashSet<String>,
+    pub held: std::collections::HashSet<String>,
 }

@@ -19,7 +19,7 @@ pub use apply::Submitted;
 pub use audit::{AuditEntry, AuditRecord};
 pub use expiry::run_expiry;
 pub use figures::{CardCounts, HourCount, StoreDay};
-pub use ledger::{Balance, Ledger, LedgerEntry, LedgerError, Outcome, Status};
+pub use ledger::{Balance, Known, Ledger, LedgerEntry, LedgerError, Outcome, Status};
 pub use metrics::LoyaltyMetrics;
 pub use registry::{DeviceKind, RegisteredDevice, Registration};
 

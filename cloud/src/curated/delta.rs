@@ -1,0 +1,108 @@
+//! A curated table's Delta log: opened (created the first time), asked what a day was
+//! built from, and a day replaced in one commit.
+
+use std::collections::HashMap;
+
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use serde_json::json;
+
+use super::CompactError;
+use super::store::Lake;
+use super::tables::{PARTITION, Table};
+
+pub async fn open(lake: &Lake, table: Table) -> Result<DeltaTable, CompactError> {
+    let mut delta = lake.table(&table.key())?.build()?;
+    if !delta.verify_deltatable_existence().await? {
+        return create(lake, table).await;
+    }
+    delta.load().await?;
+    Ok(delta)
+}
+
+async fn create(lake: &Lake, table: Table) -> Result<DeltaTable, CompactError> {
+    let log_store = lake.table(&table.key())?.build()?.log_store();
+    let created = CreateBuilder::new()
+        .with_log_store(log_store)
+        .with_table_name(table.name())
+        .with_comment(format!(
+            "Ferry's {} from the raw lake, each (device, spool, seq) once; \
+             written by ferry-cloud compact",
+            table.name()
+        ))
+        .with_columns(table.columns())
+        .with_partition_columns([PARTITION])
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .await;
+    match created {
+        Ok(delta) => Ok(delta),
+        // Created meanwhile by a compactor of an older lease: it is the same table.
+        Err(_) => Ok(lake.table(&table.key())?.load().await?),
+    }
+}
+
+/// The application transaction that records how many raw objects a day was built from.
+fn app_id(day: &str) -> String {
+    format!("ferry-compact {PARTITION}={day}")
+}
+
+/// How many raw objects the day's current files were built from (0: never compacted).
+/// Raw objects are only ever added, so a day with more than this has news.
+pub async fn built_from(delta: &DeltaTable, day: &str) -> Result<i64, CompactError> {
+    Ok(delta
+        .snapshot()?
+        .transaction_version(delta.log_store().as_ref(), app_id(day))
+        .await?
+        .unwrap_or(0))
+}
+
+/// One commit that adds `adds` and removes every file the day had, and records the raw
+/// objects it was built from (their count in the log's application transaction, their
+/// keys in the commit's metadata).
+pub async fn replace_day(
+    delta: &mut DeltaTable,
+    day: &str,
+    adds: Vec<Add>,
+    sources: &[String],
+) -> Result<u64, CompactError> {
+    let snapshot = delta.snapshot()?;
+    let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+    let day_value = Some(day.to_owned());
+    actions.extend(
+        snapshot
+            .log_data()
+            .iter()
+            .filter(|file| file.partition_values_map().get(PARTITION) == Some(&day_value))
+            .map(|file| Action::Remove(file.remove_action(true))),
+    );
+    let built = i64::try_from(sources.len())
+        .map_err(|_| CompactError::Schema("too many raw objects in a day".into()))?;
+    actions.push(Action::Txn(Transaction::new_with_last_update(
+        app_id(day),
+        built,
+        Some(chrono::Utc::now().timestamp_millis()),
+    )));
+    let metadata = HashMap::from([
+        ("ferry.day".to_owned(), json!(day)),
+        ("ferry.raw_objects".to_owned(), json!(sources)),
+    ]);
+    let committed = CommitBuilder::default()
+        .with_actions(actions)
+        .with_app_metadata(metadata)
+        .build(
+            Some(snapshot),
+            delta.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by: Some(vec![PARTITION.to_owned()]),
+                predicate: Some(format!("{PARTITION} = '{day}'")),
+            },
+        )
+        .await?;
+    let version = committed.version();
+    delta.update_state().await?;
+    Ok(version)
+}
