@@ -9,6 +9,7 @@
 //! - [`cloud`]: a `ferry-cloud ingest` process with its config and metrics; [`loyalty`]: a
 //!   `ferry-cloud loyalty` process and its API; [`bins`]: Ferry's binaries for the
 //!   end-to-end suite.
+//! - [`curated`]: the curated lake read back by delta-rs and DuckDB; `compact --once`.
 //! - [`postgres::Postgres`]: a real PostgreSQL server from `initdb`, on a random port.
 //! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
 //! - [`oidc::Provider`]: an OpenID Connect provider (discovery, JWKS, code flow with PKCE)
@@ -22,6 +23,7 @@ pub mod broker;
 pub mod certs;
 pub mod cloud;
 pub mod collector;
+pub mod curated;
 pub mod devices;
 pub mod http;
 pub mod lake;

@@ -73,6 +73,12 @@ pub const TEST: &[Prereq] = &[
         source: Source::Pip("duckdb"),
     },
     Prereq {
+        name: "deltalake (Python)",
+        why: "reading the curated Delta tables back with delta-rs, as Spark and Athena would",
+        probe: Probe::PythonModule("deltalake"),
+        source: Source::Pip("deltalake"),
+    },
+    Prereq {
         name: "schemathesis",
         why: "fuzzing both APIs from their OpenAPI documents",
         probe: Probe::Command("schemathesis"),

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod crash;
+mod curated;
 mod dashboard_api;
 mod hostile;
 mod hot;

@@ -1,0 +1,469 @@
+//! The curated lake, read back by delta-rs and DuckDB (not by Ferry): each record once,
+//! typed, across resends from a share group and an ingest SIGKILL; late data rebuilds its
+//! day; a second round commits nothing; a compactor SIGKILLed at any point leaves a
+//! readable table; one compactor runs at a time.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_shared::Timestamp;
+use ferry_tests::broker::Mosquitto;
+use ferry_tests::curated::{Readback, compact_once, compactor, read_table};
+use ferry_tests::devices::{device_messages, publish_all};
+use ferry_tests::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
+use rand::Rng;
+
+use crate::{BIN, Lake, ingest, spool_id};
+
+const DAY_1: &str = "2026-11-20";
+const DAY_2: &str = "2026-11-21";
+
+fn bin() -> PathBuf {
+    PathBuf::from(BIN)
+}
+
+/// A raw reading line as the ingest writes it.
+fn reading(device: &str, seq: u64, ts: &str) -> String {
+    format!(
+        r#"{{"seq":{seq},"ts":"{ts}","type":"reading","sensor":"bme280","metrics":{{"temperature_c":{t},"humidity_pct":50}},"device":"{device}","spool":"{spool}","received_at":"{ts}"}}"#,
+        t = seq as f64 / 10.0,
+        spool = spool_id(0),
+    )
+}
+
+/// `seqs` of `device`, one second apart from noon of `day`.
+fn readings(device: &str, day: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    seqs.map(|seq| {
+        let ts = format!("{day}T12:{:02}:{:02}.000Z", (seq / 60) % 60, seq % 60);
+        reading(device, seq, &ts)
+    })
+    .collect()
+}
+
+/// A raw object as the ingest writes one: gzipped NDJSON, in place at once.
+fn put_raw(lake: &Path, day: &str, name: &str, lines: &[String]) {
+    let dir = lake.join(format!("raw/type=reading/dt={day}/hour=12"));
+    std::fs::create_dir_all(&dir).expect("partition folder");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for line in lines {
+        gz.write_all(line.as_bytes()).expect("gzip");
+        gz.write_all(b"\n").expect("gzip");
+    }
+    let tmp = dir.join(format!(".tmp-{name}"));
+    std::fs::write(&tmp, gz.finish().expect("gzip")).expect("raw object");
+    std::fs::rename(&tmp, dir.join(format!("{name}.ndjson.gz"))).expect("raw object");
+}
+
+fn lake_config(dir: &Path, lake: &Path) -> PathBuf {
+    let path = dir.join("compact.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[lake]\nroot = \"{}\"\n",
+            dir.join("data").display(),
+            lake.display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn folder_table(lake: &Path) -> Readback {
+    read_table(
+        &lake.join("curated/readings").display().to_string(),
+        &[],
+        &[],
+    )
+}
+
+fn count(readback: &Readback, device: &str) -> u64 {
+    let key = format!("{device}/{}", spool_id(0));
+    readback.delta.counts.get(&key).copied().unwrap_or(0)
+}
+
+/// Both readers agree with each other and see every `(device, spool, seq)` once.
+fn assert_once(readback: &Readback) {
+    assert_eq!(readback.delta.rows, readback.delta.distinct, "{readback:?}");
+    assert_eq!(
+        readback.duckdb.rows, readback.duckdb.distinct,
+        "{readback:?}"
+    );
+    assert_eq!(readback.delta.counts, readback.duckdb.counts);
+    assert_eq!(readback.delta.digest, readback.duckdb.digest);
+}
+
+#[test]
+fn late_data_rebuilds_its_day_and_a_second_round_commits_nothing() {
+    let _shared = crate::beside_others();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = lake_config(dir.path(), &lake);
+
+    let mut day_1 = readings("ws-a", DAY_1, 1..=300);
+    day_1.extend(readings("ws-b", DAY_1, 1..=300));
+    put_raw(&lake, DAY_1, "i1-000000000001", &day_1);
+    // A resend of 100 of them, as a second ingest of a share group writes it.
+    put_raw(&lake, DAY_1, "i2-000000000001", &day_1[..100]);
+    let mut day_2 = readings("ws-a", DAY_2, 301..=500);
+    // A clock before 2020: the ingest files it under its arrival day and says so.
+    let suspect = reading("ws-c", 1, "2019-01-01T00:00:00.000Z");
+    let suspect = suspect.strip_suffix('}').expect("an object");
+    day_2.push(format!(r#"{suspect},"ts_suspect":true}}"#));
+    put_raw(&lake, DAY_2, "i1-000000000002", &day_2);
+
+    let first = compact_once(&bin(), &config, &[]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let report = first.report.clone().expect("report");
+    assert_eq!(report["commits"], 2, "one commit per day: {report}");
+    assert_eq!(report["rows_in"], 901);
+    assert_eq!(report["rows_out"], 801);
+    assert_eq!(report["duplicates"], 100);
+    let before = folder_table(&lake);
+    assert_once(&before);
+    assert_eq!(before.delta.rows, 801);
+    assert_eq!(
+        (
+            count(&before, "ws-a"),
+            count(&before, "ws-b"),
+            count(&before, "ws-c")
+        ),
+        (500, 300, 1)
+    );
+    for (column, duck) in [
+        ("ts", "TIMESTAMP WITH TIME ZONE"),
+        ("received", "TIMESTAMP WITH TIME ZONE"),
+        ("seq", "BIGINT"),
+        ("ts_suspect", "BOOLEAN"),
+        ("metrics", "MAP(VARCHAR, DOUBLE)"),
+        ("device", "VARCHAR"),
+    ] {
+        assert_eq!(
+            before.duckdb.types.get(column).map(String::as_str),
+            Some(duck),
+            "{column}: {:?}",
+            before.duckdb.types
+        );
+    }
+    assert!(
+        before.delta.types["ts"].contains("timestamp"),
+        "{:?}",
+        before.delta.types
+    );
+    assert!(
+        before.delta.types["metrics"].contains("Map"),
+        "{:?}",
+        before.delta.types
+    );
+    assert!(before.delta.types.contains_key("dt"));
+
+    // Run again: the same rows, and no commit.
+    let again = compact_once(&bin(), &config, &[]);
+    assert_eq!(again.commits(), 0, "{}", again.stderr);
+    let same = folder_table(&lake);
+    assert_eq!(
+        (same.version, &same.delta.digest),
+        (before.version, &before.delta.digest)
+    );
+
+    // Late data for day 1, with resends of rows it has: one commit replaces the day.
+    let mut late = readings("ws-b", DAY_1, 301..=400);
+    late.extend(readings("ws-b", DAY_1, 250..=300));
+    put_raw(&lake, DAY_1, "i2-000000000002", &late);
+    let round = compact_once(&bin(), &config, &[]);
+    assert_eq!(round.commits(), 1, "only day 1 changed: {}", round.stderr);
+    let after = folder_table(&lake);
+    assert_once(&after);
+    assert_eq!(after.version, before.version + 1);
+    assert_eq!(count(&after, "ws-b"), 400);
+    let day_1_files = |r: &Readback| -> Vec<String> {
+        r.files
+            .iter()
+            .filter(|f| f.contains(&format!("dt={DAY_1}")))
+            .cloned()
+            .collect()
+    };
+    assert!(
+        day_1_files(&after)
+            .iter()
+            .all(|f| !day_1_files(&before).contains(f)),
+        "day 1's files were replaced: {:?} then {:?}",
+        before.files,
+        after.files
+    );
+    assert!(
+        before.files.iter().all(|f| Path::new(f).exists()),
+        "replaced files stay for readers of older versions"
+    );
+}
+
+#[test]
+fn a_compactor_killed_at_any_point_leaves_a_readable_table() {
+    let _shared = crate::beside_others();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = lake_config(dir.path(), &lake);
+    put_raw(
+        &lake,
+        DAY_1,
+        "i1-000000000001",
+        &readings("ws-a", DAY_1, 1..=2000),
+    );
+    assert_eq!(compact_once(&bin(), &config, &[]).commits(), 1);
+
+    let mut late = readings("ws-a", DAY_1, 2001..=4000);
+    late.extend(readings("ws-a", DAY_1, 1..=500));
+    put_raw(&lake, DAY_1, "i1-000000000002", &late);
+    let mut rng = rand::rng();
+    for kill in 0..6 {
+        let mut proc = compactor(
+            &bin(),
+            &config,
+            &[],
+            &dir.path().join(format!("compact-{kill}.log")),
+        );
+        proc.start();
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..250)));
+        proc.kill9();
+        let seen = folder_table(&lake);
+        assert_once(&seen);
+        assert!(
+            [2000, 4000].contains(&count(&seen, "ws-a")),
+            "the day before or after, never half: {:?}",
+            seen.delta.counts
+        );
+    }
+    let last = compact_once(&bin(), &config, &[]);
+    assert_eq!(last.code, Some(0), "{}", last.stderr);
+    let done = folder_table(&lake);
+    assert_once(&done);
+    assert_eq!(count(&done, "ws-a"), 4000);
+    assert_eq!(compact_once(&bin(), &config, &[]).commits(), 0);
+}
+
+#[test]
+fn one_compactor_at_a_time_on_a_folder() {
+    let _shared = crate::beside_others();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = lake_config(dir.path(), &lake);
+    put_raw(
+        &lake,
+        DAY_1,
+        "i1-000000000001",
+        &readings("ws-a", DAY_1, 1..=3000),
+    );
+    put_raw(
+        &lake,
+        DAY_2,
+        "i1-000000000002",
+        &readings("ws-a", DAY_2, 3001..=6000),
+    );
+
+    // Two started at once: one does the work, the other finds the lease or nothing left.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| compact_once(&bin(), &config, &[]));
+        let b = s.spawn(|| compact_once(&bin(), &config, &[]));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    let mut commits = 0;
+    for round in [&a, &b] {
+        match round.code {
+            Some(0) => commits += round.commits(),
+            _ => assert!(
+                round
+                    .stderr
+                    .contains("another compactor holds the lake's lease"),
+                "{}",
+                round.stderr
+            ),
+        }
+    }
+    assert_eq!(commits, 2, "each day compacted once: {a:?} {b:?}");
+    let seen = folder_table(&lake);
+    assert_once(&seen);
+    assert_eq!(count(&seen, "ws-a"), 6000);
+
+    // While another process holds the lock, a compactor says so and changes nothing.
+    put_raw(
+        &lake,
+        DAY_2,
+        "i1-000000000003",
+        &readings("ws-b", DAY_2, 1..=10),
+    );
+    let lock = std::fs::File::open(lake.join("curated/.lease")).expect("lease file");
+    lock.try_lock().expect("the test takes the lock");
+    let refused = compact_once(&bin(), &config, &[]);
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused
+            .stderr
+            .contains("another compactor holds the lake's lease"),
+        "{}",
+        refused.stderr
+    );
+    drop(lock);
+    assert_eq!(compact_once(&bin(), &config, &[]).commits(), 1);
+}
+
+fn write_lease(s3: &S3Server, owner: &str, expires_at_ms: i64) {
+    let path = s3
+        .bucket_dir(crate::BUCKET)
+        .join("lake/curated/_lease.json");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("folder");
+    std::fs::write(
+        &path,
+        serde_json::json!({"owner": owner, "expires_at_ms": expires_at_ms}).to_string(),
+    )
+    .expect("lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_group_with_resends_and_a_kill_compacts_to_each_record_once_on_s3() {
+    let _serial = crate::one_at_a_time().await;
+    let broker = Mosquitto::start();
+    let s3 = S3Server::start(crate::BUCKET);
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let mut ingests: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let mut ingest = ingest(dir.path(), broker.port, Lake::S3(&s3), "");
+            ingest
+                .proc
+                .env("FERRY_MQTT__CLIENT_ID", format!("ingest-curated-{i}"))
+                .env("FERRY_MQTT__SHARE_GROUP", "ingest");
+            ingest.proc.start();
+            ingest
+        })
+        .collect();
+    for ingest in &ingests {
+        ingest.wait_subscribed().await;
+    }
+
+    let devices = 6;
+    let per_device = 1_000;
+    let mut messages = Vec::new();
+    for d in 0..devices {
+        messages.push(device_messages(
+            &format!("ws-cur-{d}"),
+            &spool_id(d),
+            per_device,
+            50,
+            Timestamp::now(),
+        ));
+    }
+    let (first_half, second_half): (Vec<_>, Vec<_>) = messages
+        .iter()
+        .flat_map(|m| m.iter().cloned().enumerate())
+        .partition(|(i, _)| *i < 20);
+    let strip = |v: Vec<(usize, ferry_tests::devices::Message)>| -> Vec<_> {
+        v.into_iter().map(|(_, m)| m).collect()
+    };
+    let (first_half, second_half) = (strip(first_half), strip(second_half));
+    publish_all(broker.port, "curated-devices", &first_half).await;
+    ingests[1].proc.kill9();
+    publish_all(broker.port, "curated-devices", &second_half).await;
+    ingests[1].proc.start();
+    ingests[1].wait_subscribed().await;
+    // The devices resend the first half, as after a reconnect. Mosquitto hands a share
+    // group's messages out in turn (offline members included), so one extra message first
+    // makes each copy go to the member that did not take the original: it writes the
+    // record again, as the README says a share group may.
+    publish_all(broker.port, "curated-resends", &first_half[..1]).await;
+    publish_all(broker.port, "curated-resends", &first_half).await;
+    ingests[0]
+        .wait_for_records(devices * per_device as usize, Duration::from_secs(120))
+        .await;
+    for ingest in &ingests {
+        ferry_tests::wait_until(Duration::from_secs(60), "the ingests are idle", || {
+            ingest.metric("ferry_ingest_unacked_messages") == 0.0
+                && ingest.metric("ferry_ingest_oldest_unflushed_seconds") == 0.0
+        })
+        .await;
+    }
+    let raw_lines: usize = ingests[0].lake().iter().map(|o| o.lines.len()).sum();
+
+    let config = dirs[0].path().join("cloud.toml");
+    let env = s3.client_env();
+    tokio::task::block_in_place(|| {
+        // A live lease of another compactor: refused, naming it.
+        let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
+        write_lease(&s3, "compactor-elsewhere", far);
+        let refused = compact_once(&bin(), &config, &env);
+        assert_ne!(refused.code, Some(0));
+        assert!(
+            refused.stderr.contains("compactor-elsewhere"),
+            "{}",
+            refused.stderr
+        );
+        // Its holder died and the lease expired: taken over.
+        write_lease(&s3, "compactor-elsewhere", 0);
+        let round = compact_once(&bin(), &config, &env);
+        assert_eq!(round.code, Some(0), "{}", round.stderr);
+        let report = round.report.expect("report");
+        assert_eq!(report["rows_in"], raw_lines as u64, "{report}");
+        assert_eq!(report["rows_out"], devices as u64 * per_device, "{report}");
+        assert!(
+            report["duplicates"].as_u64() > Some(0),
+            "the raw lake held resends for the curated layer to drop: {report}"
+        );
+
+        let storage = [
+            ("AWS_ENDPOINT_URL", s3.endpoint()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ];
+        let bucket = s3.bucket_dir(crate::BUCKET);
+        let bucket_url = format!("s3://{}/", crate::BUCKET);
+        let local = [(bucket_url.as_str(), bucket.as_path())];
+        let table = |name: &str| {
+            read_table(
+                &format!("s3://{}/lake/curated/{name}", crate::BUCKET),
+                &storage,
+                &local,
+            )
+        };
+        // device_messages: seq % 10 == 0 a transaction, == 5 an event, else a reading.
+        for (name, each) in [
+            ("readings", per_device * 8 / 10),
+            ("events", per_device / 10),
+            ("transactions", per_device / 10),
+        ] {
+            let seen = table(name);
+            assert_once(&seen);
+            let expected: BTreeMap<String, u64> = (0..devices)
+                .map(|d| (format!("ws-cur-{d}/{}", spool_id(d)), each))
+                .collect();
+            assert_eq!(seen.delta.counts, expected, "{name}");
+        }
+        let transactions = table("transactions");
+        for column in [
+            "tx_id", "op", "program", "card", "store", "offline", "outcome",
+        ] {
+            assert!(
+                transactions.duckdb.types.contains_key(column),
+                "{column}: {:?}",
+                transactions.duckdb.types
+            );
+        }
+        assert_eq!(transactions.duckdb.types["qty"], "BIGINT");
+
+        let before = table("readings");
+        assert_eq!(compact_once(&bin(), &config, &env).commits(), 0);
+        let after = table("readings");
+        assert_eq!(
+            (after.version, after.delta.digest),
+            (before.version, before.delta.digest)
+        );
+    });
+    for ingest in &mut ingests {
+        assert_eq!(ingest.proc.terminate(), Some(0), "{}", ingest.proc.log());
+    }
+}
