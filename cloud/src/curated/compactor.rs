@@ -211,7 +211,7 @@ impl Compactor {
         }
         let rows_in = rows.len() as u64;
         let duplicates = rows::dedupe_and_sort(&mut rows) as u64;
-        let outcomes = self.outcomes(&rows).await?;
+        let outcomes = self.outcomes(&rows, day).await?;
         let mut writer = RecordBatchWriter::for_table(delta)?
             .with_writer_properties(self.writer_properties()?)
             .with_target_file_size(self.settings.file_bytes);
@@ -243,35 +243,44 @@ impl Compactor {
             .build())
     }
 
-    /// The ledger's answer for each transaction row, where this process can ask it.
+    /// The ledger's answer for each transaction row: applied or held as the ledger (where
+    /// this process can ask it) says, rejected with its reason as the router traced it.
     async fn outcomes<'a, R: Columns<'a>>(
         &self,
         rows: &[Parsed<R>],
+        day: &str,
     ) -> Result<Vec<Option<Outcome>>, CompactError> {
         let tx_ids: Vec<String> = rows
             .iter()
             .filter_map(|r| r.row.tx_id().map(str::to_owned))
             .collect();
-        let Some(ledger) = &self.ledger else {
-            return Ok(Vec::new());
-        };
         if tx_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let known = ledger
-            .run(move |l| l.known(&tx_ids))
-            .await
-            .map_err(|e| CompactError::Ledger(e.to_string()))?;
-        let mut answers: HashMap<String, Outcome> = HashMap::new();
-        for (set, outcome) in [(known.applied, "applied"), (known.held, "held")] {
-            for tx_id in set {
-                answers.insert(
-                    tx_id,
-                    Outcome {
+        let mut answers: HashMap<String, Outcome> = raw::rejections(&self.lake, day)
+            .await?
+            .into_iter()
+            .map(|(tx_id, reason)| {
+                let rejected = Outcome {
+                    outcome: "rejected",
+                    reason: Some(reason),
+                };
+                (tx_id, rejected)
+            })
+            .collect();
+        if let Some(ledger) = &self.ledger {
+            let known = ledger
+                .run(move |l| l.known(&tx_ids))
+                .await
+                .map_err(|e| CompactError::Ledger(e.to_string()))?;
+            for (set, outcome) in [(known.applied, "applied"), (known.held, "held")] {
+                for tx_id in set {
+                    let answer = Outcome {
                         outcome,
                         reason: None,
-                    },
-                );
+                    };
+                    answers.insert(tx_id, answer);
+                }
             }
         }
         Ok(rows::outcomes(rows, |r| r.tx_id(), &answers))

@@ -1,7 +1,10 @@
 //! The raw layer, read: `raw/type={type}/dt={day}/hour={hour}/*.ndjson.gz`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+
+use base64::Engine;
+use serde::Deserialize;
 
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -78,6 +81,55 @@ pub async fn fetch(
     .await
 }
 
+/// How many days after a transaction's own day the compactor looks in `errors/` for the
+/// router's rejection of it: the router answers within seconds, or hours after an outage.
+pub const REJECTION_DAYS: u64 = 3;
+
+/// The transactions the ledger rejected, by `tx_id`, with its reason, as the router traced
+/// them to `errors/dt=...` on `day` and the [`REJECTION_DAYS`] after it.
+pub async fn rejections(lake: &Lake, day: &str) -> Result<HashMap<String, String>, CompactError> {
+    let mut found = HashMap::new();
+    let Ok(first) = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d") else {
+        return Ok(found);
+    };
+    for date in first.iter_days().take(REJECTION_DAYS as usize + 1) {
+        let prefix = lake.path(&format!("errors/dt={}", date.format("%Y-%m-%d")));
+        let objects: Vec<ObjectMeta> = match lake.store.list(Some(&prefix)).try_collect().await {
+            Ok(objects) => objects,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for (_, text) in fetch(lake, &objects).await? {
+            for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if let Some((tx_id, reason)) = rejection(line) {
+                    found.insert(tx_id, reason);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// An `errors/` line the router wrote for a transaction the ledger rejected.
+fn rejection(line: &[u8]) -> Option<(String, String)> {
+    #[derive(Deserialize)]
+    struct Reject {
+        reason: String,
+        payload_b64: String,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        tx_id: String,
+    }
+    let reject: Reject = serde_json::from_slice(line).ok()?;
+    let reason = reject.reason.strip_prefix("loyalty_")?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(reject.payload_b64)
+        .ok()?;
+    let body: Body = serde_json::from_slice(&payload).ok()?;
+    Some((body.tx_id, reason.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +147,20 @@ mod tests {
             None
         );
         assert_eq!(day_of("errors/dt=2026-11-22/x.ndjson.gz"), None);
+    }
+
+    #[test]
+    fn the_routers_rejections_are_read_and_other_errors_are_not() {
+        let body = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"seq":3,"type":"txn","tx_id":"T-1","op":"redeem"}"#);
+        let line = format!(
+            r#"{{"received_at":"2026-11-22T09:00:00.000Z","topic":"ferry/v1/pos-1/transactions","reason":"loyalty_insufficient_balance","payload_b64":"{body}"}}"#
+        );
+        assert_eq!(
+            rejection(line.as_bytes()),
+            Some(("T-1".to_owned(), "insufficient_balance".to_owned()))
+        );
+        let decoding = line.replace("loyalty_insufficient_balance", "not_json");
+        assert_eq!(rejection(decoding.as_bytes()), None);
     }
 }

@@ -134,6 +134,9 @@ fn token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// How often `dev` compacts its lake into the curated tables.
+const COMPACT_INTERVAL_S: u64 = 20;
+
 fn cloud_config(data_dir: &Path, opts: &DevOptions, token: &str) -> anyhow::Result<CloudConfig> {
     let text = format!(
         r#"
@@ -144,6 +147,7 @@ client_id = "ferry-dev-ingest"
 [lake]
 root = "{lake}"
 flush_interval_s = 5
+compact_interval_s = {compact}
 [loyalty]
 url = "http://127.0.0.1:{http}"
 token = "{token}"
@@ -167,6 +171,7 @@ for_s = 30
         ledger = data_dir.join("loyalty.db").display(),
         mqtt = opts.mqtt_port,
         http = opts.http_port,
+        compact = COMPACT_INTERVAL_S,
     );
     // The environment is left out: `dev` means no configuration at all.
     Ok(CloudConfig::parse(&text, [])?)
@@ -239,7 +244,7 @@ fn banner(data_dir: &Path, opts: &DevOptions, token: &str, agents: &Agents) -> S
     format!(
         "\nFerry dev is running. Ctrl-C stops everything.\n\n\
          MQTT broker   mqtt://127.0.0.1:{mqtt} (embedded)\n\
-         Lake          {lake}\n\
+         Lake          {lake} (raw; curated Delta tables in curated/, every {compact} s)\n\
          Ledger        {ledger} (SQLite)\n\
          Hot store     {hot} (SQLite, for the dashboards)\n\
          Dashboard     {http}/   token: {token}\n\
@@ -254,12 +259,20 @@ fn banner(data_dir: &Path, opts: &DevOptions, token: &str, agents: &Agents) -> S
          \x20 python3 -c \"import duckdb; duckdb.sql(\\\"SELECT device, count(*) AS readings, \
          round(avg(metrics.temperature_c), 1) AS avg_temp_c \
          FROM read_json_auto('{lake}/raw/type=reading/*/*/*.ndjson.gz', hive_partitioning = true) \
-         GROUP BY device ORDER BY device\\\").show()\"\n\n",
+         GROUP BY device ORDER BY device\\\").show()\"\n\n\
+         Query the curated readings within {curated} s (pip install deltalake):\n\
+         \x20 python3 -c \"from deltalake import DeltaTable, QueryBuilder; \
+         print(QueryBuilder().register('r', DeltaTable('{lake}/curated/readings')).execute(\
+         'SELECT device, count(*) AS readings FROM r GROUP BY device ORDER BY device').read_all())\"\n\n",
         mqtt = opts.mqtt_port,
         lake = lake.display(),
         ledger = data_dir.join("loyalty.db").display(),
         hot = data_dir.join("hot.db").display(),
         agents = agents.names().join(", "),
         agent_dir = data_dir.join("agents").display(),
+        compact = COMPACT_INTERVAL_S,
+        // The lake's first objects come within its 5 s flush; the round after them at most
+        // an interval later, and a round takes seconds.
+        curated = 2 * COMPACT_INTERVAL_S + 10,
     )
 }

@@ -42,9 +42,19 @@ fn readings(device: &str, day: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec
     .collect()
 }
 
-/// A raw object as the ingest writes one: gzipped NDJSON, in place at once.
+/// A raw reading object for `day`, as the ingest writes one.
 fn put_raw(lake: &Path, day: &str, name: &str, lines: &[String]) {
-    let dir = lake.join(format!("raw/type=reading/dt={day}/hour=12"));
+    put_object(
+        lake,
+        &format!("raw/type=reading/dt={day}/hour=12"),
+        name,
+        lines,
+    );
+}
+
+/// A lake object as the ingest writes one: gzipped NDJSON, in place at once.
+fn put_object(lake: &Path, partition: &str, name: &str, lines: &[String]) {
+    let dir = lake.join(partition);
     std::fs::create_dir_all(&dir).expect("partition folder");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     for line in lines {
@@ -52,8 +62,8 @@ fn put_raw(lake: &Path, day: &str, name: &str, lines: &[String]) {
         gz.write_all(b"\n").expect("gzip");
     }
     let tmp = dir.join(format!(".tmp-{name}"));
-    std::fs::write(&tmp, gz.finish().expect("gzip")).expect("raw object");
-    std::fs::rename(&tmp, dir.join(format!("{name}.ndjson.gz"))).expect("raw object");
+    std::fs::write(&tmp, gz.finish().expect("gzip")).expect("lake object");
+    std::fs::rename(&tmp, dir.join(format!("{name}.ndjson.gz"))).expect("lake object");
 }
 
 fn lake_config(dir: &Path, lake: &Path) -> PathBuf {
@@ -466,4 +476,72 @@ async fn a_share_group_with_resends_and_a_kill_compacts_to_each_record_once_on_s
     for ingest in &mut ingests {
         assert_eq!(ingest.proc.terminate(), Some(0), "{}", ingest.proc.log());
     }
+}
+
+#[test]
+fn a_transaction_the_ledger_rejected_says_so_with_its_reason() {
+    let _shared = crate::beside_others();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let config = lake_config(dir.path(), &lake);
+    let txn = |seq: u64, tx_id: &str| {
+        format!(
+            r#"{{"seq":{seq},"ts":"{DAY_1}T09:00:0{seq}.000Z","type":"txn","tx_id":"{tx_id}","op":"redeem","program":"coffee","card":"C-1","store":"S-1","qty":1,"device":"pos-1","spool":"{spool}","received_at":"{DAY_1}T09:00:0{seq}.500Z"}}"#,
+            spool = spool_id(0)
+        )
+    };
+    let lines = [txn(1, "T-1"), txn(2, "T-2")];
+    put_object(
+        &lake,
+        &format!("raw/type=txn/dt={DAY_1}/hour=09"),
+        "i1-000000000001",
+        &lines,
+    );
+    // The router's trace of T-1, the next day (the ledger was down overnight).
+    let payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &lines[0]);
+    let reject = format!(
+        r#"{{"received_at":"{DAY_2}T08:00:00.000Z","topic":"ferry/v1/pos-1/transactions","reason":"loyalty_insufficient_balance","payload_b64":"{payload}"}}"#
+    );
+    put_object(
+        &lake,
+        &format!("errors/dt={DAY_2}"),
+        "i1-000000000009",
+        &[reject],
+    );
+
+    assert_eq!(compact_once(&bin(), &config, &[]).commits(), 1);
+    let script = format!(
+        "from deltalake import DeltaTable, QueryBuilder\n\
+         q = QueryBuilder().register('t', DeltaTable({table:?}))\n\
+         print(q.execute(\"SELECT tx_id, coalesce(outcome, '-'), coalesce(reason, '-') FROM t ORDER BY tx_id\").read_all())",
+        table = lake.join("curated/transactions").display().to_string()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.contains("T-"))
+        .map(|l| {
+            l.split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["T-1", "rejected", "insufficient_balance"],
+            vec!["T-2", "-", "-"]
+        ],
+        "{text}"
+    );
 }
