@@ -102,6 +102,28 @@ pub fn read_table(uri: &str, storage: &[(&str, String)], local: &[(&str, &Path)]
     })
 }
 
+/// The rows of `sql` over the Delta table in `folder` (as `t`), by delta-rs's own engine.
+pub fn query(folder: &Path, sql: &str) -> serde_json::Value {
+    let script = "import json, sys\n\
+                  import duckdb\n\
+                  from deltalake import DeltaTable, QueryBuilder\n\
+                  rows = QueryBuilder().register('t', DeltaTable(sys.argv[1])).execute(sys.argv[2]).read_all()\n\
+                  print(json.dumps(duckdb.sql('SELECT * FROM rows').fetchall()))";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(folder)
+        .arg(sql)
+        .output()
+        .expect("running python3");
+    assert!(
+        out.status.success(),
+        "{sql} on {}: {}",
+        folder.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rows as JSON")
+}
+
 /// What `ferry-cloud compact --once` printed, or how it failed.
 #[derive(Debug)]
 pub struct Round {

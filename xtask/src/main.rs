@@ -36,6 +36,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("ferry-cloud", "dashboard"),
     ("ferry-cloud", "dedup"),
     ("ferry-cloud", "whole"),
+    ("ferry-cloud", "compact"),
 ];
 
 const CROSS_TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use ferry_tests::agent::AgentProc;
 use ferry_tests::broker::Mosquitto;
 use ferry_tests::cloud::{Ingest, Lake, ingest_with};
+use ferry_tests::curated::compact_once;
 use ferry_tests::http::post_json;
 use ferry_tests::loyalty::{Loyalty, loyalty};
 use ferry_tests::{bins, free_port, lake, wait_until};
@@ -320,6 +321,32 @@ async fn pos_to_ledger_exactly_once_under_kills_and_a_loyalty_outage() {
     assert_eq!(unique.len(), REQUESTS, "no record twice in the lake");
 
     phase("the lake agrees");
+    // The curated transactions table: every accepted transaction once, each one `applied`
+    // as the ledger (which the compactor reads) says.
+    let lake_dir = dir.path().join("lake");
+    let compact_config = dir.path().join("compact.toml");
+    std::fs::write(
+        &compact_config,
+        format!(
+            "data_dir = \"{}\"\n[lake]\nroot = \"{}\"\n{}database = \"{db}\"\n",
+            dir.path().join("compact").display(),
+            lake_dir.display(),
+            cloud.loyalty.route_config(),
+        ),
+    )
+    .expect("compact config");
+    let round = tokio::task::block_in_place(|| compact_once(&cloud_bin, &compact_config, &[]));
+    assert_eq!(round.code, Some(0), "{}", round.stderr);
+    let counts = ferry_tests::curated::query(
+        &lake_dir.join("curated/transactions"),
+        "SELECT count(*), count(DISTINCT tx_id), count(*) FILTER (WHERE outcome = 'applied') FROM t",
+    );
+    assert_eq!(
+        counts,
+        json!([[REQUESTS, REQUESTS, REQUESTS]]),
+        "every transaction once, and applied"
+    );
+
     // The tills hear the ledger's word: one more stamp per sampled card, now that nothing
     // is being killed, and the till's cloud balance comes to equal the ledger's.
     for n in [0usize, 37, 99, 100, 150, 199] {
