@@ -20,7 +20,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ferry_cloud::config::CloudConfig;
 use ferry_cloud::curated::Compactor;
