@@ -56,21 +56,24 @@ fn main() {
     .expect("config");
     let lake_cfg = config.lake.expect("lake");
     let (compact_cpu, report) = measure(|| {
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                Compactor::new(&lake_cfg, None, Arc::default())
-                    .expect("compactor")
-                    .run_once(None)
-                    .await
-                    .expect("compaction")
+        std::thread::Builder::new()
+            .name("compactor".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    Compactor::new(&lake_cfg, None, Arc::default())
+                        .expect("compactor")
+                        .run_once(None)
+                        .await
+                        .expect("compaction")
+                })
             })
-        })
-        .join()
-        .expect("compactor thread")
+            .expect("compactor thread")
+            .join()
+            .expect("compactor thread")
     });
     assert_eq!(report.rows_out, records, "{report:?}");
     assert_eq!(report.commits, DAYS, "{report:?}");

@@ -252,6 +252,12 @@ database = "sqlite:///tmp/hot.db"
         assert_eq!(lake.flush_bytes, 8 * 1024 * 1024);
         assert_eq!(lake.flush_interval_s, 60);
         assert_eq!(
+            lake.compact_interval_s, None,
+            "all compacts only when asked"
+        );
+        assert_eq!(lake.curated_file_bytes, 128 * 1024 * 1024);
+        assert_eq!(lake.curated_retention_days, 7);
+        assert_eq!(
             lake.root().expect("root"),
             LakeRoot::S3 {
                 bucket: "ferry-lake".into(),
@@ -267,6 +273,21 @@ database = "sqlite:///tmp/hot.db"
             ("FERRY_LAKE__ROOT", "s3:///x", "lake.root"),
             ("FERRY_LAKE__FLUSH_BYTES", "10", "lake.flush_bytes"),
             ("FERRY_LAKE__FLUSH_INTERVAL_S", "0", "lake.flush_interval_s"),
+            (
+                "FERRY_LAKE__COMPACT_INTERVAL_S",
+                "0",
+                "lake.compact_interval_s",
+            ),
+            (
+                "FERRY_LAKE__CURATED_FILE_BYTES",
+                "1000",
+                "lake.curated_file_bytes",
+            ),
+            (
+                "FERRY_LAKE__CURATED_RETENTION_DAYS",
+                "0",
+                "lake.curated_retention_days",
+            ),
             ("FERRY_MQTT__URL", "tcp://x", "mqtt.url"),
             ("FERRY_MQTT__URL", "mqtts://x:8883", "mqtt.ca_file"),
             ("FERRY_MQTT__SHARE_GROUP", "a/b", "mqtt.share_group"),
@@ -339,6 +360,14 @@ token = "config-test-token-0123"
             .to_string();
         assert!(err.contains("http"), "{err}");
         c.ingest_setup().expect("the ingest has what it needs");
+        c.check_role(Role::Compact)
+            .expect("the compactor needs only [lake]");
+        let err = CloudConfig::parse(ledger_only, [])
+            .expect("valid")
+            .check_role(Role::Compact)
+            .expect_err("no lake")
+            .to_string();
+        assert!(err.contains("lake") && err.contains("compact"), "{err}");
     }
 
     #[test]

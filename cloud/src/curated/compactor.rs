@@ -120,7 +120,7 @@ impl Compactor {
             let mut delta = delta::open(&self.lake, table).await?;
             let mut todo = Vec::new();
             for (day, objects) in days {
-                let built = delta::built_from(&delta, &day).await?;
+                let built = delta::built_from(&delta, &day)?;
                 if objects.len() as i64 > built {
                     todo.push((day, objects));
                 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Add, MetadataExt};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use serde_json::json;
@@ -44,24 +44,28 @@ async fn create(lake: &Lake, table: Table) -> Result<DeltaTable, CompactError> {
     }
 }
 
-/// The application transaction that records how many raw objects a day was built from.
-fn app_id(day: &str) -> String {
-    format!("ferry-compact {PARTITION}={day}")
+/// The table property that records how many raw objects a day was built from. In the
+/// table's metadata, which every reader loads anyway: a round learns every day's count
+/// without reading the log again.
+fn built_key(day: &str) -> String {
+    format!("ferry.raw_objects.{PARTITION}={day}")
 }
 
 /// How many raw objects the day's current files were built from (0: never compacted).
 /// Raw objects are only ever added, so a day with more than this has news.
-pub async fn built_from(delta: &DeltaTable, day: &str) -> Result<i64, CompactError> {
+pub fn built_from(delta: &DeltaTable, day: &str) -> Result<i64, CompactError> {
     Ok(delta
         .snapshot()?
-        .transaction_version(delta.log_store().as_ref(), app_id(day))
-        .await?
+        .metadata()
+        .configuration()
+        .get(&built_key(day))
+        .and_then(|count| count.parse().ok())
         .unwrap_or(0))
 }
 
 /// One commit that adds `adds` and removes every file the day had, and records the raw
-/// objects it was built from (their count in the log's application transaction, their
-/// keys in the commit's metadata).
+/// objects it was built from (their count in the table's properties, their keys in the
+/// commit's metadata).
 pub async fn replace_day(
     delta: &mut DeltaTable,
     day: &str,
@@ -80,18 +84,19 @@ pub async fn replace_day(
     );
     let built = i64::try_from(sources.len())
         .map_err(|_| CompactError::Schema("too many raw objects in a day".into()))?;
-    actions.push(Action::Txn(Transaction::new_with_last_update(
-        app_id(day),
-        built,
-        Some(chrono::Utc::now().timestamp_millis()),
-    )));
-    let metadata = HashMap::from([
+    let metadata = snapshot
+        .metadata()
+        .clone()
+        .add_config_key(built_key(day), built.to_string())
+        .map_err(deltalake::DeltaTableError::from)?;
+    actions.push(Action::Metadata(metadata));
+    let commit_info = HashMap::from([
         ("ferry.day".to_owned(), json!(day)),
         ("ferry.raw_objects".to_owned(), json!(sources)),
     ]);
     let committed = CommitBuilder::default()
         .with_actions(actions)
-        .with_app_metadata(metadata)
+        .with_app_metadata(commit_info)
         .build(
             Some(snapshot),
             delta.log_store(),
@@ -102,7 +107,7 @@ pub async fn replace_day(
             },
         )
         .await?;
-    let version = committed.version();
-    delta.update_state().await?;
-    Ok(version)
+    // The commit's own snapshot: no need to read the log back.
+    delta.state = Some(committed.snapshot());
+    Ok(committed.version())
 }

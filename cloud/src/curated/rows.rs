@@ -134,6 +134,10 @@ pub struct Parsed<R> {
     pub row: R,
     pub ts: i64,
     pub received: i64,
+    /// Ranks of its `(device, spool)` and its `device` among the day's, in text order, so
+    /// that sorting compares integers rather than strings.
+    pair: u32,
+    device: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +167,13 @@ pub fn parse<'a, R: Row<'a>>(
         let ts = micros(row.ts()).ok_or_else(|| fail(n + 1, format!("bad ts {:?}", row.ts())))?;
         let received = micros(row.received_at())
             .ok_or_else(|| fail(n + 1, format!("bad received_at {:?}", row.received_at())))?;
-        out.push(Parsed { row, ts, received });
+        out.push(Parsed {
+            row,
+            ts,
+            received,
+            pair: 0,
+            device: 0,
+        });
     }
     Ok(())
 }
@@ -171,30 +181,42 @@ pub fn parse<'a, R: Row<'a>>(
 /// Sorted by `(device, ts)`, each `(device, spool, seq)` once: the copy received first.
 /// Returns how many copies were left out.
 pub fn dedupe_and_sort<'a, R: Row<'a>>(rows: &mut Vec<Parsed<R>>) -> usize {
+    rank(rows);
     let before = rows.len();
-    rows.sort_unstable_by(|a, b| {
-        (a.row.device(), a.row.spool(), a.row.seq(), a.received).cmp(&(
-            b.row.device(),
-            b.row.spool(),
-            b.row.seq(),
-            b.received,
-        ))
-    });
-    rows.dedup_by(|later, first| {
-        later.row.seq() == first.row.seq()
-            && later.row.spool() == first.row.spool()
-            && later.row.device() == first.row.device()
-    });
+    rows.sort_unstable_by_key(|r| (r.pair, r.row.seq(), r.received));
+    rows.dedup_by(|later, first| later.pair == first.pair && later.row.seq() == first.row.seq());
     // Within a spool, seq order is nearly ts order: this sort finds runs already in place.
-    rows.sort_by(|a, b| {
-        (a.row.device(), a.ts, a.row.spool(), a.row.seq()).cmp(&(
-            b.row.device(),
-            b.ts,
-            b.row.spool(),
-            b.row.seq(),
-        ))
-    });
+    rows.sort_by_key(|r| (r.device, r.ts, r.pair, r.row.seq()));
     before - rows.len()
+}
+
+/// Sets each row's `pair` and `device` ranks.
+fn rank<'a, R: Row<'a>>(rows: &mut [Parsed<R>]) {
+    let ranks: Vec<(u32, u32)> = {
+        let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+        let of_row: Vec<usize> = rows
+            .iter()
+            .map(|r| {
+                let next = seen.len();
+                *seen.entry((r.row.device(), r.row.spool())).or_insert(next)
+            })
+            .collect();
+        let mut pairs: Vec<((&str, &str), usize)> = seen.into_iter().collect();
+        pairs.sort_unstable();
+        let mut by_first_seen = vec![(0u32, 0u32); pairs.len()];
+        let mut device = 0u32;
+        for (pair, ((name, _), first_seen)) in pairs.iter().enumerate() {
+            if pair > 0 && pairs[pair - 1].0.0 != *name {
+                device += 1;
+            }
+            by_first_seen[*first_seen] = (pair as u32, device);
+        }
+        of_row.into_iter().map(|i| by_first_seen[i]).collect()
+    };
+    for (r, (pair, device)) in rows.iter_mut().zip(ranks) {
+        r.pair = pair;
+        r.device = device;
+    }
 }
 
 /// What the ledger made of a transaction, where it knows.

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_shared::Timestamp;
 use ferry_tests::broker::Mosquitto;
-use ferry_tests::curated::{Readback, compact_once, compactor, query, read_table};
+use ferry_tests::curated::{Readback, Round, compact_once, compactor, query, read_table};
 use ferry_tests::devices::{device_messages, publish_all};
 use ferry_tests::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
 use rand::Rng;
@@ -34,7 +35,7 @@ fn reading(device: &str, seq: u64, ts: &str) -> String {
 }
 
 /// `seqs` of `device`, one second apart from noon of `day`.
-fn readings(device: &str, day: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<String> {
+fn readings(device: &str, day: &str, seqs: RangeInclusive<u64>) -> Vec<String> {
     seqs.map(|seq| {
         let ts = format!("{day}T12:{:02}:{:02}.000Z", (seq / 60) % 60, seq % 60);
         reading(device, seq, &ts)
@@ -66,26 +67,40 @@ fn put_object(lake: &Path, partition: &str, name: &str, lines: &[String]) {
     std::fs::rename(&tmp, dir.join(format!("{name}.ndjson.gz"))).expect("lake object");
 }
 
-fn lake_config(dir: &Path, lake: &Path) -> PathBuf {
-    let path = dir.join("compact.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "data_dir = \"{}\"\n[lake]\nroot = \"{}\"\n",
-            dir.join("data").display(),
-            lake.display()
-        ),
-    )
-    .expect("config");
-    path
+/// A lake folder and a compactor's config, for tests that write raw objects themselves.
+struct FolderLake {
+    dir: tempfile::TempDir,
+    lake: PathBuf,
+    config: PathBuf,
 }
 
-fn folder_table(lake: &Path) -> Readback {
-    read_table(
-        &lake.join("curated/readings").display().to_string(),
-        &[],
-        &[],
-    )
+impl FolderLake {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = dir.path().join("lake");
+        let config = dir.path().join("compact.toml");
+        let text = format!(
+            "data_dir = \"{}\"\n[lake]\nroot = \"{}\"\n",
+            dir.path().join("data").display(),
+            lake.display()
+        );
+        std::fs::write(&config, text).expect("config");
+        Self { dir, lake, config }
+    }
+
+    /// Readings of `device` with `seqs` on `day`, in a raw object of their own.
+    fn put(&self, day: &str, name: &str, device: &str, seqs: RangeInclusive<u64>) {
+        put_raw(&self.lake, day, name, &readings(device, day, seqs));
+    }
+
+    fn compact(&self) -> Round {
+        compact_once(&bin(), &self.config, &[])
+    }
+
+    fn readings(&self) -> Readback {
+        let table = self.lake.join("curated/readings");
+        read_table(&table.display().to_string(), &[], &[])
+    }
 }
 
 fn count(readback: &Readback, device: &str) -> u64 {
@@ -107,30 +122,29 @@ fn assert_once(readback: &Readback) {
 #[test]
 fn late_data_rebuilds_its_day_and_a_second_round_commits_nothing() {
     let _shared = crate::beside_others();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
-    let config = lake_config(dir.path(), &lake);
+    let folder = FolderLake::new();
+    let lake = &folder.lake;
 
     let mut day_1 = readings("ws-a", DAY_1, 1..=300);
     day_1.extend(readings("ws-b", DAY_1, 1..=300));
-    put_raw(&lake, DAY_1, "i1-000000000001", &day_1);
+    put_raw(lake, DAY_1, "i1-000000000001", &day_1);
     // A resend of 100 of them, as a second ingest of a share group writes it.
-    put_raw(&lake, DAY_1, "i2-000000000001", &day_1[..100]);
+    put_raw(lake, DAY_1, "i2-000000000001", &day_1[..100]);
     let mut day_2 = readings("ws-a", DAY_2, 301..=500);
     // A clock before 2020: the ingest files it under its arrival day and says so.
     let suspect = reading("ws-c", 1, "2019-01-01T00:00:00.000Z");
     let suspect = suspect.strip_suffix('}').expect("an object");
     day_2.push(format!(r#"{suspect},"ts_suspect":true}}"#));
-    put_raw(&lake, DAY_2, "i1-000000000002", &day_2);
+    put_raw(lake, DAY_2, "i1-000000000002", &day_2);
 
-    let first = compact_once(&bin(), &config, &[]);
+    let first = folder.compact();
     assert_eq!(first.code, Some(0), "{}", first.stderr);
     let report = first.report.clone().expect("report");
     assert_eq!(report["commits"], 2, "one commit per day: {report}");
     assert_eq!(report["rows_in"], 901);
     assert_eq!(report["rows_out"], 801);
     assert_eq!(report["duplicates"], 100);
-    let before = folder_table(&lake);
+    let before = folder.readings();
     assert_once(&before);
     assert_eq!(before.delta.rows, 801);
     assert_eq!(
@@ -169,9 +183,9 @@ fn late_data_rebuilds_its_day_and_a_second_round_commits_nothing() {
     assert!(before.delta.types.contains_key("dt"));
 
     // Run again: the same rows, and no commit.
-    let again = compact_once(&bin(), &config, &[]);
+    let again = folder.compact();
     assert_eq!(again.commits(), 0, "{}", again.stderr);
-    let same = folder_table(&lake);
+    let same = folder.readings();
     assert_eq!(
         (same.version, &same.delta.digest),
         (before.version, &before.delta.digest)
@@ -180,10 +194,10 @@ fn late_data_rebuilds_its_day_and_a_second_round_commits_nothing() {
     // Late data for day 1, with resends of rows it has: one commit replaces the day.
     let mut late = readings("ws-b", DAY_1, 301..=400);
     late.extend(readings("ws-b", DAY_1, 250..=300));
-    put_raw(&lake, DAY_1, "i2-000000000002", &late);
-    let round = compact_once(&bin(), &config, &[]);
+    put_raw(lake, DAY_1, "i2-000000000002", &late);
+    let round = folder.compact();
     assert_eq!(round.commits(), 1, "only day 1 changed: {}", round.stderr);
-    let after = folder_table(&lake);
+    let after = folder.readings();
     assert_once(&after);
     assert_eq!(after.version, before.version + 1);
     assert_eq!(count(&after, "ws-b"), 400);
@@ -211,32 +225,21 @@ fn late_data_rebuilds_its_day_and_a_second_round_commits_nothing() {
 #[test]
 fn a_compactor_killed_at_any_point_leaves_a_readable_table() {
     let _shared = crate::beside_others();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
-    let config = lake_config(dir.path(), &lake);
-    put_raw(
-        &lake,
-        DAY_1,
-        "i1-000000000001",
-        &readings("ws-a", DAY_1, 1..=2000),
-    );
-    assert_eq!(compact_once(&bin(), &config, &[]).commits(), 1);
+    let folder = FolderLake::new();
+    folder.put(DAY_1, "i1-000000000001", "ws-a", 1..=2000);
+    assert_eq!(folder.compact().commits(), 1);
 
     let mut late = readings("ws-a", DAY_1, 2001..=4000);
     late.extend(readings("ws-a", DAY_1, 1..=500));
-    put_raw(&lake, DAY_1, "i1-000000000002", &late);
+    put_raw(&folder.lake, DAY_1, "i1-000000000002", &late);
     let mut rng = rand::rng();
     for kill in 0..6 {
-        let mut proc = compactor(
-            &bin(),
-            &config,
-            &[],
-            &dir.path().join(format!("compact-{kill}.log")),
-        );
+        let log = folder.dir.path().join(format!("compact-{kill}.log"));
+        let mut proc = compactor(&bin(), &folder.config, &[], &log);
         proc.start();
         std::thread::sleep(Duration::from_millis(rng.random_range(0..250)));
         proc.kill9();
-        let seen = folder_table(&lake);
+        let seen = folder.readings();
         assert_once(&seen);
         assert!(
             [2000, 4000].contains(&count(&seen, "ws-a")),
@@ -244,37 +247,25 @@ fn a_compactor_killed_at_any_point_leaves_a_readable_table() {
             seen.delta.counts
         );
     }
-    let last = compact_once(&bin(), &config, &[]);
+    let last = folder.compact();
     assert_eq!(last.code, Some(0), "{}", last.stderr);
-    let done = folder_table(&lake);
+    let done = folder.readings();
     assert_once(&done);
     assert_eq!(count(&done, "ws-a"), 4000);
-    assert_eq!(compact_once(&bin(), &config, &[]).commits(), 0);
+    assert_eq!(folder.compact().commits(), 0);
 }
 
 #[test]
 fn one_compactor_at_a_time_on_a_folder() {
     let _shared = crate::beside_others();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
-    let config = lake_config(dir.path(), &lake);
-    put_raw(
-        &lake,
-        DAY_1,
-        "i1-000000000001",
-        &readings("ws-a", DAY_1, 1..=3000),
-    );
-    put_raw(
-        &lake,
-        DAY_2,
-        "i1-000000000002",
-        &readings("ws-a", DAY_2, 3001..=6000),
-    );
+    let folder = FolderLake::new();
+    folder.put(DAY_1, "i1-000000000001", "ws-a", 1..=3000);
+    folder.put(DAY_2, "i1-000000000002", "ws-a", 3001..=6000);
 
     // Two started at once: one does the work, the other finds the lease or nothing left.
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| compact_once(&bin(), &config, &[]));
-        let b = s.spawn(|| compact_once(&bin(), &config, &[]));
+        let a = s.spawn(|| folder.compact());
+        let b = s.spawn(|| folder.compact());
         (a.join().expect("a"), b.join().expect("b"))
     });
     let mut commits = 0;
@@ -291,20 +282,15 @@ fn one_compactor_at_a_time_on_a_folder() {
         }
     }
     assert_eq!(commits, 2, "each day compacted once: {a:?} {b:?}");
-    let seen = folder_table(&lake);
+    let seen = folder.readings();
     assert_once(&seen);
     assert_eq!(count(&seen, "ws-a"), 6000);
 
     // While another process holds the lock, a compactor says so and changes nothing.
-    put_raw(
-        &lake,
-        DAY_2,
-        "i1-000000000003",
-        &readings("ws-b", DAY_2, 1..=10),
-    );
-    let lock = std::fs::File::open(lake.join("curated/.lease")).expect("lease file");
+    folder.put(DAY_2, "i1-000000000003", "ws-b", 1..=10);
+    let lock = std::fs::File::open(folder.lake.join("curated/.lease")).expect("lease file");
     lock.try_lock().expect("the test takes the lock");
-    let refused = compact_once(&bin(), &config, &[]);
+    let refused = folder.compact();
     assert_ne!(refused.code, Some(0));
     assert!(
         refused
@@ -314,7 +300,7 @@ fn one_compactor_at_a_time_on_a_folder() {
         refused.stderr
     );
     drop(lock);
-    assert_eq!(compact_once(&bin(), &config, &[]).commits(), 1);
+    assert_eq!(folder.compact().commits(), 1);
 }
 
 fn write_lease(s3: &S3Server, owner: &str, expires_at_ms: i64) {
@@ -338,22 +324,7 @@ async fn a_share_group_with_resends_and_a_kill_compacts_to_each_record_once_on_s
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     ];
-    let mut ingests: Vec<_> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let mut ingest = ingest(dir.path(), broker.port, Lake::S3(&s3), "");
-            ingest
-                .proc
-                .env("FERRY_MQTT__CLIENT_ID", format!("ingest-curated-{i}"))
-                .env("FERRY_MQTT__SHARE_GROUP", "ingest");
-            ingest.proc.start();
-            ingest
-        })
-        .collect();
-    for ingest in &ingests {
-        ingest.wait_subscribed().await;
-    }
+    let mut ingests = crate::share_group(&dirs, broker.port, &s3, "ingest-curated").await;
 
     let devices = 6;
     let per_device = 1_000;
@@ -481,9 +452,8 @@ async fn a_share_group_with_resends_and_a_kill_compacts_to_each_record_once_on_s
 #[test]
 fn a_transaction_the_ledger_rejected_says_so_with_its_reason() {
     let _shared = crate::beside_others();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
-    let config = lake_config(dir.path(), &lake);
+    let folder = FolderLake::new();
+    let lake = &folder.lake;
     let txn = |seq: u64, tx_id: &str| {
         format!(
             r#"{{"seq":{seq},"ts":"{DAY_1}T09:00:0{seq}.000Z","type":"txn","tx_id":"{tx_id}","op":"redeem","program":"coffee","card":"C-1","store":"S-1","qty":1,"device":"pos-1","spool":"{spool}","received_at":"{DAY_1}T09:00:0{seq}.500Z"}}"#,
@@ -492,7 +462,7 @@ fn a_transaction_the_ledger_rejected_says_so_with_its_reason() {
     };
     let lines = [txn(1, "T-1"), txn(2, "T-2")];
     put_object(
-        &lake,
+        lake,
         &format!("raw/type=txn/dt={DAY_1}/hour=09"),
         "i1-000000000001",
         &lines,
@@ -503,13 +473,13 @@ fn a_transaction_the_ledger_rejected_says_so_with_its_reason() {
         r#"{{"received_at":"{DAY_2}T08:00:00.000Z","topic":"ferry/v1/pos-1/transactions","reason":"loyalty_insufficient_balance","payload_b64":"{payload}"}}"#
     );
     put_object(
-        &lake,
+        lake,
         &format!("errors/dt={DAY_2}"),
         "i1-000000000009",
         &[reject],
     );
 
-    assert_eq!(compact_once(&bin(), &config, &[]).commits(), 1);
+    assert_eq!(folder.compact().commits(), 1);
     let rows = query(
         &lake.join("curated/transactions"),
         "SELECT tx_id, outcome, reason FROM t ORDER BY tx_id",

@@ -47,6 +47,30 @@ pub fn ingest(dir: &Path, broker_port: u16, lake: Lake, lake_extra: &str) -> Ing
     ferry_tests::cloud::ingest(BIN, dir, broker_port, lake, lake_extra)
 }
 
+/// Ingests in one share group (`ingest`), one per folder of `dirs`, writing to `s3`,
+/// started and subscribed; their client ids are `{name}-{i}`.
+pub async fn share_group(
+    dirs: &[tempfile::TempDir],
+    broker_port: u16,
+    s3: &ferry_tests::s3::S3Server,
+    name: &str,
+) -> Vec<Ingest> {
+    let mut ingests = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut member = ingest(dir.path(), broker_port, Lake::S3(s3), "");
+        member
+            .proc
+            .env("FERRY_MQTT__CLIENT_ID", format!("{name}-{i}"))
+            .env("FERRY_MQTT__SHARE_GROUP", "ingest");
+        member.proc.start();
+        ingests.push(member);
+    }
+    for member in &ingests {
+        member.wait_subscribed().await;
+    }
+    ingests
+}
+
 /// What most tests start with: a broker, an S3 server with the bucket, and a running ingest
 /// writing to it (`lake_extra` goes into `[lake]`).
 pub struct Stack {

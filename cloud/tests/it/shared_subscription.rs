@@ -20,22 +20,7 @@ async fn a_share_group_splits_the_load() {
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     ];
-    let mut ingests: Vec<_> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let mut ingest = ingest(dir.path(), broker.port, Lake::S3(&s3), "");
-            ingest
-                .proc
-                .env("FERRY_MQTT__CLIENT_ID", format!("ingest-shared-{i}"))
-                .env("FERRY_MQTT__SHARE_GROUP", "ingest");
-            ingest.proc.start();
-            ingest
-        })
-        .collect();
-    for ingest in &ingests {
-        ingest.wait_subscribed().await;
-    }
+    let mut ingests = crate::share_group(&dirs, broker.port, &s3, "ingest-shared").await;
 
     let mut expected = BTreeMap::new();
     let mut messages = Vec::new();
