@@ -16,7 +16,7 @@ use ferry_tests::devices::{device_messages, publish_all};
 use ferry_tests::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
 use rand::Rng;
 
-use crate::{BIN, Lake, ingest, spool_id};
+use crate::{BIN, spool_id};
 
 const DAY_1: &str = "2026-11-20";
 const DAY_2: &str = "2026-11-21";

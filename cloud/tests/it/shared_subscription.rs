@@ -9,7 +9,7 @@ use ferry_tests::broker::Mosquitto;
 use ferry_tests::devices::{device_messages, publish_all};
 use ferry_tests::s3::S3Server;
 
-use crate::{Lake, assert_exactly_once, ingest, spool_id};
+use crate::{assert_exactly_once, spool_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_group_splits_the_load() {
