@@ -58,7 +58,7 @@ enum Command {
         /// One round, then exit; prints what it did as JSON.
         #[arg(long)]
         once: bool,
-        /// Only this day (YYYY-MM-DD).
+        /// One round of this day only (YYYY-MM-DD); implies `--once`.
         #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
         day: Option<String>,
     },
@@ -148,20 +148,30 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // `compact --once` (or `--day`): one round, then exit.
+    let mut one_round = None;
     let (role, config) = match Cli::parse().command {
         Command::Ingest { config } => (Role::Ingest, config),
         Command::Loyalty { config } => (Role::Loyalty, config),
         Command::All { config } => (Role::All, config),
         Command::Dashboard { config } => (Role::Dashboard, config),
-        Command::Compact {
-            config,
-            once: false,
-            day: None,
-        } => (Role::Compact, config),
-        Command::Compact { config, day, .. } => return finish(compact_once(&config, day)),
+        Command::Compact { config, once, day } => {
+            if once || day.is_some() {
+                one_round = Some(day);
+            }
+            (Role::Compact, config)
+        }
         Command::Lake {
             action: LakeAction::Ddl { config },
-        } => return finish(print_ddl(config.as_deref())),
+        } => {
+            let root = match config.map(|path| checked(&path, Role::Compact)) {
+                Some(Ok(cfg)) => cfg.lake.and_then(|lake| lake.root().ok()),
+                Some(Err(code)) => return code,
+                None => None,
+            };
+            print!("{}", curated::ddl(root.as_ref()));
+            return ExitCode::SUCCESS;
+        }
         Command::Openapi => {
             println!("{}", ferry_cloud::openapi::json());
             return ExitCode::SUCCESS;
@@ -202,16 +212,13 @@ fn main() -> ExitCode {
             }));
         }
     };
-    let cfg = match CloudConfig::load(&config).and_then(|cfg| {
-        cfg.check_role(role)?;
-        Ok(cfg)
-    }) {
+    let cfg = match checked(&config, role) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("ferry-cloud: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
+    if let Some(day) = one_round {
+        return finish(compact_once(&cfg, day));
+    }
     finish(
         tokio::runtime::Runtime::new()
             .context("cannot start the runtime")
@@ -225,46 +232,29 @@ fn main() -> ExitCode {
     )
 }
 
-fn load(config: &std::path::Path, role: Role) -> anyhow::Result<CloudConfig> {
-    let cfg = CloudConfig::load(config)?;
-    cfg.check_role(role)?;
-    Ok(cfg)
-}
-
-/// `compact --once`: one round, its report on stdout.
-fn compact_once(config: &std::path::Path, day: Option<String>) -> anyhow::Result<()> {
-    let cfg = load(config, Role::Compact)?;
-    let lake = cfg.lake.clone().context("lake")?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    runtime.block_on(async {
-        let ledger = open_ledger_for_reading(&cfg).await?;
-        let compactor = curated::Compactor::new(&lake, ledger, Arc::default())?;
-        let report = compactor.run_once(day.as_deref()).await?;
-        println!(
-            "{}",
-            serde_json::json!({
-                "commits": report.commits,
-                "rows_in": report.rows_in,
-                "rows_out": report.rows_out,
-                "duplicates": report.duplicates,
-            })
-        );
-        Ok(())
+/// The config at `path` with the sections `role` needs, or exit code 2 after saying why.
+fn checked(path: &std::path::Path, role: Role) -> Result<CloudConfig, ExitCode> {
+    let loaded = CloudConfig::load(path).and_then(|cfg| {
+        cfg.check_role(role)?;
+        Ok(cfg)
+    });
+    loaded.map_err(|e| {
+        eprintln!("ferry-cloud: {e}");
+        ExitCode::from(2)
     })
 }
 
-fn print_ddl(config: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let root = match config {
-        Some(path) => Some(
-            CloudConfig::load(path)?
-                .lake
-                .context("lake: the config has no [lake] section")?
-                .root()?,
-        ),
-        None => None,
-    };
-    print!("{}", curated::ddl(root.as_ref()));
-    Ok(())
+/// `compact --once`: one round, its report on stdout.
+fn compact_once(cfg: &CloudConfig, day: Option<String>) -> anyhow::Result<()> {
+    let lake = cfg.lake.clone().context("lake")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let ledger = open_ledger_for_reading(cfg).await?;
+        let compactor = curated::Compactor::new(&lake, ledger, Arc::default())?;
+        let report = compactor.run_once(day.as_deref()).await?;
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    })
 }
 
 /// The ledger, when the config names one, for the transactions' outcomes.

@@ -16,7 +16,7 @@ use object_store::ObjectMeta;
 use tracing::{info, warn};
 
 use super::lease::Lease;
-use super::metrics::{CompactMetrics, Pending};
+use super::metrics::{Backlog, CompactMetrics};
 use super::rows::{self, Event, Outcome, Parsed, Reading, Scan, Txn};
 use super::store::Lake;
 use super::tables::{self, Columns, Table};
@@ -50,13 +50,48 @@ impl Settings {
     }
 }
 
-/// What one round did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What one round did (`compact --once` prints it as JSON).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     pub commits: u64,
     pub rows_in: u64,
     pub rows_out: u64,
     pub duplicates: u64,
+}
+
+impl Report {
+    fn add(&mut self, other: &Report) {
+        self.commits += other.commits;
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.duplicates += other.duplicates;
+    }
+}
+
+/// A day with raw objects its curated files were not built from.
+struct Pending {
+    day: String,
+    objects: Vec<ObjectMeta>,
+    /// When the oldest of those arrived. Raw objects are only added, so they are the
+    /// newest `objects.len() - built` of the day's.
+    waiting_since: chrono::DateTime<chrono::Utc>,
+}
+
+impl Pending {
+    fn new(day: String, objects: Vec<ObjectMeta>, built: i64) -> Self {
+        let mut arrivals: Vec<_> = objects.iter().map(|o| o.last_modified).collect();
+        arrivals.sort_unstable_by(|a, b| b.cmp(a));
+        let new = usize::try_from(objects.len() as i64 - built).unwrap_or(objects.len());
+        let waiting_since = arrivals
+            .get(new.saturating_sub(1))
+            .copied()
+            .unwrap_or_else(chrono::Utc::now);
+        Self {
+            day,
+            objects,
+            waiting_since,
+        }
+    }
 }
 
 pub struct Compactor {
@@ -102,6 +137,8 @@ impl Compactor {
                 .metrics
                 .last_success_s
                 .store(chrono::Utc::now().timestamp(), Ordering::Relaxed),
+            // Another compactor at work is how it should be, not a failure.
+            Err(CompactError::LeaseHeld(_)) => {}
             Err(_) => {
                 self.metrics.failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -114,7 +151,7 @@ impl Compactor {
         for table in Table::ALL {
             let days = raw::days(&self.lake, table, only).await?;
             if days.is_empty() {
-                self.metrics.set_pending(table.name(), Pending::default());
+                self.metrics.set_pending(table.name(), Backlog::default());
                 continue;
             }
             let mut delta = delta::open(&self.lake, table).await?;
@@ -122,12 +159,12 @@ impl Compactor {
             for (day, objects) in days {
                 let built = delta::built_from(&delta, &day)?;
                 if objects.len() as i64 > built {
-                    todo.push((day, objects));
+                    todo.push(Pending::new(day, objects, built));
                 }
             }
             self.publish_pending(table, &todo);
             let committed_before = report.commits;
-            while let Some((day, objects)) = todo.first() {
+            for (i, Pending { day, objects, .. }) in todo.iter().enumerate() {
                 lease.renew().await?;
                 let done = self.compact_day(&mut delta, table, day, objects).await?;
                 info!(
@@ -139,22 +176,9 @@ impl Compactor {
                     duplicates = done.duplicates,
                     "day compacted"
                 );
-                self.metrics
-                    .rows_in
-                    .fetch_add(done.rows_in, Ordering::Relaxed);
-                self.metrics
-                    .rows_out
-                    .fetch_add(done.rows_out, Ordering::Relaxed);
-                self.metrics
-                    .duplicates
-                    .fetch_add(done.duplicates, Ordering::Relaxed);
-                self.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                report.commits += 1;
-                report.rows_in += done.rows_in;
-                report.rows_out += done.rows_out;
-                report.duplicates += done.duplicates;
-                todo.remove(0);
-                self.publish_pending(table, &todo);
+                self.metrics.add(&done);
+                report.add(&done);
+                self.publish_pending(table, &todo[i + 1..]);
             }
             if report.commits > committed_before {
                 self.vacuum(delta).await;
@@ -163,17 +187,16 @@ impl Compactor {
         Ok(report)
     }
 
-    fn publish_pending(&self, table: Table, todo: &[(String, Vec<ObjectMeta>)]) {
+    fn publish_pending(&self, table: Table, todo: &[Pending]) {
         let now = chrono::Utc::now();
         let ages: Vec<i64> = todo
             .iter()
-            .filter_map(|(_, objects)| objects.iter().map(|o| o.last_modified).min())
-            .map(|oldest| (now - oldest).num_seconds().max(0))
+            .map(|p| (now - p.waiting_since).num_seconds().max(0))
             .collect();
         let alert = self.settings.lag_alert.as_secs() as i64;
         self.metrics.set_pending(
             table.name(),
-            Pending {
+            Backlog {
                 days: todo.len() as u64,
                 lag_s: ages.iter().copied().max().unwrap_or(0),
                 overdue_days: ages.iter().filter(|&&age| age > alert).count() as u64,

@@ -39,8 +39,13 @@ async fn create(lake: &Lake, table: Table) -> Result<DeltaTable, CompactError> {
         .await;
     match created {
         Ok(delta) => Ok(delta),
-        // Created meanwhile by a compactor of an older lease: it is the same table.
-        Err(_) => Ok(lake.table(&table.key())?.load().await?),
+        // Created meanwhile by a compactor of an older lease: it is the same table. If it
+        // is not there either, the reason is the create's.
+        Err(e) => lake
+            .table(&table.key())?
+            .load()
+            .await
+            .map_err(|_| CompactError::Delta(e)),
     }
 }
 

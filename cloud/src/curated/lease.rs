@@ -107,10 +107,7 @@ impl Lease {
             Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let found = lake.store.get(&path).await?;
-        let e_tag = found.meta.e_tag.clone();
-        let holder: Holder = serde_json::from_slice(&found.bytes().await?)
-            .map_err(|e| CompactError::Lease(format!("{path} is not a lease: {e}")))?;
+        let (holder, e_tag) = read(&lake.store, &path).await?;
         if holder.expires_at_ms > now_ms() {
             return Err(held(&holder.owner));
         }
@@ -134,8 +131,7 @@ impl Lease {
             store, path, owner, ..
         } = &self
         {
-            let holder: Holder = serde_json::from_slice(&store.get(path).await?.bytes().await?)
-                .map_err(|e| CompactError::Lease(format!("{path}: {e}")))?;
+            let (holder, _) = read(store, path).await?;
             if &holder.owner != owner {
                 return Err(held(&holder.owner));
             }
@@ -193,14 +189,34 @@ impl Lease {
         }
     }
 
-    /// Lets the next compactor start at once rather than after the expiry.
+    /// Lets the next compactor start at once rather than after the expiry; a lease that
+    /// another compactor took over meanwhile stays its own.
     pub async fn release(self) {
-        if let Self::S3 { store, path, .. } = &self
-            && let Err(e) = store.delete(path).await
-        {
+        let Self::S3 {
+            store, path, owner, ..
+        } = &self
+        else {
+            return;
+        };
+        let still_ours = read(store, path)
+            .await
+            .is_ok_and(|(holder, _)| &holder.owner == owner);
+        if still_ours && let Err(e) = store.delete(path).await {
             tracing::warn!(error = %e, "could not remove the compactor's lease; it expires by itself");
         }
     }
+}
+
+/// The lease object's holder and ETag.
+async fn read(
+    store: &ObjectStoreRef,
+    path: &Path,
+) -> Result<(Holder, Option<String>), CompactError> {
+    let found = store.get(path).await?;
+    let e_tag = found.meta.e_tag.clone();
+    let holder = serde_json::from_slice(&found.bytes().await?)
+        .map_err(|e| CompactError::Lease(format!("{path} is not a lease: {e}")))?;
+    Ok((holder, e_tag))
 }
 
 fn now_ms() -> i64 {

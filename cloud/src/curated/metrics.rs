@@ -20,12 +20,12 @@ pub struct CompactMetrics {
     /// Unix seconds of the last round that ended well.
     pub last_success_s: AtomicI64,
     /// Per table, as the last listing found it.
-    pending: Mutex<BTreeMap<&'static str, Pending>>,
+    pending: Mutex<BTreeMap<&'static str, Backlog>>,
 }
 
 /// The raw objects of a table not in its curated files yet.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pending {
+pub struct Backlog {
     /// Days with raw objects newer than their compaction.
     pub days: u64,
     /// Age of the oldest such object, in seconds.
@@ -35,18 +35,18 @@ pub struct Pending {
 }
 
 impl CompactMetrics {
-    pub fn set_pending(&self, table: &'static str, pending: Pending) {
+    pub fn add(&self, done: &super::Report) {
+        self.rows_in.fetch_add(done.rows_in, Ordering::Relaxed);
+        self.rows_out.fetch_add(done.rows_out, Ordering::Relaxed);
+        self.duplicates
+            .fetch_add(done.duplicates, Ordering::Relaxed);
+        self.commits.fetch_add(done.commits, Ordering::Relaxed);
+    }
+
+    pub fn set_pending(&self, table: &'static str, pending: Backlog) {
         if let Ok(mut map) = self.pending.lock() {
             map.insert(table, pending);
         }
-    }
-
-    pub fn pending(&self, table: &str) -> Pending {
-        self.pending
-            .lock()
-            .ok()
-            .and_then(|map| map.get(table).copied())
-            .unwrap_or_default()
     }
 }
 
@@ -104,23 +104,59 @@ impl crate::http::RenderMetrics for CompactMetrics {
             (
                 "ferry_compact_pending_days",
                 "Days with raw objects not compacted yet.",
-                (|p: &Pending| p.days as i64) as fn(&Pending) -> i64,
+                (|p: &Backlog| p.days as i64) as fn(&Backlog) -> i64,
             ),
             (
                 "ferry_compact_lag_seconds",
                 "Age of the oldest raw object not compacted yet.",
-                |p: &Pending| p.lag_s,
+                |p: &Backlog| p.lag_s,
             ),
             (
                 "ferry_compact_overdue_days",
                 "Days not compacted with raw objects older than lake.compact_lag_alert_s: alert on > 0.",
-                |p: &Pending| p.overdue_days as i64,
+                |p: &Backlog| p.overdue_days as i64,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             for (table, p) in pending.iter() {
                 let _ = writeln!(out, "{name}{{table=\"{table}\"}} {}", value(p));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::RenderMetrics;
+
+    #[test]
+    fn renders_counters_and_a_backlog_per_table() {
+        let metrics = CompactMetrics::default();
+        metrics.add(&super::super::Report {
+            commits: 2,
+            rows_in: 901,
+            rows_out: 801,
+            duplicates: 100,
+        });
+        let backlog = Backlog {
+            days: 3,
+            lag_s: 7300,
+            overdue_days: 1,
+        };
+        metrics.set_pending("readings", backlog);
+        let mut text = String::new();
+        metrics.render(&mut text);
+        for line in [
+            "ferry_compact_rows_in_total 901",
+            "ferry_compact_rows_out_total 801",
+            "ferry_compact_duplicates_total 100",
+            "ferry_compact_commits_total 2",
+            "ferry_compact_pending_days{table=\"readings\"} 3",
+            "ferry_compact_lag_seconds{table=\"readings\"} 7300",
+            "ferry_compact_overdue_days{table=\"readings\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
     }
 }

@@ -30,7 +30,7 @@ pub use ddl::ddl;
 pub use metrics::CompactMetrics;
 pub use tables::Table;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactError {
@@ -65,48 +65,47 @@ impl From<deltalake::kernel::transaction::CommitBuilderError> for CompactError {
 }
 
 /// `all`'s compactor: a round every `interval`, on a thread and runtime of its own, so
-/// that Parquet encoding never stalls the ingest's tasks. A failed round (a lease held
-/// elsewhere, S3 down) is logged and tried again at the next interval.
+/// that Parquet encoding never stalls the ingest's tasks.
 pub fn spawn(
     compactor: Compactor,
     interval: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     std::thread::Builder::new()
         .name("compactor".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    error!(error = %e, "the compactor cannot start its runtime");
-                    return;
-                }
-            };
-            runtime.block_on(async {
-                loop {
-                    // Stopping mid-round is safe: a round only ever adds whole commits.
-                    let round = tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        round = compactor.run_once(None) => round,
-                    };
-                    match round {
-                        Ok(report) if report.commits > 0 => {
-                            info!(commits = report.commits, rows = report.rows_out, "compaction round done");
-                        }
-                        Ok(_) => {}
-                        Err(CompactError::LeaseHeld(by)) => {
-                            info!(holder = by, "another compactor holds the lease; skipping this round");
-                        }
-                        Err(e) => warn!(error = %e, "compaction round failed; trying again at the next interval"),
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(interval) => {}
-                    }
-                }
-            });
-        })
+        .spawn(move || runtime.block_on(every(compactor, interval, shutdown)))
+}
+
+/// Rounds until `shutdown`. A failed round (S3 down, say) is logged and tried again at the
+/// next interval; stopping mid-round is safe, as a round only ever adds whole commits.
+async fn every(compactor: Compactor, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        let round = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            round = compactor.run_once(None) => round,
+        };
+        match round {
+            Ok(report) if report.commits > 0 => {
+                let rows = report.rows_out;
+                info!(commits = report.commits, rows, "compaction round done");
+            }
+            Ok(_) => {}
+            Err(CompactError::LeaseHeld(holder)) => {
+                info!(
+                    holder,
+                    "another compactor holds the lease; skipping this round"
+                );
+            }
+            Err(e) => {
+                warn!(error = %e, "compaction round failed; trying again at the next interval")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }

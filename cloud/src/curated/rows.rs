@@ -14,7 +14,8 @@ use super::time::micros;
 pub trait Row<'a>: Deserialize<'a> {
     fn device(&self) -> &str;
     fn spool(&self) -> &str;
-    fn seq(&self) -> u64;
+    /// Delta has no unsigned integers; a seq beyond i64 fails to parse, naming its line.
+    fn seq(&self) -> i64;
     fn ts(&self) -> &str;
     fn received_at(&self) -> &str;
     fn ts_suspect(&self) -> bool;
@@ -24,7 +25,7 @@ macro_rules! row {
     ($name:ident { $( $(#[$meta:meta])* $field:ident : $ty:ty ),* $(,)? }) => {
         #[derive(Debug, Deserialize)]
         pub struct $name<'a> {
-            seq: u64,
+            seq: i64,
             #[serde(borrow)]
             ts: Cow<'a, str>,
             #[serde(borrow)]
@@ -41,7 +42,7 @@ macro_rules! row {
         impl<'a> Row<'a> for $name<'a> {
             fn device(&self) -> &str { &self.device }
             fn spool(&self) -> &str { &self.spool }
-            fn seq(&self) -> u64 { self.seq }
+            fn seq(&self) -> i64 { self.seq }
             fn ts(&self) -> &str { &self.ts }
             fn received_at(&self) -> &str { &self.received_at }
             fn ts_suspect(&self) -> bool { self.ts_suspect }

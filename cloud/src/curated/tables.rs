@@ -132,7 +132,7 @@ pub fn batch<'a, R: Columns<'a>>(
         (
             "seq",
             Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.row.seq() as i64),
+                rows.iter().map(|r| r.row.seq()),
             )),
         ),
         ("ts", micros(rows.iter().map(|r| r.ts).collect())),
