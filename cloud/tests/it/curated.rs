@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_shared::Timestamp;
-use ferry_tests::broker::Mosquitto;
 use ferry_tests::curated::{Readback, Round, compact_once, compactor, query, read_table};
 use ferry_tests::devices::{device_messages, publish_all};
 use ferry_tests::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
@@ -318,13 +317,12 @@ fn write_lease(s3: &S3Server, owner: &str, expires_at_ms: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_group_with_resends_and_a_kill_compacts_to_each_record_once_on_s3() {
     let _serial = crate::one_at_a_time().await;
-    let broker = Mosquitto::start();
-    let s3 = S3Server::start(crate::BUCKET);
-    let dirs = [
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    ];
-    let mut ingests = crate::share_group(&dirs, broker.port, &s3, "ingest-curated").await;
+    let crate::ShareGroup {
+        broker,
+        s3,
+        dirs,
+        mut ingests,
+    } = crate::share_group("ingest-curated").await;
 
     let devices = 6;
     let per_device = 1_000;

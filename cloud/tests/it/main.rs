@@ -47,17 +47,25 @@ pub fn ingest(dir: &Path, broker_port: u16, lake: Lake, lake_extra: &str) -> Ing
     ferry_tests::cloud::ingest(BIN, dir, broker_port, lake, lake_extra)
 }
 
-/// Ingests in one share group (`ingest`), one per folder of `dirs`, writing to `s3`,
-/// started and subscribed; their client ids are `{name}-{i}`.
-pub async fn share_group(
-    dirs: &[tempfile::TempDir],
-    broker_port: u16,
-    s3: &ferry_tests::s3::S3Server,
-    name: &str,
-) -> Vec<Ingest> {
+/// A broker, an S3 server, and two ingests in one share group (`ingest`) writing to it,
+/// started and subscribed; their client ids are `{name}-0` and `{name}-1`.
+pub struct ShareGroup {
+    pub broker: ferry_tests::broker::Mosquitto,
+    pub s3: ferry_tests::s3::S3Server,
+    pub dirs: [tempfile::TempDir; 2],
+    pub ingests: Vec<Ingest>,
+}
+
+pub async fn share_group(name: &str) -> ShareGroup {
+    let broker = ferry_tests::broker::Mosquitto::start();
+    let s3 = ferry_tests::s3::S3Server::start(BUCKET);
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
     let mut ingests = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        let mut member = ingest(dir.path(), broker_port, Lake::S3(s3), "");
+        let mut member = ingest(dir.path(), broker.port, Lake::S3(&s3), "");
         member
             .proc
             .env("FERRY_MQTT__CLIENT_ID", format!("{name}-{i}"))
@@ -68,7 +76,12 @@ pub async fn share_group(
     for member in &ingests {
         member.wait_subscribed().await;
     }
-    ingests
+    ShareGroup {
+        broker,
+        s3,
+        dirs,
+        ingests,
+    }
 }
 
 /// What most tests start with: a broker, an S3 server with the bucket, and a running ingest

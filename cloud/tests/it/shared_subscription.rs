@@ -5,22 +5,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferry_shared::Timestamp;
-use ferry_tests::broker::Mosquitto;
 use ferry_tests::devices::{device_messages, publish_all};
-use ferry_tests::s3::S3Server;
 
 use crate::{assert_exactly_once, spool_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_group_splits_the_load() {
     let _serial = crate::one_at_a_time().await;
-    let broker = Mosquitto::start();
-    let s3 = S3Server::start(crate::BUCKET);
-    let dirs = [
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    ];
-    let mut ingests = crate::share_group(&dirs, broker.port, &s3, "ingest-shared").await;
+    let crate::ShareGroup {
+        broker,
+        s3: _s3,
+        dirs: _dirs,
+        mut ingests,
+    } = crate::share_group("ingest-shared").await;
 
     let mut expected = BTreeMap::new();
     let mut messages = Vec::new();
