@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::Schema;
+use deltalake::kernel::Add;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -165,8 +166,15 @@ impl Compactor {
             self.publish_pending(table, &todo);
             let committed_before = report.commits;
             for (i, Pending { day, objects, .. }) in todo.iter().enumerate() {
+                let (adds, done) = self.compact_day(&delta, table, day, objects).await?;
+                // Renewed right before the commit: a compactor whose lease expired and was
+                // taken over meanwhile stops here, leaving only files no commit names.
                 lease.renew().await?;
-                let done = self.compact_day(&mut delta, table, day, objects).await?;
+                let sources: Vec<String> = objects
+                    .iter()
+                    .map(|o| self.lake.key(&o.location).to_owned())
+                    .collect();
+                delta::replace_day(&mut delta, day, adds, &sources).await?;
                 info!(
                     table = table.name(),
                     day,
@@ -204,30 +212,29 @@ impl Compactor {
         );
     }
 
+    /// The day's new files, written but not committed, and what went into them.
     async fn compact_day(
         &self,
-        delta: &mut DeltaTable,
+        delta: &DeltaTable,
         table: Table,
         day: &str,
         objects: &[ObjectMeta],
-    ) -> Result<Report, CompactError> {
+    ) -> Result<(Vec<Add>, Report), CompactError> {
         let texts = raw::fetch(&self.lake, objects).await?;
-        let sources: Vec<String> = texts.iter().map(|(key, _)| key.clone()).collect();
         match table {
-            Table::Readings => self.write::<Reading>(delta, day, &texts, &sources).await,
-            Table::Scans => self.write::<Scan>(delta, day, &texts, &sources).await,
-            Table::Events => self.write::<Event>(delta, day, &texts, &sources).await,
-            Table::Transactions => self.write::<Txn>(delta, day, &texts, &sources).await,
+            Table::Readings => self.write::<Reading>(delta, day, &texts).await,
+            Table::Scans => self.write::<Scan>(delta, day, &texts).await,
+            Table::Events => self.write::<Event>(delta, day, &texts).await,
+            Table::Transactions => self.write::<Txn>(delta, day, &texts).await,
         }
     }
 
     async fn write<'a, R: Columns<'a>>(
         &self,
-        delta: &mut DeltaTable,
+        delta: &DeltaTable,
         day: &str,
         texts: &'a [(String, Vec<u8>)],
-        sources: &[String],
-    ) -> Result<Report, CompactError> {
+    ) -> Result<(Vec<Add>, Report), CompactError> {
         let mut rows: Vec<Parsed<R>> = Vec::new();
         for (key, text) in texts {
             rows::parse(key, text, &mut rows)?;
@@ -249,13 +256,13 @@ impl Compactor {
                 .await?;
         }
         let adds = writer.flush().await?;
-        delta::replace_day(delta, day, adds, sources).await?;
-        Ok(Report {
+        let report = Report {
             commits: 1,
             rows_in,
             rows_out: rows.len() as u64,
             duplicates,
-        })
+        };
+        Ok((adds, report))
     }
 
     fn writer_properties(&self) -> Result<WriterProperties, CompactError> {

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::CompactError;
 use super::store::Lake;
 
-/// How long an S3 lease lasts without renewal. Renewed before each commit, so a day that
-/// takes longer than this to compact loses it, and its commit is refused.
+/// How long an S3 lease lasts without renewal. Renewed right before each commit: a
+/// compactor whose lease expired and was taken over meanwhile makes no commit.
 pub const TTL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Serialize, Deserialize)]
