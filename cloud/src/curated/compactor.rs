@@ -10,6 +10,7 @@ use std::time::Duration;
 use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::Schema;
 use deltalake::kernel::Add;
+use deltalake::operations::vacuum::VacuumMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -316,12 +317,16 @@ impl Compactor {
         Ok(rows::outcomes(rows, |r| r.tx_id(), &answers))
     }
 
-    /// Deletes files replaced longer ago than the retention. A failure only delays it.
+    /// Deletes files replaced, or written and never committed, longer ago than the
+    /// retention. A failure only delays it.
     async fn vacuum(&self, delta: DeltaTable) {
         let retention = chrono::Duration::from_std(self.settings.retention)
             .unwrap_or(chrono::Duration::days(7));
+        // Full, not lite: besides the files commits removed, the files a killed round wrote
+        // that no commit names.
         let vacuumed = delta
             .vacuum()
+            .with_mode(VacuumMode::Full)
             .with_retention_period(retention)
             .with_enforce_retention_duration(false)
             .await;

@@ -190,6 +190,19 @@ fn late_data_rebuilds_its_day_and_a_second_round_commits_nothing() {
         (before.version, &before.delta.digest)
     );
 
+    // What a killed round leaves: a file no commit names, here ten days old; the next round
+    // that commits removes it (VACUUM, full), as it is past the retention.
+    let orphan = lake.join(format!(
+        "curated/readings/dt={DAY_1}/part-00000-orphan.zstd.parquet"
+    ));
+    std::fs::write(&orphan, b"not committed").expect("orphan");
+    let ten_days_ago = std::time::SystemTime::now() - Duration::from_secs(10 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&orphan)
+        .and_then(|f| f.set_modified(ten_days_ago))
+        .expect("orphan's age");
+
     // Late data for day 1, with resends of rows it has: one commit replaces the day.
     let mut late = readings("ws-b", DAY_1, 301..=400);
     late.extend(readings("ws-b", DAY_1, 250..=300));
@@ -198,7 +211,8 @@ fn late_data_rebuilds_its_day_and_a_second_round_commits_nothing() {
     assert_eq!(round.commits(), 1, "only day 1 changed: {}", round.stderr);
     let after = folder.readings();
     assert_once(&after);
-    assert_eq!(after.version, before.version + 1);
+    // The day's commit, then VACUUM's two (start and end), as it removed the orphan.
+    assert_eq!(after.version, before.version + 3);
     assert_eq!(count(&after, "ws-b"), 400);
     let day_1_files = |r: &Readback| -> Vec<String> {
         r.files
@@ -218,6 +232,10 @@ fn late_data_rebuilds_its_day_and_a_second_round_commits_nothing() {
     assert!(
         before.files.iter().all(|f| Path::new(f).exists()),
         "replaced files stay for readers of older versions"
+    );
+    assert!(
+        !orphan.exists(),
+        "a file no commit names goes after the retention"
     );
 }
 
