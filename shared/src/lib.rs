@@ -18,6 +18,7 @@ pub mod record;
 pub mod rules;
 pub mod sensor_line;
 pub mod time;
+pub mod tls;
 pub mod token;
 pub mod topic;
 

@@ -78,9 +78,7 @@ impl Collector {
             port,
         );
         if let Some((ca, cert, key)) = identity {
-            // The test build compiles two rustls providers (ferry-cloud's Delta crates bring
-            // aws-lc-rs): rumqttc needs the process default set.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            ferry_shared::tls::use_ring();
             opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
                 ca,
                 alpn: None,

@@ -62,10 +62,7 @@ pub async fn client(
             broker.host.clone(),
             Some(overrides),
         );
-        // rumqttc builds its TLS configuration from rustls's process-wide provider. Ring is
-        // ours; a build that also compiles aws-lc-rs (a workspace build with ferry-cloud's
-        // Delta crates) has no default without this. A second install is refused, harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        ferry_shared::tls::use_ring();
         let (iot, (eventloop, _unused_broadcast)) = AWSIoTAsyncClient::new(settings)
             .await
             .map_err(|e| ConnectError::Tls(e.to_string()))?;

@@ -105,7 +105,7 @@ impl Jwk {
 
 impl Oidc {
     pub fn new(cfg: OidcConfig) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        ferry_shared::tls::use_ring();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

@@ -40,10 +40,7 @@ pub fn client(cfg: &MqttConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
         .set_keep_alive(Duration::from_secs(cfg.keep_alive_s))
         .set_max_packet_size(MAX_INCOMING_PACKET, 128 * 1024);
     if broker.tls {
-        // rumqttc builds its TLS configuration from rustls's process-wide provider: ring,
-        // as everywhere in this process (the Delta crates also compile aws-lc-rs, so there
-        // is no default without this). A second install is refused, harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        ferry_shared::tls::use_ring();
         let read = |key: &str, path: &Option<std::path::PathBuf>| {
             let path = path
                 .as_ref()

@@ -124,8 +124,7 @@ impl Router {
         report: mpsc::UnboundedSender<RouteReport>,
         metrics: Arc<IngestMetrics>,
     ) -> anyhow::Result<Self> {
-        // One crypto provider for the process; a second install is refused, harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        ferry_shared::tls::use_ring();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_s))
             .connect_timeout(Duration::from_secs(cfg.timeout_s.min(5)))

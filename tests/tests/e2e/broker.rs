@@ -174,8 +174,7 @@ async fn the_production_broker_keeps_each_device_to_its_own_topics() {
 
     // ws-1's certificate, posing as ws-2: a forged envelope and a forged status.
     let tls = |ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path| {
-        // Two rustls providers in this build: rumqttc needs the process default set.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        ferry_shared::tls::use_ring();
         let read = |p: &std::path::Path| std::fs::read(p).expect("certificate");
         Transport::Tls(TlsConfiguration::Simple {
             ca: read(ca),
