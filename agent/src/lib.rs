@@ -4,7 +4,9 @@
 //! Nothing in between holds records in memory: the spool is the only queue.
 
 pub mod cards;
+pub mod check;
 pub mod config;
+pub mod enroll;
 pub mod pos_api;
 pub mod sources;
 pub mod spool;

@@ -31,6 +31,43 @@ enum Command {
         #[arg(long)]
         exit_with_parent: bool,
     },
+    /// Check a config before `run` (the packaged unit's `ExecStartPre`): its keys, the TLS
+    /// files and their permissions, the data directory; exit 1 naming the key at fault.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Also connect to the broker once, as this device.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Get this device's own certificate and thing from AWS IoT Core, by fleet provisioning
+    /// by claim; writes `mqtt.cert_file`, `mqtt.key_file` and `device_id` into the config.
+    /// Does nothing when the device already has its certificate and key.
+    Enroll {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The claim certificate the devices ship with.
+        #[arg(long, value_name = "FILE")]
+        claim_cert: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        claim_key: PathBuf,
+        /// The fleet provisioning template's name.
+        #[arg(long, value_name = "NAME")]
+        template: String,
+        /// The template's `SerialNumber`; by default the Pi's serial, else /etc/machine-id.
+        #[arg(long)]
+        serial: Option<String>,
+        /// The template's `Store` parameter.
+        #[arg(long)]
+        store: Option<String>,
+        /// Let IoT Core make the private key (`certificates/create`) instead of sending a
+        /// CSR for a key made here.
+        #[arg(long)]
+        aws_key: bool,
+        /// Seconds to wait for each of IoT Core's answers.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+    },
     /// Print the POS API's OpenAPI 3.1 document (also served at /v1/openapi.json).
     Openapi,
     /// Print the spool's state as one JSON object; safe while `run` is running.
@@ -83,6 +120,63 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 ferry_agent::run(cfg, shutdown).await
             })
+        }
+        Command::Check { config, connect } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            for line in runtime.block_on(ferry_agent::check::check(&config, connect))? {
+                println!("{line}");
+            }
+            println!("ok");
+            Ok(())
+        }
+        Command::Enroll {
+            config,
+            claim_cert,
+            claim_key,
+            template,
+            serial,
+            store,
+            aws_key,
+            timeout_s,
+        } => {
+            use ferry_agent::enroll::{self, EnrollOptions, KeyOrigin, Outcome};
+            let serial = serial.or_else(enroll::default_serial).context(
+                "no serial number found (/proc/cpuinfo, /etc/machine-id): give --serial",
+            )?;
+            let opts = EnrollOptions {
+                config,
+                claim_cert,
+                claim_key,
+                template,
+                serial,
+                store,
+                key_origin: if aws_key {
+                    KeyOrigin::Aws
+                } else {
+                    KeyOrigin::Device
+                },
+                timeout: std::time::Duration::from_secs(timeout_s),
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            match runtime.block_on(enroll::enroll(&opts))? {
+                Outcome::AlreadyEnrolled { device } => {
+                    println!("already enrolled as {device}; nothing to do");
+                }
+                Outcome::Enrolled {
+                    thing,
+                    certificate_id,
+                } => println!(
+                    "enrolled as {thing} (certificate {certificate_id}); {} updated",
+                    opts.config.display()
+                ),
+            }
+            Ok(())
         }
         Command::Status { config } => {
             let cfg = AgentConfig::load(&config)?;

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["lake", "loyalty", "hot"],
     &["ingest", "curated"],
     &["dashboard"],
-    &["dev", "openapi"],
+    &["dev", "openapi", "check"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

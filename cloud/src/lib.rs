@@ -19,6 +19,7 @@
 //! - [`dev`]: `ferry-cloud dev`, the whole pipeline on one machine.
 
 pub mod certs;
+pub mod check;
 pub mod config;
 pub mod curated;
 pub mod dashboard;

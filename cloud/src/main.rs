@@ -73,6 +73,19 @@ enum Command {
         #[command(subcommand)]
         action: CertsAction,
     },
+    /// Check a config before a role starts (the packaged unit's `ExecStartPre`): its keys,
+    /// the sections the role needs, the TLS files and their permissions, the data directory;
+    /// exit 2 naming the key at fault.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The role the config is for.
+        #[arg(long, default_value = "all", value_parser = parse_role)]
+        role: Role,
+        /// Also connect to the broker once (as `mqtt.client_id` plus `-check`).
+        #[arg(long)]
+        connect: bool,
+    },
     /// Prints the API's OpenAPI 3.1 document (also served at /v1/openapi.json).
     Openapi,
     /// Every role with no configuration: an embedded MQTT broker, a lake folder, the ledger
@@ -105,6 +118,19 @@ enum LakeAction {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    [
+        Role::Ingest,
+        Role::Loyalty,
+        Role::Dashboard,
+        Role::All,
+        Role::Compact,
+    ]
+    .into_iter()
+    .find(|r| r.name() == text)
+    .ok_or_else(|| format!("{text:?} is not a role: ingest, loyalty, dashboard, all or compact"))
 }
 
 fn parse_day(text: &str) -> Result<String, String> {
@@ -171,6 +197,30 @@ fn main() -> ExitCode {
             };
             print!("{}", curated::ddl(root.as_ref()));
             return ExitCode::SUCCESS;
+        }
+        Command::Check {
+            config,
+            role,
+            connect,
+        } => {
+            let checked = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the runtime")
+                .and_then(|rt| Ok(rt.block_on(ferry_cloud::check::check(&config, role, connect))?));
+            return match checked {
+                Ok(findings) => {
+                    for line in findings {
+                        println!("{line}");
+                    }
+                    println!("ok");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferry-cloud: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Openapi => {
             println!("{}", ferry_cloud::openapi::json());

@@ -2,7 +2,7 @@
 //! key path joined with `__`. The agent and the cloud read their TOML through this one rule,
 //! and check their MQTT settings the same way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Parses TOML `text`, applies `FERRY_*` overrides from `env`, and deserialises the result.
 pub fn parse<T: serde::de::DeserializeOwned>(
@@ -12,10 +12,66 @@ pub fn parse<T: serde::de::DeserializeOwned>(
     let mut table: toml::Table =
         toml::from_str(text).map_err(|e| format!("not valid TOML: {e}"))?;
     apply(&mut table, env)?;
+    if let Some(key) = placeholder_key(&table) {
+        return Err(format!(
+            "key {key} still holds the example's {PLACEHOLDER} placeholder; set it (or, for \
+             an agent's identity, run `ferry-agent enroll`)"
+        ));
+    }
     // Deserialising from text (not from the Value) keeps toml's messages, which quote the
     // offending line and so name the key.
     let merged = toml::to_string(&table).map_err(|e| e.to_string())?;
     toml::from_str(&merged).map_err(|e| e.to_string())
+}
+
+/// What packaged example configs mark for the user to fill in. A config that still holds
+/// it anywhere is refused, naming the key, so an unedited example never runs as if it were
+/// meant.
+pub const PLACEHOLDER: &str = "CHANGE-ME";
+
+/// The first key (`a.b[2].c`) whose string value holds [`PLACEHOLDER`].
+pub fn placeholder_key(table: &toml::Table) -> Option<String> {
+    fn walk(value: &toml::Value, path: String) -> Option<String> {
+        match value {
+            toml::Value::String(s) if s.contains(PLACEHOLDER) => Some(path),
+            toml::Value::Table(t) => t.iter().find_map(|(k, v)| {
+                walk(
+                    v,
+                    if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    },
+                )
+            }),
+            toml::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    walk(&toml::Value::Table(table.clone()), String::new())
+}
+
+/// For `check`: a data folder must be a folder this user can write, or not exist yet (the
+/// service creates it; systemd's `StateDirectory=` makes it before `ExecStartPre`). Returns
+/// what was found, or the problem.
+pub fn check_data_dir(dir: &Path) -> Result<String, String> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(format!("{}: will be created", dir.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+        Ok(meta) if !meta.is_dir() => Err(format!("{} is not a directory", dir.display())),
+        Ok(_) => {
+            let probe = dir.join(format!(".ferry-check-{}", std::process::id()));
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+            Ok(format!("{}: writable", dir.display()))
+        }
+    }
 }
 
 /// With `mqtts://`, the CA, certificate and key files are required and must be readable.
@@ -121,5 +177,37 @@ impl BrokerAddr {
             port,
             tls,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Example {
+        device_id: String,
+        mqtt: toml::Table,
+    }
+
+    #[test]
+    fn an_unedited_example_is_refused_with_the_key_that_still_holds_the_placeholder() {
+        let text = "device_id = \"till-1\"\n[mqtt]\nurl = \"mqtts://CHANGE-ME.iot.eu-west-1.amazonaws.com\"\n";
+        let err = parse::<Example>(text, []).expect_err("placeholder");
+        assert!(err.contains("key mqtt.url"), "{err}");
+
+        let fixed = text.replace("CHANGE-ME", "abc123-ats");
+        assert!(parse::<Example>(&fixed, []).is_ok());
+        // An override from the environment fills it in as well.
+        let env = [("FERRY_DEVICE_ID".to_owned(), "CHANGE-ME".to_owned())];
+        let err = parse::<Example>(&fixed, env).expect_err("placeholder from the environment");
+        assert!(err.contains("key device_id"), "{err}");
+
+        let nested: toml::Table = toml::from_str(
+            "[[sources]]\npath = \"/dev/ttyUSB0\"\n[[sources]]\npath = \"CHANGE-ME\"\n",
+        )
+        .expect("toml");
+        assert_eq!(placeholder_key(&nested).as_deref(), Some("sources[1].path"));
     }
 }

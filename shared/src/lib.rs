@@ -13,6 +13,8 @@ pub mod error;
 pub mod http_server;
 pub mod ids;
 pub mod limits;
+#[cfg(feature = "mqtt-probe")]
+pub mod mqtt_probe;
 pub mod openapi;
 pub mod record;
 pub mod rules;

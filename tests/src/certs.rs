@@ -13,6 +13,7 @@ pub struct TestPki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    ca_key_pem: String,
 }
 
 struct Authority {
@@ -67,6 +68,7 @@ impl TestPki {
             server_key: write(d, "server.key", &server_key.serialize_pem()),
             client_cert: write(d, "client.pem", &client.pem()),
             client_key: write(d, "client.key", &client_key.serialize_pem()),
+            ca_key_pem: ca.key.serialize_pem(),
             _dir: dir,
         }
     }
@@ -80,5 +82,42 @@ impl TestPki {
             write(d, "rogue.pem", &cert.pem()),
             write(d, "rogue.key", &key.serialize_pem()),
         )
+    }
+}
+
+/// What IoT Core does with a device's certificate request, with this PKI's CA: the
+/// certificates it issues are ones the test broker accepts.
+pub struct CaSigner {
+    ca: Authority,
+}
+
+impl TestPki {
+    pub fn signer(&self) -> CaSigner {
+        let ca_pem = std::fs::read_to_string(&self.ca).expect("reading the test CA");
+        let key = KeyPair::from_pem(&self.ca_key_pem).expect("the test CA's key");
+        let params = CertificateParams::from_ca_cert_pem(&ca_pem).expect("the test CA");
+        // Re-signing the same parameters gives a certificate with the same subject and key,
+        // which is all that issuing needs of it.
+        let cert = params.self_signed(&key).expect("the test CA");
+        CaSigner {
+            ca: Authority { cert, key },
+        }
+    }
+}
+
+impl CaSigner {
+    /// A certificate for the CSR's key, or why the CSR is not one.
+    pub fn sign_csr(&self, csr_pem: &str) -> Result<String, String> {
+        let csr =
+            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| e.to_string())?;
+        csr.signed_by(&self.ca.cert, &self.ca.key)
+            .map(|c| c.pem())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A certificate and its key, both made here (`certificates/create`).
+    pub fn issue(&self, common_name: &str) -> (String, String) {
+        let (cert, key) = leaf(&self.ca, common_name, false);
+        (cert.pem(), key.serialize_pem())
     }
 }

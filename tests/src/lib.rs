@@ -31,6 +31,7 @@ pub mod loyalty;
 pub mod oidc;
 pub mod postgres;
 pub mod process;
+pub mod provisioning;
 pub mod s3;
 pub mod webdriver;
 

@@ -34,10 +34,11 @@ pub enum ConnectError {
 /// than its window outstanding, so this only absorbs bursts of status messages.
 const REQUEST_CHANNEL: usize = 64;
 
-/// `will` is the retained offline status the broker publishes if we vanish.
+/// `will` is the retained offline status the broker publishes if we vanish (none for
+/// `check --connect`, which is not the running agent).
 pub async fn client(
     cfg: &AgentConfig,
-    will: LastWill,
+    will: Option<LastWill>,
 ) -> Result<(AsyncClient, EventLoop), ConnectError> {
     let broker = cfg.mqtt.broker()?;
     // rumqttc sizes its inflight table when the event loop is made, so this one must be set
@@ -84,8 +85,10 @@ pub async fn client(
     options
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s))
-        .set_max_packet_size(max_packet, max_packet)
-        .set_last_will(will);
+        .set_max_packet_size(max_packet, max_packet);
+    if let Some(will) = will {
+        options.set_last_will(will);
+    }
     let alpn = cfg.mqtt.alpn_protocols(broker.port);
     if !alpn.is_empty()
         && let Transport::Tls(TlsConfiguration::Simple {

@@ -37,7 +37,7 @@ use tracker::Tracker;
 /// How long a clean shutdown may spend delivering what is still pending.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-pub use connect::ConnectError;
+pub use connect::{ConnectError, client};
 
 /// Counters for logs and, later, `/metrics`.
 #[derive(Debug, Default)]
@@ -115,7 +115,7 @@ pub async fn run(
         QoS::AtLeastOnce,
         true,
     );
-    let (client, eventloop) = connect::client(&cfg, will).await?;
+    let (client, eventloop) = connect::client(&cfg, Some(will)).await?;
     let (events_tx, mut events) = mpsc::channel(256);
     let driver_stop = CancellationToken::new();
     let driver = tokio::spawn(driver::run(eventloop, events_tx, driver_stop.clone()));

@@ -1,7 +1,9 @@
 //! Integration tests of the real `ferry-agent` binary against a real Mosquitto.
 //! One test binary (to keep link time low); one module per behaviour.
 
+mod check;
 mod crash;
+mod enroll;
 mod faults;
 mod hostile;
 mod mtls;

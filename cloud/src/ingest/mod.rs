@@ -29,6 +29,9 @@ mod mqtt;
 mod router;
 mod seen;
 
+/// The ingest's MQTT client, for `check --connect`.
+pub use mqtt::client as mqtt_client;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
