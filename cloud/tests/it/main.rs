@@ -4,6 +4,7 @@
 //! One test binary (one link on 2 cores), one module per behaviour.
 
 mod bad_input;
+mod check;
 mod crash;
 mod curated;
 mod dashboard_api;
