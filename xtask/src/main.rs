@@ -1,5 +1,6 @@
 //! `cargo xtask`: Ferry's dev tooling, one way to do each thing (`cargo xtask --help`).
 
+mod dist;
 mod features;
 mod prereqs;
 mod sh;
@@ -16,6 +17,10 @@ cargo xtask COMMAND
                      duckdb, mold), then `cargo test --workspace ARGS`
   ci                 what CI runs: test, fmt, clippy, the cross builds; a timed summary
   cross              the agent's unit tests for aarch64 under qemu, and the armv7 build
+  dist [--arch LIST] the Debian packages into target/dist/ (ferry-agent for amd64, arm64,
+                     armhf; ferry-cloud for amd64, arm64), each checked; the amd64 ones
+                     installed into a throwaway root, run and purged; LIST like amd64,arm64
+  lint-aws           cfn-lint and the policy checks on deploy/aws/ferry.yaml
   bench [NAME...]    the benchmarks (all, or those named); see docs/BENCHMARKS.md
   openapi            writes docs/openapi/: the OpenAPI documents of the cloud's API and
                      the agent's POS API, as the binaries print them
@@ -52,10 +57,12 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "cross" => prereqs::ensure(prereqs::CROSS).and_then(|()| cross(&mut Timings::new())),
         "bench" => bench(rest),
+        "dist" => dist::dist(rest),
         "features" => features::check(),
         "openapi" => openapi(),
         "prereqs" if rest.iter().any(|a| a == "--install") => prereqs::ensure(prereqs::TEST)
             .and_then(|()| prereqs::ensure(prereqs::CROSS))
+            .and_then(|()| prereqs::ensure(prereqs::DIST))
             .and_then(|()| prereqs::ensure(prereqs::BENCH)),
         "prereqs" => {
             show_prereqs(rest.iter().any(|a| a == "--markdown"));
@@ -245,6 +252,7 @@ fn show_prereqs(markdown: bool) {
     for p in prereqs::TEST
         .iter()
         .chain(prereqs::CROSS)
+        .chain(prereqs::DIST)
         .chain(prereqs::BENCH)
     {
         let state = if p.present() { "ok     " } else { "missing" };

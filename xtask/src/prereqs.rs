@@ -16,6 +16,8 @@ pub enum Source {
     Pip(&'static str),
     /// A Rust target, with `rustup target add`.
     Rustup(&'static str),
+    /// A cargo subcommand, with `cargo install --locked`.
+    Cargo(&'static str),
 }
 
 /// How to tell that a prerequisite is already there.
@@ -112,6 +114,28 @@ pub const BENCH: &[Prereq] = &[Prereq {
     source: Source::Apt(&["mosquitto-clients"]),
 }];
 
+/// Needed besides by `cargo xtask dist` (and so by CI).
+pub const DIST: &[Prereq] = &[
+    Prereq {
+        name: "cargo-deb",
+        why: "building the Debian packages",
+        probe: Probe::Command("cargo-deb"),
+        source: Source::Cargo("cargo-deb"),
+    },
+    Prereq {
+        name: "dpkg-deb, readelf and systemd-analyze",
+        why: "checking the packages, the binaries in them and their units",
+        probe: Probe::Command("systemd-analyze"),
+        source: Source::Apt(&["dpkg", "binutils", "systemd"]),
+    },
+    Prereq {
+        name: "cfn-lint",
+        why: "linting the CloudFormation stack (deploy/aws/ferry.yaml)",
+        probe: Probe::Command("cfn-lint"),
+        source: Source::Pip("cfn-lint"),
+    },
+];
+
 /// Needed besides by `cargo xtask cross` (and so by CI).
 pub const CROSS: &[Prereq] = &[
     Prereq {
@@ -173,6 +197,7 @@ impl Prereq {
             Source::Apt(pkgs) => format!("apt-get install -y {}", pkgs.join(" ")),
             Source::Pip(pkg) => format!("pip install {pkg}"),
             Source::Rustup(target) => format!("rustup target add {target}"),
+            Source::Cargo(krate) => format!("cargo install --locked {krate}"),
         }
     }
 }
@@ -219,7 +244,7 @@ pub fn ensure(list: &[Prereq]) -> Result<(), String> {
     }
     let needs_root = missing
         .iter()
-        .any(|p| !matches!(p.source, Source::Rustup(_)));
+        .any(|p| !matches!(p.source, Source::Rustup(_) | Source::Cargo(_)));
     if needs_root && !is_root() {
         let lines: Vec<String> = missing
             .iter()
@@ -255,6 +280,9 @@ pub fn ensure(list: &[Prereq]) -> Result<(), String> {
             Source::Rustup(target) => {
                 sh::run(Command::new("rustup").args(["target", "add", target]))?;
             }
+            Source::Cargo(krate) => {
+                sh::run(Command::new("cargo").args(["install", "--locked", krate]))?;
+            }
         }
         if !p.present() {
             return Err(format!(
@@ -287,7 +315,8 @@ fn pip_install(pkg: &str) -> Result<(), String> {
     ]))
 }
 
-/// README's paragraph on what the tests need, made from [`TEST`], [`CROSS`] and [`BENCH`].
+/// README's paragraph on what the tests need, made from [`TEST`], [`CROSS`], [`DIST`] and
+/// [`BENCH`].
 pub fn markdown() -> String {
     let item = |p: &Prereq| format!("- {}: {} (`{}`)\n", p.name, p.why, p.install_line());
     let mut out = String::from(
@@ -297,6 +326,8 @@ pub fn markdown() -> String {
     TEST.iter().for_each(|p| out.push_str(&item(p)));
     out.push_str("\n`cargo xtask ci` and `cargo xtask cross` also need:\n\n");
     CROSS.iter().for_each(|p| out.push_str(&item(p)));
+    out.push_str("\n`cargo xtask dist` (and so `cargo xtask ci`) also needs:\n\n");
+    DIST.iter().for_each(|p| out.push_str(&item(p)));
     out.push_str("\n`cargo xtask bench` also needs:\n\n");
     BENCH.iter().for_each(|p| out.push_str(&item(p)));
     out
