@@ -15,7 +15,8 @@ cargo xtask COMMAND
 
   test [-- ARGS]     install what the suite needs (mosquitto, PostgreSQL, chromium,
                      duckdb, mold), then `cargo test --workspace ARGS`
-  ci                 what CI runs: test, fmt, clippy, the cross builds; a timed summary
+  ci                 what CI runs: test, fmt, clippy, the cross builds, lint-aws, the amd64
+                     packages; a timed summary
   cross              the agent's unit tests for aarch64 under qemu, and the armv7 build
   dist [--arch LIST] the Debian packages into target/dist/ (ferry-agent for amd64, arm64,
                      armhf; ferry-cloud for amd64, arm64), each checked; the amd64 ones
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         "cross" => prereqs::ensure(prereqs::CROSS).and_then(|()| cross(&mut Timings::new())),
         "bench" => bench(rest),
         "dist" => dist::dist(rest),
+        "lint-aws" => lint_aws(),
         "features" => features::check(),
         "openapi" => openapi(),
         "prereqs" if rest.iter().any(|a| a == "--install") => prereqs::ensure(prereqs::TEST)
@@ -126,7 +128,8 @@ fn ci() -> Result<(), String> {
     let mut t = Timings::new();
     t.step("prerequisites", || {
         prereqs::ensure(prereqs::TEST)?;
-        prereqs::ensure(prereqs::CROSS)
+        prereqs::ensure(prereqs::CROSS)?;
+        prereqs::ensure(prereqs::DIST)
     })?;
     t.step("features (run build = test build)", features::check)?;
     let (tested, count) = t.step("test (README: cargo xtask test)", || {
@@ -150,7 +153,15 @@ fn ci() -> Result<(), String> {
                 ]))
             })
         })
-        .and_then(|()| cross(&mut t));
+        .and_then(|()| cross(&mut t))
+        .and_then(|()| t.step("lint-aws (cfn-lint, policies)", lint_aws))
+        // One architecture's packages here (release builds of both binaries); all three
+        // with `cargo xtask dist` (docs/BENCHMARKS.md: what each costs).
+        .and_then(|()| {
+            t.step("dist amd64 (packages, install test)", || {
+                dist::dist(&["--arch".into(), "amd64".into()])
+            })
+        });
     t.print();
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     for name in [
@@ -189,6 +200,37 @@ fn cross(t: &mut Timings) -> Result<(), String> {
     t.step("armv7 build", || {
         sh::run(cargo().args(["build", "-p", "ferry-agent", "--target", armv7]))
     })
+}
+
+/// cfn-lint (any finding fails, warnings included), then `deploy/aws/check.py`: its
+/// self-test, and its checks against the DDL `ferry-cloud lake ddl` prints.
+fn lint_aws() -> Result<(), String> {
+    const TEMPLATE: &str = "deploy/aws/ferry.yaml";
+    prereqs::ensure(prereqs::DIST)?;
+    sh::run(Command::new("cfn-lint").arg(TEMPLATE))?;
+    let ddl = cargo()
+        .args(["run", "-q", "-p", "ferry-cloud", "--", "lake", "ddl"])
+        .output()
+        .map_err(|e| format!("cannot run ferry-cloud lake ddl: {e}"))?;
+    if !ddl.status.success() {
+        return Err(format!(
+            "ferry-cloud lake ddl failed: {}",
+            String::from_utf8_lossy(&ddl.stderr)
+        ));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let ddl_file = PathBuf::from(target).join("lake-ddl.sql");
+    std::fs::write(&ddl_file, &ddl.stdout).map_err(|e| format!("{}: {e}", ddl_file.display()))?;
+    let check = |first: &str| {
+        let mut cmd = Command::new("python3");
+        cmd.arg("deploy/aws/check.py");
+        if !first.is_empty() {
+            cmd.arg(first);
+        }
+        sh::run(cmd.arg(TEMPLATE).arg(&ddl_file))
+    };
+    check("--self-test")?;
+    check("")
 }
 
 fn bench(names: &[String]) -> Result<(), String> {

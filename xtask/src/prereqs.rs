@@ -326,7 +326,9 @@ pub fn markdown() -> String {
     TEST.iter().for_each(|p| out.push_str(&item(p)));
     out.push_str("\n`cargo xtask ci` and `cargo xtask cross` also need:\n\n");
     CROSS.iter().for_each(|p| out.push_str(&item(p)));
-    out.push_str("\n`cargo xtask dist` (and so `cargo xtask ci`) also needs:\n\n");
+    out.push_str(
+        "\n`cargo xtask dist` and `cargo xtask lint-aws` (and so `cargo xtask ci`) also need:\n\n",
+    );
     DIST.iter().for_each(|p| out.push_str(&item(p)));
     out.push_str("\n`cargo xtask bench` also needs:\n\n");
     BENCH.iter().for_each(|p| out.push_str(&item(p)));
