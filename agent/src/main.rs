@@ -122,11 +122,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             })
         }
         Command::Check { config, connect } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            for line in runtime.block_on(ferry_agent::check::check(&config, connect))? {
+            for line in one_thread()?.block_on(ferry_agent::check::check(&config, connect))? {
                 println!("{line}");
             }
             println!("ok");
@@ -160,11 +156,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 },
                 timeout: std::time::Duration::from_secs(timeout_s),
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            match runtime.block_on(enroll::enroll(&opts))? {
+            match one_thread()?.block_on(enroll::enroll(&opts))? {
                 Outcome::AlreadyEnrolled { device } => {
                     println!("already enrolled as {device}; nothing to do");
                 }
@@ -185,6 +177,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// For the commands that make a connection or two and end.
+fn one_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// A parent that dies, even by SIGKILL, leaves its children to another process: the

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Makes ring the process's default provider. A second call, or one after another
@@ -33,15 +33,19 @@ pub fn check_pem_files(
 }
 
 fn certificates(key: &'static str, path: &Path) -> Result<(), (&'static str, String)> {
-    let unreadable = |e: pem::Error| (key, format!("{}: {e}", path.display()));
-    let count = CertificateDer::pem_file_iter(path)
-        .map_err(unreadable)?
+    let pem = read(key, path)?;
+    let count = CertificateDer::pem_slice_iter(&pem)
         .try_fold(0, |n, cert| cert.map(|_| n + 1))
-        .map_err(unreadable)?;
+        .map_err(|e| (key, format!("{}: {e}", path.display())))?;
     if count == 0 {
         return Err((key, format!("{} holds no PEM certificate", path.display())));
     }
     Ok(())
+}
+
+/// The file's bytes; unreadable (absent, or not this user's) is said as such.
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, (&'static str, String)> {
+    std::fs::read(path).map_err(|e| (key, format!("cannot read {}: {e}", path.display())))
 }
 
 /// Group read is allowed (`root:ferry 0640` is how the packages ship `/etc/ferry`); access
@@ -62,7 +66,7 @@ fn private_key(key: &'static str, path: &Path) -> Result<(), (&'static str, Stri
             ),
         ));
     }
-    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+    PrivateKeyDer::from_pem_slice(&read(key, path)?).map_err(|e| {
         (
             key,
             format!("{} holds no PEM private key: {e}", path.display()),

@@ -149,6 +149,22 @@ fn rejection(status: u16, code: &str, message: &str) -> (&'static str, Value) {
 }
 
 impl Server {
+    /// The accepted answer to a certificate request, whose ownership token provisioning
+    /// then takes once.
+    fn issued(&mut self, id: String, pem: String, key: Option<String>) -> (&'static str, Value) {
+        let token = format!("ownership-token-{}", self.issued);
+        self.tokens.insert(token.clone());
+        let mut answer = json!({
+            "certificateId": id,
+            "certificatePem": pem,
+            "certificateOwnershipToken": token,
+        });
+        if let Some(key) = key {
+            answer["privateKey"] = key.into();
+        }
+        ("accepted", answer)
+    }
+
     /// The answer to `request` on `topic`: ("accepted" | "rejected", payload), or none.
     fn answer(&mut self, topic: &str, request: &Value) -> Option<(&'static str, Value)> {
         if self.answer == Answer::Silent {
@@ -156,7 +172,6 @@ impl Server {
         }
         self.issued += 1;
         let id = format!("{:064x}", self.issued);
-        let token = format!("ownership-token-{}", self.issued);
         match topic {
             CREATE_FROM_CSR | CREATE if self.answer == Answer::RejectCertificate => Some(
                 rejection(400, "InvalidCsr", "Invalid certificate signing request"),
@@ -170,32 +185,13 @@ impl Server {
                     ));
                 };
                 match self.signer.sign_csr(csr) {
-                    Ok(pem) => {
-                        self.tokens.insert(token.clone());
-                        Some((
-                            "accepted",
-                            json!({
-                                "certificateId": id,
-                                "certificatePem": pem,
-                                "certificateOwnershipToken": token,
-                            }),
-                        ))
-                    }
+                    Ok(pem) => Some(self.issued(id, pem, None)),
                     Err(e) => Some(rejection(400, "InvalidCsr", &e)),
                 }
             }
             CREATE => {
                 let (pem, key) = self.signer.issue("created-by-aws");
-                self.tokens.insert(token.clone());
-                Some((
-                    "accepted",
-                    json!({
-                        "certificateId": id,
-                        "certificatePem": pem,
-                        "privateKey": key,
-                        "certificateOwnershipToken": token,
-                    }),
-                ))
+                Some(self.issued(id, pem, Some(key)))
             }
             t if t != self.provision => Some(rejection(
                 404,

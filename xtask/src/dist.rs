@@ -100,6 +100,13 @@ pub fn dist(args: &[String]) -> Result<(), String> {
     let version = workspace_version()?;
     let out = target_dir().join("dist");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // What a failed run left for inspection: unpacked packages and throwaway roots.
+    for entry in std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if file_name(&path).starts_with('.') && path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
     let mut made = Vec::new();
     for (package, arch) in builds {
         let deb = build(package, arch, &version, &out)?;

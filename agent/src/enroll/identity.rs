@@ -98,7 +98,7 @@ impl Target {
     pub fn install(&self, thing: &str, cert_pem: &str, key_pem: &str) -> Result<(), EnrollError> {
         let owner = service_owner();
         write_atomically(&self.key_file, key_pem.as_bytes(), 0o600, owner)?;
-        write_atomically(&self.cert_file, cert_pem.as_bytes(), 0o644, owner)?;
+        write_atomically(&self.cert_file, cert_pem.as_bytes(), 0o600, owner)?;
         let text = with_device_id(&self.text, thing)?;
         let mode = std::fs::metadata(&self.config)
             .map(|m| m.mode() & 0o7777)

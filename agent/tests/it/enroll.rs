@@ -43,6 +43,10 @@ impl Device {
     }
 
     fn enroll(&self, pki: &TestPki, extra: &[&str]) -> Output {
+        self.enroll_with(pki, TEMPLATE, "SN-0042", extra)
+    }
+
+    fn enroll_with(&self, pki: &TestPki, template: &str, serial: &str, extra: &[&str]) -> Output {
         run(Command::new(BIN)
             .arg("enroll")
             .arg("--config")
@@ -53,9 +57,9 @@ impl Device {
             .arg(&pki.client_key)
             .args([
                 "--template",
-                TEMPLATE,
+                template,
                 "--serial",
-                "SN-0042",
+                serial,
                 "--timeout-s",
                 "3",
             ])
@@ -137,6 +141,7 @@ async fn a_device_enrolls_with_its_own_key_connects_and_a_second_run_does_nothin
     assert!(requests[1].1["certificateOwnershipToken"].is_string());
 
     assert_eq!(mode(&device.file("private.pem.key")), 0o600);
+    assert_eq!(mode(&device.file("device.pem.crt")), 0o600);
     let key = std::fs::read_to_string(device.file("private.pem.key")).expect("key");
     assert!(key.contains("PRIVATE KEY"));
     assert!(
@@ -208,22 +213,7 @@ async fn rejections_and_silence_fail_with_the_reason_and_leave_the_device_as_it_
         let iot = FleetProvisioning::start(broker.port, &pki, TEMPLATE, answer).await;
         let device = Device::new(broker.port, &pki);
         let before = device.config_text();
-        let out = run(Command::new(BIN)
-            .arg("enroll")
-            .arg("--config")
-            .arg(&device.config)
-            .arg("--claim-cert")
-            .arg(&pki.client_cert)
-            .arg("--claim-key")
-            .arg(&pki.client_key)
-            .args([
-                "--template",
-                template,
-                "--serial",
-                "SN-1",
-                "--timeout-s",
-                "3",
-            ]));
+        let out = device.enroll_with(&pki, template, "SN-1", &[]);
         assert!(!out.status.success(), "{answer:?}: {}", text(&out));
         assert!(text(&out).contains(expected), "{answer:?}: {}", text(&out));
         assert!(
