@@ -71,30 +71,16 @@ impl Target {
         })
     }
 
-    /// The device already has an identity: its certificate, key and `device_id`. One of
-    /// the files without the other is an error: enrolling again would overwrite the other.
-    pub fn enrolled(&self) -> Result<Option<&str>, EnrollError> {
-        match (self.cert_file.exists(), self.key_file.exists()) {
-            (false, false) => Ok(None),
-            (true, true) => self.device_id.as_deref().map(Some).ok_or_else(|| {
-                key_error(
-                    "device_id",
-                    "the certificate and key are in place but device_id is not set; set it to the thing name",
-                )
-            }),
-            (cert, _) => Err(key_error(
-                if cert { "mqtt.key_file" } else { "mqtt.cert_file" },
-                format!(
-                    "{} is missing while {} exists; remove both to enroll again",
-                    if cert { &self.key_file } else { &self.cert_file }.display(),
-                    if cert { &self.cert_file } else { &self.key_file }.display()
-                ),
-            )),
-        }
+    /// The device's identity, when it is whole: its certificate, its key and a
+    /// `device_id`. Anything less (a run cut short, files without a `device_id`) is
+    /// enrolled afresh, and the new key and certificate replace what is there.
+    pub fn enrolled(&self) -> Option<&str> {
+        let files = self.cert_file.exists() && self.key_file.exists();
+        self.device_id.as_deref().filter(|_| files)
     }
 
-    /// Writes the certificate and key, then `device_id` into the config. The config goes
-    /// last: until it names the thing, a second run enrolls afresh.
+    /// Writes the key and the certificate, then `device_id` into the config: the identity
+    /// is whole (see [`Target::enrolled`]) only once all three are in place.
     pub fn install(&self, thing: &str, cert_pem: &str, key_pem: &str) -> Result<(), EnrollError> {
         let owner = service_owner();
         write_atomically(&self.key_file, key_pem.as_bytes(), 0o600, owner)?;
@@ -207,6 +193,31 @@ fn write_atomically(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_whole_identity_counts_as_enrolled() {
+        let dir = std::env::temp_dir().join(format!("ferry-identity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let config = dir.join("agent.toml");
+        let write_config = |device_id: &str| {
+            std::fs::write(
+                &config,
+                format!(
+                    "device_id = \"{device_id}\"\n[mqtt]\nurl = \"mqtts://e:8883\"\nca_file = \"{0}/ca\"\ncert_file = \"{0}/cert\"\nkey_file = \"{0}/key\"\n",
+                    dir.display()
+                ),
+            )
+            .expect("config");
+            Target::read(&config).expect("read")
+        };
+        assert_eq!(write_config("ferry-1").enrolled(), None, "no files");
+        std::fs::write(dir.join("key"), "k").expect("key");
+        assert_eq!(write_config("ferry-1").enrolled(), None, "a key alone");
+        std::fs::write(dir.join("cert"), "c").expect("cert");
+        assert_eq!(write_config("CHANGE-ME").enrolled(), None, "no device_id");
+        assert_eq!(write_config("ferry-1").enrolled(), Some("ferry-1"));
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 
     #[test]
     fn device_id_is_replaced_in_place_and_comments_stay() {

@@ -19,7 +19,6 @@ use serde::Deserialize;
 
 use exchange::Exchange;
 use identity::Target;
-pub use identity::with_device_id;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -101,12 +100,12 @@ struct ProvisionAnswer {
 
 pub async fn enroll(opts: &EnrollOptions) -> Result<Outcome, EnrollError> {
     let target = Target::read(&opts.config)?;
-    if let Some(device) = target.enrolled()? {
+    if let Some(device) = target.enrolled() {
         return Ok(Outcome::AlreadyEnrolled {
             device: device.to_owned(),
         });
     }
-    check_template_name(&opts.template)?;
+    check_names(opts)?;
     let mut exchange = Exchange::new_connected(&target, opts)?;
     let outcome = provision(&mut exchange, opts).await;
     exchange.close().await;
@@ -174,19 +173,24 @@ async fn provision(
     Ok((provisioned.thing_name, answer, key_pem))
 }
 
-/// A template name goes into a topic: IoT Core allows `[0-9A-Za-z_-]`, 1 to 36 long.
-fn check_template_name(name: &str) -> Result<(), EnrollError> {
-    let ok = (1..=36).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(EnrollError::Claim(format!(
-            "--template {name:?}: a provisioning template's name is 1 to 36 of A-Z a-z 0-9 _ -"
-        )))
+/// The template's name goes into a topic and the serial into the thing's name: IoT Core
+/// allows `[0-9A-Za-z_-]` in both, the name 1 to 36 long, the serial here 1 to 64.
+fn check_names(opts: &EnrollOptions) -> Result<(), EnrollError> {
+    for (flag, value, max) in [
+        ("--template", &opts.template, 36),
+        ("--serial", &opts.serial, 64),
+    ] {
+        let ok = (1..=max).contains(&value.len())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(EnrollError::Claim(format!(
+                "{flag} {value:?}: must be 1 to {max} of A-Z a-z 0-9 _ -"
+            )));
+        }
     }
+    Ok(())
 }
 
 impl Exchange {
