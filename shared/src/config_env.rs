@@ -31,27 +31,28 @@ pub const PLACEHOLDER: &str = "CHANGE-ME";
 
 /// The first key (`a.b[2].c`) whose string value holds [`PLACEHOLDER`].
 pub fn placeholder_key(table: &toml::Table) -> Option<String> {
-    fn walk(value: &toml::Value, path: String) -> Option<String> {
+    fn in_table(table: &toml::Table, prefix: &str) -> Option<String> {
+        table.iter().find_map(|(key, value)| {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            in_value(value, path)
+        })
+    }
+    fn in_value(value: &toml::Value, path: String) -> Option<String> {
         match value {
             toml::Value::String(s) if s.contains(PLACEHOLDER) => Some(path),
-            toml::Value::Table(t) => t.iter().find_map(|(k, v)| {
-                walk(
-                    v,
-                    if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    },
-                )
-            }),
+            toml::Value::Table(t) => in_table(t, &path),
             toml::Value::Array(items) => items
                 .iter()
                 .enumerate()
-                .find_map(|(i, v)| walk(v, format!("{path}[{i}]"))),
+                .find_map(|(i, v)| in_value(v, format!("{path}[{i}]"))),
             _ => None,
         }
     }
-    walk(&toml::Value::Table(table.clone()), String::new())
+    in_table(table, "")
 }
 
 /// For `check`: a data folder must be a folder this user can write, or not exist yet (the
