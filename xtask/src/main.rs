@@ -208,8 +208,12 @@ fn lint_aws() -> Result<(), String> {
     const TEMPLATE: &str = "deploy/aws/ferry.yaml";
     prereqs::ensure(prereqs::DIST)?;
     sh::run(Command::new("cfn-lint").arg(TEMPLATE))?;
-    let ddl = cargo()
-        .args(["run", "-q", "-p", "ferry-cloud", "--", "lake", "ddl"])
+    // README's run build, which the test build shares (`cargo xtask features`): nothing to
+    // compile after the tests. `cargo run -p ferry-cloud` alone resolves other features.
+    sh::run(cargo_linked().args(["build", "-q", "-p", "ferry-agent", "-p", "ferry-cloud"]))?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let ddl = Command::new(PathBuf::from(&target).join("debug/ferry-cloud"))
+        .args(["lake", "ddl"])
         .output()
         .map_err(|e| format!("cannot run ferry-cloud lake ddl: {e}"))?;
     if !ddl.status.success() {
@@ -218,7 +222,6 @@ fn lint_aws() -> Result<(), String> {
             String::from_utf8_lossy(&ddl.stderr)
         ));
     }
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let ddl_file = PathBuf::from(target).join("lake-ddl.sql");
     std::fs::write(&ddl_file, &ddl.stdout).map_err(|e| format!("{}: {e}", ddl_file.display()))?;
     let check = |first: &str| {
