@@ -40,6 +40,12 @@ pub struct FleetProvisioning {
 
 const CREATE_FROM_CSR: &str = "$aws/certificates/create-from-csr/json";
 const CREATE: &str = "$aws/certificates/create/json";
+/// Every template's topic, to answer a wrong name as IoT Core does.
+const FILTERS: [&str; 3] = [
+    CREATE_FROM_CSR,
+    CREATE,
+    "$aws/provisioning-templates/+/provision/json",
+];
 
 impl FleetProvisioning {
     /// Connects to the broker on `port` (mutual TLS with `pki`'s client certificate) and
@@ -66,27 +72,26 @@ impl FleetProvisioning {
         let mut server = Server {
             signer: pki.signer(),
             answer,
-            provision: provision.clone(),
+            provision,
             tokens: HashSet::new(),
             issued: 0,
         };
         let task_asked = asked.clone();
         let task = tokio::spawn(async move {
             let mut ready_tx = Some(ready_tx);
+            let mut subacks = 0;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        // Every template's topic, to answer a wrong name as IoT Core does.
-                        for filter in [
-                            CREATE_FROM_CSR,
-                            CREATE,
-                            "$aws/provisioning-templates/+/provision/json",
-                        ] {
+                        for filter in FILTERS {
                             let _ = client.try_subscribe(filter, QoS::AtLeastOnce);
                         }
                     }
                     Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                        if let Some(tx) = ready_tx.take() {
+                        subacks += 1;
+                        if subacks == FILTERS.len()
+                            && let Some(tx) = ready_tx.take()
+                        {
                             let _ = tx.send(());
                         }
                     }
@@ -112,13 +117,10 @@ impl FleetProvisioning {
                 }
             }
         });
-        // Three SubAcks come; the first says the connection stands, and rumqttc sends the
-        // subscriptions in order, so the rest follow before any device's request.
         tokio::time::timeout(Duration::from_secs(10), ready)
             .await
             .expect("the provisioning stand-in subscribed within 10 s")
             .expect("the provisioning task is alive");
-        tokio::time::sleep(Duration::from_millis(200)).await;
         Self { asked, task }
     }
 
