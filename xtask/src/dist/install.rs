@@ -8,8 +8,9 @@ use super::{output, tempdir};
 
 /// Installs both amd64 packages into a throwaway root with dpkg itself, running their
 /// maintainer scripts chroot-less (`DPKG_ROOT`), checks what they made, runs the binaries'
-/// `--version` and `check` (an unedited example is refused; an edited one passes), then
-/// purges them and checks that they are gone.
+/// `--version` and `check` (an unedited example is refused; an edited one passes), upgrades
+/// the agent over an edited config (which stays as edited), then purges them and checks
+/// that they are gone.
 pub fn install_and_purge(agent: &Path, cloud: &Path) -> Result<(), String> {
     let root = tempdir("root")?;
     let fail = |problem: String| format!("installing into {}: {problem}", root.display());
@@ -101,6 +102,29 @@ pub fn install_and_purge(agent: &Path, cloud: &Path) -> Result<(), String> {
         output(Command::new(&bin).args(["check", "--config"]).arg(&edited))
             .map_err(|e| fail(format!("{name} check of the edited example: {e}")))?;
         std::fs::remove_file(&edited).map_err(|e| e.to_string())?;
+    }
+
+    // An upgrade (the same package again: dpkg runs `postinst configure OLD-VERSION`)
+    // keeps what the administrator did to the conffile: its text and its mode.
+    let config = root.join("etc/ferry/agent.toml");
+    let edited = format!(
+        "{}# edited by the administrator\n",
+        std::fs::read_to_string(&config).map_err(|e| e.to_string())?
+    );
+    std::fs::write(&config, &edited).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    dpkg(&["-i", &agent.display().to_string()])?;
+    let after = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+    let mode = std::fs::metadata(&config)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if after != edited || mode != 0o600 {
+        return Err(fail(format!(
+            "an upgrade changed the edited /etc/ferry/agent.toml (mode now {mode:o})"
+        )));
     }
 
     for token in ["admin.token", "loyalty.token"] {
