@@ -81,8 +81,15 @@ mod tests {
 
     use super::*;
 
-    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
-    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
+    /// A self-signed certificate and its key, PEM, made now: nothing secret is committed.
+    fn identity() -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["ferry-test".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
 
     fn write(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
         let path = dir.join(name);
@@ -95,17 +102,18 @@ mod tests {
     fn pem_files_are_checked_and_the_key_at_fault_is_named() {
         let dir = std::env::temp_dir().join(format!("ferry-pem-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let ca = write(&dir, "ca.pem", CERT, 0o644);
-        let cert = write(&dir, "cert.pem", CERT, 0o644);
-        let key = write(&dir, "key.pem", KEY, 0o640);
+        let (cert_pem, key_pem) = identity();
+        let ca = write(&dir, "ca.pem", &cert_pem, 0o644);
+        let cert = write(&dir, "cert.pem", &cert_pem, 0o644);
+        let key = write(&dir, "key.pem", &key_pem, 0o640);
         assert_eq!(check_pem_files(&ca, &cert, &key), Ok(()));
 
-        let open_key = write(&dir, "open.pem", KEY, 0o644);
+        let open_key = write(&dir, "open.pem", &key_pem, 0o644);
         let err = check_pem_files(&ca, &cert, &open_key).expect_err("world-readable key");
         assert_eq!(err.0, "mqtt.key_file");
         assert!(err.1.contains("644"), "{}", err.1);
 
-        let not_a_key = write(&dir, "nokey.pem", CERT, 0o600);
+        let not_a_key = write(&dir, "nokey.pem", &cert_pem, 0o600);
         assert_eq!(
             check_pem_files(&ca, &cert, &not_a_key).map_err(|e| e.0),
             Err("mqtt.key_file")
