@@ -287,13 +287,19 @@ impl MqttConfig {
         BrokerAddr::parse(&self.url).map_err(|problem| invalid("mqtt.url", problem))
     }
 
-    /// ALPN protocols to offer: the configured ones, else IoT Core's on port 443.
+    /// ALPN protocols to offer: see [`alpn_protocols`].
     pub fn alpn_protocols(&self, port: u16) -> Vec<String> {
-        match &self.alpn {
-            Some(list) => list.clone(),
-            None if port == 443 => vec!["x-amzn-mqtt-ca".to_owned()],
-            None => Vec::new(),
-        }
+        alpn_protocols(self.alpn.as_deref(), port)
+    }
+}
+
+/// ALPN protocols to offer: the configured ones, else IoT Core's on port 443. `enroll`
+/// reads `mqtt.alpn` from a config that is not yet whole, so this takes the list itself.
+pub fn alpn_protocols(configured: Option<&[String]>, port: u16) -> Vec<String> {
+    match configured {
+        Some(list) => list.to_vec(),
+        None if port == 443 => vec!["x-amzn-mqtt-ca".to_owned()],
+        None => Vec::new(),
     }
 }
 

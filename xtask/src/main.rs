@@ -98,6 +98,13 @@ fn cargo_program() -> std::ffi::OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR` (CI sets it), else `target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
 fn cargo() -> Command {
     Command::new(cargo_program())
 }
@@ -163,13 +170,13 @@ fn ci() -> Result<(), String> {
             })
         });
     t.print();
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let target = target_dir();
     for name in [
         "dashboard-1920.png",
         "dashboard-390.png",
         "dashboard-failed.png",
     ] {
-        let shot = PathBuf::from(&target).join("artifacts").join(name);
+        let shot = target.join("artifacts").join(name);
         if shot.exists() {
             println!(
                 "artifact: a dashboard browser test's screenshot is {}",
@@ -211,8 +218,8 @@ fn lint_aws() -> Result<(), String> {
     // README's run build, which the test build shares (`cargo xtask features`): nothing to
     // compile after the tests. `cargo run -p ferry-cloud` alone resolves other features.
     sh::run(cargo_linked().args(["build", "-q", "-p", "ferry-agent", "-p", "ferry-cloud"]))?;
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let ddl = Command::new(PathBuf::from(&target).join("debug/ferry-cloud"))
+    let target = target_dir();
+    let ddl = Command::new(target.join("debug/ferry-cloud"))
         .args(["lake", "ddl"])
         .output()
         .map_err(|e| format!("cannot run ferry-cloud lake ddl: {e}"))?;
@@ -222,7 +229,7 @@ fn lint_aws() -> Result<(), String> {
             String::from_utf8_lossy(&ddl.stderr)
         ));
     }
-    let ddl_file = PathBuf::from(target).join("lake-ddl.sql");
+    let ddl_file = target.join("lake-ddl.sql");
     std::fs::write(&ddl_file, &ddl.stdout).map_err(|e| format!("{}: {e}", ddl_file.display()))?;
     let check = |first: &str| {
         let mut cmd = Command::new("python3");

@@ -19,6 +19,8 @@ pub struct Target {
     pub text: String,
     pub device_id: Option<String>,
     pub url: String,
+    /// `mqtt.alpn`, when set.
+    pub alpn: Option<Vec<String>>,
     pub ca_file: PathBuf,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -63,6 +65,15 @@ impl Target {
                 .filter(|id| !id.contains(PLACEHOLDER))
                 .map(str::to_owned),
             url,
+            alpn: mqtt
+                .get("alpn")
+                .and_then(toml::Value::as_array)
+                .map(|list| {
+                    list.iter()
+                        .filter_map(toml::Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                }),
             ca_file: string("ca_file")?.into(),
             cert_file: string("cert_file")?.into(),
             key_file: string("key_file")?.into(),
@@ -86,13 +97,17 @@ impl Target {
         write_atomically(&self.key_file, key_pem.as_bytes(), 0o600, owner)?;
         write_atomically(&self.cert_file, cert_pem.as_bytes(), 0o600, owner)?;
         let text = with_device_id(&self.text, thing)?;
-        let mode = std::fs::metadata(&self.config)
-            .map(|m| m.mode() & 0o7777)
-            .unwrap_or(0o640);
-        let config_owner = std::fs::metadata(&self.config)
-            .ok()
-            .map(|m| (m.uid(), m.gid()));
-        write_atomically(&self.config, text.as_bytes(), mode, config_owner)
+        // The config keeps its own mode and owner (root:ferry 0640 as packaged).
+        let meta = std::fs::metadata(&self.config).map_err(|source| EnrollError::Io {
+            path: self.config.clone(),
+            source,
+        })?;
+        write_atomically(
+            &self.config,
+            text.as_bytes(),
+            meta.mode() & 0o7777,
+            Some((meta.uid(), meta.gid())),
+        )
     }
 }
 
@@ -169,21 +184,25 @@ fn write_atomically(
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(io)?;
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
+        // The umask may have narrowed `mode`; set it whole.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        // Not left behind for a full disk to keep.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
     }
-    // The umask may have narrowed `mode`; set it whole.
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
     std::fs::rename(&tmp, path).map_err(io)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())

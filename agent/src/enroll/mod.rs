@@ -212,8 +212,9 @@ impl Exchange {
         })?;
         let cert = read("--claim-cert", &opts.claim_cert)?;
         let key = read("--claim-key", &opts.claim_key)?;
-        // Port 443 needs ALPN, as for the agent itself.
-        let alpn = (broker.port == 443).then(|| vec![b"x-amzn-mqtt-ca".to_vec()]);
+        // The same ALPN as the agent offers: the config's, else IoT Core's on port 443.
+        let alpn = crate::config::alpn_protocols(target.alpn.as_deref(), broker.port);
+        let alpn = (!alpn.is_empty()).then(|| alpn.into_iter().map(String::into_bytes).collect());
         let mut options = MqttOptions::new(
             format!("ferry-enroll-{}", opts.serial),
             broker.host,

@@ -10,7 +10,7 @@ mod install;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{cargo, cargo_linked, prereqs, sh};
+use crate::{cargo, cargo_linked, prereqs, sh, target_dir};
 
 struct Arch {
     /// Debian's name.
@@ -117,12 +117,6 @@ pub fn dist(args: &[String]) -> Result<(), String> {
         println!("  {} ({:.1} MiB)", file_name(deb), size as f64 / 1048576.0);
     }
     Ok(())
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 fn file_name(path: &Path) -> String {
