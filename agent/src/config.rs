@@ -43,6 +43,54 @@ pub struct AgentConfig {
     /// The local HTTP API for POS software; off when the table is absent.
     #[serde(default)]
     pub pos_api: Option<PosApiConfig>,
+    /// A tracing filter (`info`, `debug`, `ferry_agent::uplink=debug`); `FERRY_LOG`, when
+    /// set, wins.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub update: UpdateConfig,
+}
+
+/// `[update]` (README: updates): signed binaries from the cloud's rollouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// The ed25519 key updates must be signed with: 32 bytes in base64, or a minisign
+    /// public key. Without it every update is refused.
+    pub public_key: Option<String>,
+    /// How long a new binary has to open the spool, connect and deliver its status.
+    #[serde(default = "defaults::trial_s")]
+    pub trial_s: u64,
+    /// The largest artifact this device downloads.
+    #[serde(default = "defaults::update_max_bytes")]
+    pub max_bytes: u64,
+    /// The binary an update replaces; by default the one running. The packaged unit runs
+    /// `/var/lib/ferry/bin/ferry-agent`, which the service may write.
+    pub binary: Option<PathBuf>,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            public_key: None,
+            trial_s: defaults::trial_s(),
+            max_bytes: defaults::update_max_bytes(),
+            binary: None,
+        }
+    }
+}
+
+impl UpdateConfig {
+    /// The verifying key, when updates are on.
+    pub fn key(&self) -> Result<Option<ferry_shared::signing::PublicKey>, ConfigError> {
+        self.public_key
+            .as_deref()
+            .map(|k| {
+                ferry_shared::signing::PublicKey::parse(k)
+                    .map_err(|e| invalid("update.public_key", e.to_string()))
+            })
+            .transpose()
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -107,6 +155,10 @@ pub struct MqttConfig {
     /// How often the retained status message is refreshed.
     #[serde(default = "defaults::status_interval_s")]
     pub status_interval_s: u64,
+    /// Where the desired configuration and update jobs come from: `auto` (IoT Core's named
+    /// shadow and jobs on `*.amazonaws.com`, else Ferry's retained topics), `aws`, `ferry`.
+    #[serde(default)]
+    pub fleet_topics: crate::fleet::channel::FleetTopics,
 }
 
 /// Above this byte quota a link is bound by the device's CPU rather than by the quota.
@@ -278,6 +330,15 @@ mod defaults {
     pub fn qty() -> u64 {
         1
     }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn trial_s() -> u64 {
+        120
+    }
+    pub fn update_max_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
 }
 
 pub use ferry_shared::config_env::BrokerAddr;
@@ -303,14 +364,36 @@ pub fn alpn_protocols(configured: Option<&[String]>, port: u16) -> Vec<String> {
     }
 }
 
-impl AgentConfig {
-    /// Reads `path`, applies `FERRY_*` overrides from the process environment, and checks it.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+/// The config file as read, kept so that a desired configuration can be laid over it
+/// (`fleet::desired`) and checked by the same [`AgentConfig::parse`].
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, std::env::vars())
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+        })
+    }
+
+    /// The file alone, with `FERRY_*` overrides from the process environment.
+    pub fn parse(&self) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(&self.text, std::env::vars())
+    }
+}
+
+impl AgentConfig {
+    /// Reads `path`, applies `FERRY_*` overrides from the process environment, and checks it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        ConfigFile::read(path)?.parse()
     }
 
     pub fn parse(
@@ -361,6 +444,16 @@ impl AgentConfig {
         if let Some(pos) = &self.pos_api {
             pos.token()?;
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid("log_level", format!("not a log filter: {e}")));
+        }
+        self.update.key()?;
+        if !(10..=3600).contains(&self.update.trial_s) {
+            return Err(invalid("update.trial_s", "must be 10 to 3600 seconds"));
+        }
+        if self.update.max_bytes < 1024 * 1024 {
+            return Err(invalid("update.max_bytes", "must be at least 1 MiB"));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
@@ -377,6 +470,9 @@ impl SourceConfig {
     /// The problem with this source, as (key within the source, message).
     fn validate(&self) -> Result<(), (&'static str, String)> {
         match self {
+            Self::Simulator(c) if c.interval_ms == 0 => {
+                Err(("interval_ms", "must be at least 1".into()))
+            }
             Self::Simulator(_) => Ok(()),
             Self::Serial(c) => {
                 check_port(&c.path, c.baud, c.max_line_bytes, 16..=MAX_RECORD_BYTES / 2)?;

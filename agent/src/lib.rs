@@ -6,12 +6,23 @@
 pub mod cards;
 pub mod check;
 pub mod config;
+pub mod durable_file;
 pub mod enroll;
+pub mod fleet;
+pub mod logging;
 pub mod pos_api;
 pub mod sources;
 pub mod spool;
 pub mod status;
+pub mod update;
 pub mod uplink;
+
+/// This build's version: `FERRY_VERSION` at build time (for a build made to test updates),
+/// else the crate's.
+pub const VERSION: &str = match option_env!("FERRY_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 use std::sync::Arc;
 
@@ -19,12 +30,51 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use config::AgentConfig;
+use config::{AgentConfig, ConfigFile};
+use fleet::Action;
 use spool::Spool;
 
-/// Runs the agent until `shutdown` is cancelled, then stops sources, the uplink and the
-/// spool writer in that order, so that every accepted record is committed.
-pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Why [`run`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to stop.
+    Shutdown,
+    /// A new binary is in place ([`update::EXIT_UPDATED`]).
+    Updated,
+    /// This binary is on trial and did not pass it in time.
+    TrialFailed,
+}
+
+/// Runs the agent from `file` until `shutdown` is cancelled or an update needs the process
+/// restarted. A new desired configuration rebuilds the pipeline in place: sources, uplink
+/// and spool writer stop in that order, so every accepted record is committed, and start
+/// again with the new settings.
+pub async fn run(file: ConfigFile, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
+    loop {
+        let mut cfg = fleet::effective_config(&file)?;
+        match update::injected_fault().as_deref() {
+            Some("exit") => anyhow::bail!("injected fault: exit at start"),
+            Some("no-connect") => cfg.mqtt.url = "mqtt://127.0.0.1:9".into(),
+            _ => {}
+        }
+        logging::set_level(&cfg.log_level);
+        match run_pipeline(cfg, &file, shutdown.clone()).await? {
+            None => return Ok(Stopped::Shutdown),
+            Some(Action::Reconfigure) => {
+                info!("restarting the pipeline with the new configuration")
+            }
+            Some(Action::Updated) => return Ok(Stopped::Updated),
+            Some(Action::TrialFailed) => return Ok(Stopped::TrialFailed),
+        }
+    }
+}
+
+/// One run of sources, uplink and spool, until shutdown or a fleet action.
+async fn run_pipeline(
+    cfg: AgentConfig,
+    file: &ConfigFile,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<Action>> {
     let (spool, writer) = Spool::open(&cfg.data_dir, cfg.spool.max_bytes)
         .with_context(|| format!("opening the spool in {}", cfg.data_dir.display()))?;
     let status = spool.status();
@@ -66,21 +116,37 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         // A source like the others: it stops taking transactions before the uplink stops.
         sources.spawn(pos_api::serve(listener, state, sources_stop.clone()));
     }
+    let (actions_tx, mut actions) = tokio::sync::mpsc::channel(4);
+    let fleet_stop = CancellationToken::new();
+    let (fleet_link, fleet_task) = fleet::start(
+        &cfg,
+        file,
+        spool.readable_by(),
+        actions_tx,
+        fleet_stop.clone(),
+    )?;
     let uplink_stop = CancellationToken::new();
     let mut uplink = tokio::spawn(uplink::run(
         cfg,
         spool.clone(),
         cards,
         metrics,
+        fleet_link,
         uplink_stop.clone(),
     ));
 
     // The uplink runs until we stop it, after the sources; if it ends first, that is the
     // error to report.
+    let mut action = None;
     let ended_early = tokio::select! {
         _ = shutdown.cancelled() => None,
+        Some(a) = actions.recv() => {
+            action = Some(a);
+            None
+        }
         joined = &mut uplink => Some(joined),
     };
+    fleet_stop.cancel();
     sources_stop.cancel();
     while let Some(joined) = sources.join_next().await {
         match joined {
@@ -97,10 +163,13 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     };
     drop(spool);
     tokio::task::spawn_blocking(move || writer.join()).await?;
-    info!("agent stopped");
+    if fleet_task.await.is_err() {
+        error!("fleet task panicked");
+    }
+    info!("pipeline stopped");
     match outcome {
         Ok(Ok(())) if early => Err(anyhow::anyhow!("uplink stopped before shutdown")),
-        Ok(result) => result,
+        Ok(result) => result.map(|()| action),
         Err(e) => Err(anyhow::anyhow!("uplink task panicked: {e}")),
     }
 }

@@ -5,14 +5,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferry_agent::config::AgentConfig;
+use ferry_agent::Stopped;
+use ferry_agent::config::{AgentConfig, ConfigFile};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Parser)]
 #[command(
     name = "ferry-agent",
-    version,
+    version = ferry_agent::VERSION,
     about = "Ferry's edge agent: a durable spool that drains to MQTT"
 )]
 struct Cli {
@@ -79,16 +80,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    ferry_agent::logging::init();
     match dispatch(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("ferry-agent: {e:#}");
             ExitCode::FAILURE
@@ -96,29 +90,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command) -> anyhow::Result<()> {
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Openapi => {
             println!("{}", ferry_agent::pos_api::openapi::json());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run {
             config,
             exit_with_parent,
         } => {
-            let cfg = AgentConfig::load(&config)?;
+            let file = ConfigFile::read(&config)?;
+            file.parse()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(async {
+            let stopped = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
                 if exit_with_parent {
                     tokio::spawn(stop_when_orphaned(shutdown.clone()));
                 }
-                ferry_agent::run(cfg, shutdown).await
+                ferry_agent::run(file, shutdown).await
+            })?;
+            Ok(match stopped {
+                Stopped::Shutdown => ExitCode::SUCCESS,
+                // The service manager restarts the agent into the new binary.
+                Stopped::Updated => ExitCode::from(ferry_agent::update::EXIT_UPDATED),
+                Stopped::TrialFailed => {
+                    eprintln!(
+                        "ferry-agent: this version's trial ended before it delivered its status"
+                    );
+                    ExitCode::FAILURE
+                }
             })
         }
         Command::Check { config, connect } => {
@@ -126,7 +132,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 println!("{line}");
             }
             println!("ok");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Enroll {
             config,
@@ -168,13 +174,13 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     opts.config.display()
                 ),
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {
             let cfg = AgentConfig::load(&config)?;
             let status = ferry_agent::status::read(&cfg)?;
             println!("{}", serde_json::to_string(&status)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

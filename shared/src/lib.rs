@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config_env;
 pub mod envelope;
 pub mod error;
+pub mod fleet;
 #[cfg(feature = "http-server")]
 pub mod http_server;
 pub mod ids;
@@ -19,6 +20,7 @@ pub mod openapi;
 pub mod record;
 pub mod rules;
 pub mod sensor_line;
+pub mod signing;
 pub mod time;
 pub mod tls;
 pub mod token;

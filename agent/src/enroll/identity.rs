@@ -1,8 +1,7 @@
 //! Where the new identity goes: the config's `device_id`, `mqtt.cert_file` and
 //! `mqtt.key_file`, written so that a crash leaves either the old file or the new one.
 
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ferry_shared::config_env::PLACEHOLDER;
@@ -161,52 +160,16 @@ fn service_owner() -> Option<(u32, u32)> {
     })
 }
 
-/// Temp file beside the target, fsync, rename, fsync the folder.
 fn write_atomically(
     path: &Path,
     bytes: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> Result<(), EnrollError> {
-    let io = |source| EnrollError::Io {
+    crate::durable_file::write(path, bytes, mode, owner).map_err(|source| EnrollError::Io {
         path: path.to_owned(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.enroll-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-        }
-        // The umask may have narrowed `mode`; set it whole.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        // Not left behind for a full disk to keep.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use ferry_shared::{SpoolId, WireError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use reader::{PendingRow, SpoolReader, SpoolStatus};
+pub use schema::FORMAT;
 
 /// Records of the two classes drain and evict differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,7 +47,9 @@ pub enum SpoolError {
         want: String,
         got: String,
     },
-    #[error("spool database has schema version {0}, newer than this agent; refusing to touch it")]
+    #[error(
+        "spool database has format {0}, newer than this agent reads ({FORMAT}); refusing to touch it"
+    )]
     FutureSchema(i64),
     #[error("spool database has a bad identity row: {0}")]
     Identity(String),
@@ -173,6 +176,7 @@ pub struct Spool {
     path: PathBuf,
     last_seq: watch::Receiver<u64>,
     figures: watch::Receiver<writer::Figures>,
+    readable_by: u32,
 }
 
 /// Joins the writer thread; returned by [`Spool::open`] so that shutdown can wait for the
@@ -199,6 +203,7 @@ impl Spool {
         let path = Self::path_in(data_dir);
         let conn = schema::open_writer(&path)?;
         let id = schema::spool_id(&conn)?;
+        let readable_by = schema::readable_by(&conn)?;
         let state = writer::WriterState::load(&conn, max_bytes)?;
         let (last_seq_tx, last_seq) = watch::channel(state.last_seq);
         let (figures_tx, figures) = watch::channel(state.figures());
@@ -218,6 +223,7 @@ impl Spool {
                 path,
                 last_seq,
                 figures,
+                readable_by,
             },
             WriterThread(thread),
         ))
@@ -229,6 +235,11 @@ impl Spool {
 
     pub fn id(&self) -> &SpoolId {
         &self.id
+    }
+
+    /// The oldest spool format a binary must know to use this spool.
+    pub fn readable_by(&self) -> u32 {
+        self.readable_by
     }
 
     /// The spool's figures as of the last commit, from the writer's own count: no scan of

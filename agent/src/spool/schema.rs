@@ -14,7 +14,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_spool.sql"),
     include_str!("../../migrations/0002_idempotency.sql"),
     include_str!("../../migrations/0003_idempotency_request.sql"),
+    include_str!("../../migrations/0004_format.sql"),
 ];
+
+/// The newest spool format this binary knows: the number of its migrations.
+pub const FORMAT: u32 = MIGRATIONS.len() as u32;
 
 pub const FILE_NAME: &str = "spool.db";
 
@@ -84,9 +88,15 @@ fn set_pragma(conn: &Connection, name: &str, value: &str, want: &str) -> Result<
 
 fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
+    let known = i64::from(FORMAT);
     if version > known {
-        return Err(SpoolError::FutureSchema(version));
+        // A newer binary migrated this spool (and was then rolled back): usable as long as
+        // its migrations left it readable by this format.
+        let readable_by = readable_by(conn).map_err(|_| SpoolError::FutureSchema(version))?;
+        if i64::from(readable_by) > known {
+            return Err(SpoolError::FutureSchema(version));
+        }
+        return Ok(());
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
@@ -100,6 +110,15 @@ fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// The oldest format a binary must know to use this spool (migration 0004).
+pub fn readable_by(conn: &Connection) -> Result<u32, SpoolError> {
+    Ok(conn.query_row(
+        "SELECT readable_by FROM spool_format WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 fn create_identity(conn: &Connection) -> Result<(), SpoolError> {

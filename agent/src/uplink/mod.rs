@@ -27,12 +27,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::cards::CardCache;
 use crate::config::AgentConfig;
+use crate::fleet::{FleetIn, FleetLink};
 use crate::spool::{AckRange, Spool};
 use ahead::{Ahead, Next};
 use batcher::{Batch, Batcher};
 use driver::DriverEvent;
 use pacer::Pacer;
-use tracker::Tracker;
+use tracker::{Carries, Tracker};
 
 /// How long a clean shutdown may spend delivering what is still pending.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -67,7 +68,7 @@ impl<'a> StatusMessage<'a> {
         Self {
             online,
             device,
-            agent_version: env!("CARGO_PKG_VERSION"),
+            agent_version: crate::VERSION,
             at: online.then(|| ferry_shared::Timestamp::now().to_string()),
             spool,
         }
@@ -97,6 +98,9 @@ struct Uplink {
     /// The cloud's balances for this device's cards arrive here.
     cards_topic: String,
     cards: CardCache,
+    fleet: FleetLink,
+    /// This connection's first status message is not yet acknowledged.
+    status_pending: bool,
 }
 
 pub async fn run(
@@ -104,6 +108,7 @@ pub async fn run(
     spool: Spool,
     cards: CardCache,
     metrics: Arc<UplinkMetrics>,
+    fleet: FleetLink,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let topic = |stream| ferry_shared::Topic::new(cfg.device_id.clone(), stream).to_string();
@@ -144,6 +149,8 @@ pub async fn run(
         status_topic,
         cards_topic,
         cards,
+        fleet,
+        status_pending: false,
     };
     let mut appended = up.spool.last_seq();
     // The first status goes out on ConnAck; the interval only refreshes it.
@@ -196,6 +203,13 @@ pub async fn run(
                 up.drained = false;
             }
             _ = status_every.tick(), if up.connected => up.publish_status(true),
+            Some(out) = up.fleet.outgoing.recv(), if up.connected => {
+                match up.client.try_publish(&out.topic, QoS::AtLeastOnce, out.retain, out.payload) {
+                    Ok(()) => up.tracker.requested(Carries::Other),
+                    // The fleet says it again on the next connection.
+                    Err(e) => debug!(error = %e, topic = %out.topic, "fleet message not published"),
+                }
+            }
         }
     };
 
@@ -235,32 +249,44 @@ impl Uplink {
                 self.metrics.connects.fetch_add(1, Ordering::Relaxed);
                 info!(device = %self.cfg.device_id, "mqtt connected; resending everything unacknowledged");
                 // A clean session forgets subscriptions: ask again on every connection.
-                if let Err(e) = self
-                    .client
-                    .try_subscribe(&self.cards_topic, QoS::AtLeastOnce)
-                {
-                    warn!(error = %e, "card balances subscription not queued");
+                for topic in std::iter::once(&self.cards_topic).chain(&self.fleet.subscriptions) {
+                    if let Err(e) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
+                        warn!(error = %e, %topic, "subscription not queued");
+                    }
                 }
+                self.status_pending = true;
                 self.publish_status(true);
+                self.tell_fleet(FleetIn::Connected);
             }
             DriverEvent::Published(pkid) => self.tracker.published(pkid),
-            DriverEvent::PubAck(pkid) => {
-                if let Some(range) = self.tracker.acked(pkid)
-                    && self.acks.try_send(range).is_err()
-                {
-                    // The records stay spooled and go again after the next reconnect.
-                    warn!(
-                        first = range.first,
-                        last = range.last,
-                        "ack queue full; records will be resent"
-                    );
+            DriverEvent::PubAck(pkid) => match self.tracker.acked(pkid) {
+                Some(Carries::Records(range)) => {
+                    if self.acks.try_send(range).is_err() {
+                        // The records stay spooled and go again after the next reconnect.
+                        warn!(
+                            first = range.first,
+                            last = range.last,
+                            "ack queue full; records will be resent"
+                        );
+                    }
                 }
-            }
+                Some(Carries::Status) if self.status_pending => {
+                    self.status_pending = false;
+                    self.tell_fleet(FleetIn::StatusDelivered);
+                }
+                _ => {}
+            },
             DriverEvent::Message(p) if p.topic == self.cards_topic => {
                 let cards = self.cards.clone();
                 tokio::task::spawn_blocking(move || match cards.remember(&p.payload) {
                     Ok(card) => debug!(card, "card balances from the cloud"),
                     Err(e) => warn!(error = %e, "card balances message ignored"),
+                });
+            }
+            DriverEvent::Message(p) if self.fleet.subscriptions.contains(&p.topic) => {
+                self.tell_fleet(FleetIn::Message {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
                 });
             }
             DriverEvent::Message(p) => debug!(topic = %p.topic, "ignoring message"),
@@ -289,7 +315,7 @@ impl Uplink {
             self.stashed = Some(batch);
             return false;
         }
-        self.tracker.requested(Some(batch.records));
+        self.tracker.requested(Carries::Records(batch.records));
         self.pacer.sent(batch.payload.len());
         self.metrics.publishes.fetch_add(1, Ordering::Relaxed);
         self.metrics
@@ -310,8 +336,16 @@ impl Uplink {
             .client
             .try_publish(&self.status_topic, QoS::AtLeastOnce, true, payload)
         {
-            Ok(()) => self.tracker.requested(None),
+            Ok(()) => self.tracker.requested(Carries::Status),
             Err(e) => debug!(error = %e, "status not published this time"),
+        }
+    }
+
+    fn tell_fleet(&self, event: FleetIn) {
+        // A full queue loses nothing lasting: retained documents come again on the next
+        // connection, and the fleet task says its answers again on each.
+        if let Err(e) = self.fleet.events.try_send(event) {
+            warn!(error = %e, "fleet event dropped");
         }
     }
 

@@ -8,16 +8,26 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::spool::AckRange;
 
+/// What a publish carries, and so what its PubAck means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    Records(AckRange),
+    /// The retained status message: its delivery ends an update's trial.
+    Status,
+    /// A fleet message: nothing to do on its PubAck.
+    Other,
+}
+
 #[derive(Debug, Default)]
 pub struct Tracker {
-    /// Requested but not yet given a packet id; `None` for messages that carry no records.
-    requested: VecDeque<Option<AckRange>>,
-    awaiting_ack: HashMap<u16, Option<AckRange>>,
+    /// Requested but not yet given a packet id.
+    requested: VecDeque<Carries>,
+    awaiting_ack: HashMap<u16, Carries>,
 }
 
 impl Tracker {
-    pub fn requested(&mut self, records: Option<AckRange>) {
-        self.requested.push_back(records);
+    pub fn requested(&mut self, carries: Carries) {
+        self.requested.push_back(carries);
     }
 
     pub fn published(&mut self, pkid: u16) {
@@ -29,9 +39,9 @@ impl Tracker {
         }
     }
 
-    /// The records a PubAck acknowledges, if it acknowledges any.
-    pub fn acked(&mut self, pkid: u16) -> Option<AckRange> {
-        self.awaiting_ack.remove(&pkid).flatten()
+    /// What a PubAck acknowledges; `None` for a repeated or unknown one.
+    pub fn acked(&mut self, pkid: u16) -> Option<Carries> {
+        self.awaiting_ack.remove(&pkid)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -51,8 +61,8 @@ mod tests {
     use super::*;
     use crate::spool::Class;
 
-    fn range(first: u64) -> Option<AckRange> {
-        Some(AckRange {
+    fn range(first: u64) -> Carries {
+        Carries::Records(AckRange {
             class: Class::Telemetry,
             first,
             last: first + 9,
@@ -64,15 +74,15 @@ mod tests {
     fn pairs_in_request_order_and_acks_out_of_order() {
         let mut t = Tracker::default();
         t.requested(range(1));
-        t.requested(None);
+        t.requested(Carries::Status);
         t.requested(range(11));
         t.published(7);
         t.published(8);
         assert_eq!(t.in_flight(), 3);
         t.published(9);
-        assert_eq!(t.acked(9), range(11));
-        assert_eq!(t.acked(8), None, "status message carries no records");
-        assert_eq!(t.acked(7), range(1));
+        assert_eq!(t.acked(9), Some(range(11)));
+        assert_eq!(t.acked(8), Some(Carries::Status));
+        assert_eq!(t.acked(7), Some(range(1)));
         assert_eq!(t.acked(7), None, "a repeated PubAck acknowledges nothing");
         assert_eq!(t.in_flight(), 0);
     }

@@ -1,0 +1,245 @@
+//! The desired configuration (README: remote configuration): which settings may change
+//! remotely, how they are laid over the config file, and where the last applied document
+//! and the last answer are kept so that a reboot offline keeps both.
+
+use std::path::{Path, PathBuf};
+
+use ferry_shared::fleet::{DesiredConfig, ReportedConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tracing::warn;
+
+use crate::config::{AgentConfig, ConfigFile};
+
+/// The tables a desired document may set, and within each the keys it may set (`None`:
+/// the value replaces the file's whole). Identity, certificates, the data folder and the
+/// POS API's listener are the device's own: a document that names them is refused.
+const REMOTE_KEYS: &[(&str, Option<&[&str]>)] = &[
+    ("sources", None),
+    ("log_level", None),
+    (
+        "mqtt",
+        Some(&[
+            "publishes_per_s",
+            "bytes_per_s",
+            "max_inflight",
+            "gzip_level",
+            "status_interval_s",
+        ]),
+    ),
+    ("spool", Some(&["max_bytes"])),
+];
+
+/// The file with `desired` laid over it, checked exactly as the file alone is. The error
+/// names the key at fault.
+pub fn apply(file: &ConfigFile, desired: &Map<String, Value>) -> Result<AgentConfig, String> {
+    let mut base: toml::Table = toml::from_str(&file.text).map_err(|e| e.to_string())?;
+    for (key, value) in desired {
+        let Some((_, keys)) = REMOTE_KEYS.iter().find(|(k, _)| k == key) else {
+            return Err(format!("key {key} cannot be set remotely"));
+        };
+        let value = to_toml(key, value)?;
+        match keys {
+            None => {
+                base.insert(key.clone(), value);
+            }
+            Some(allowed) => {
+                let toml::Value::Table(settings) = value else {
+                    return Err(format!("key {key} must be a table"));
+                };
+                if let Some(other) = settings.keys().find(|k| !allowed.contains(&k.as_str())) {
+                    return Err(format!("key {key}.{other} cannot be set remotely"));
+                }
+                let section = base
+                    .entry(key.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(section) = section else {
+                    return Err(format!("key {key} in the config file is not a table"));
+                };
+                section.extend(settings);
+            }
+        }
+    }
+    let text = toml::to_string(&base).map_err(|e| e.to_string())?;
+    AgentConfig::parse(&text, std::env::vars()).map_err(|e| e.to_string())
+}
+
+/// JSON has null and TOML has not: a null is refused by name rather than dropped.
+fn to_toml(key: &str, value: &Value) -> Result<toml::Value, String> {
+    fn find_null(v: &Value, at: &str) -> Option<String> {
+        match v {
+            Value::Null => Some(at.to_owned()),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| find_null(v, &format!("{at}[{i}]"))),
+            Value::Object(map) => map
+                .iter()
+                .find_map(|(k, v)| find_null(v, &format!("{at}.{k}"))),
+            _ => None,
+        }
+    }
+    if let Some(at) = find_null(value, key) {
+        return Err(format!(
+            "key {at} is null; leave it out to keep the file's value"
+        ));
+    }
+    toml::Value::try_from(value).map_err(|e| format!("key {key}: {e}"))
+}
+
+/// `{data_dir}/fleet/`: the desired document last applied and the answer last given.
+#[derive(Debug, Clone)]
+pub struct DesiredStore {
+    dir: PathBuf,
+}
+
+const DESIRED: &str = "desired.json";
+const REPORTED: &str = "reported.json";
+
+impl DesiredStore {
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("fleet");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    pub fn desired(&self) -> Option<DesiredConfig> {
+        self.read(DESIRED)
+    }
+
+    pub fn reported(&self) -> Option<ReportedConfig> {
+        self.read(REPORTED)
+    }
+
+    /// Keeps an applied document and its answer; the answer last, so that a crash between
+    /// the two makes the document be answered again rather than answered and not kept.
+    pub fn applied(&self, desired: &DesiredConfig, answer: &ReportedConfig) -> std::io::Result<()> {
+        self.write(DESIRED, desired)?;
+        self.write(REPORTED, answer)
+    }
+
+    pub fn refused(&self, answer: &ReportedConfig) -> std::io::Result<()> {
+        self.write(REPORTED, answer)
+    }
+
+    fn read<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let path = self.dir.join(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot read; ignoring it");
+                return None;
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .inspect_err(|e| warn!(path = %path.display(), error = %e, "not readable; ignoring it"))
+            .ok()
+    }
+
+    fn write<T: Serialize>(&self, name: &str, value: &T) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+        crate::durable_file::write(&self.dir.join(name), &bytes, 0o600, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourceConfig;
+
+    fn file() -> ConfigFile {
+        ConfigFile {
+            path: "agent.toml".into(),
+            text: r#"
+# a comment
+device_id = "ws-001"
+data_dir = "/tmp/ferry"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+publishes_per_s = 50
+[[sources]]
+type = "simulator"
+profile = "weather"
+interval_ms = 1000
+"#
+            .into(),
+        }
+    }
+
+    fn doc(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).expect("json")
+    }
+
+    #[test]
+    fn remote_settings_lay_over_the_file() {
+        let cfg = apply(
+            &file(),
+            &doc(r#"{"sources": [{"type": "simulator", "profile": "weather", "interval_ms": 50}],
+                     "mqtt": {"gzip_level": 1}, "spool": {"max_bytes": 2097152}, "log_level": "debug"}"#),
+        )
+        .expect("valid");
+        let SourceConfig::Simulator(sim) = &cfg.sources[0] else {
+            panic!("simulator")
+        };
+        assert_eq!(sim.interval_ms, 50);
+        assert_eq!(cfg.mqtt.gzip_level, Some(1));
+        assert_eq!(
+            cfg.mqtt.publishes_per_s, 50,
+            "the file's other mqtt keys stay"
+        );
+        assert_eq!(cfg.mqtt.url, "mqtt://127.0.0.1:1883");
+        assert_eq!(cfg.spool.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(cfg.log_level, "debug");
+        assert_eq!(cfg.device_id.as_str(), "ws-001");
+        let empty = apply(&file(), &Map::new()).expect("nothing desired");
+        assert_eq!(empty.sources.len(), 1);
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        let cases = [
+            (r#"{"device_id": "x"}"#, "device_id"),
+            (r#"{"mqtt": {"cert_file": "/x"}}"#, "mqtt.cert_file"),
+            (r#"{"mqtt": {"url": "mqtt://evil:1883"}}"#, "mqtt.url"),
+            (r#"{"pos_api": {"listen": "0.0.0.0:1"}}"#, "pos_api"),
+            (r#"{"mqtt": {"gzip_level": 12}}"#, "mqtt.gzip_level"),
+            (r#"{"spool": {"max_bytes": 10}}"#, "spool.max_bytes"),
+            (r#"{"spool": {"max_bytes": null}}"#, "spool.max_bytes"),
+            (r#"{"mqtt": 3}"#, "mqtt"),
+            (r#"{"log_level": "[["}"#, "log_level"),
+            (
+                r#"{"sources": [{"type": "simulator", "profile": "weather", "interval_ms": 0}]}"#,
+                "sources[0].interval_ms",
+            ),
+            (r#"{"sources": [{"type": "teleport"}]}"#, "teleport"),
+        ];
+        for (json, key) in cases {
+            let err = apply(&file(), &doc(json)).expect_err(json);
+            assert!(err.contains(key), "{json}: {err:?} does not name {key}");
+        }
+    }
+
+    #[test]
+    fn the_store_keeps_what_was_applied_across_reopening() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = DesiredStore::open(dir.path()).expect("open");
+        assert!(store.desired().is_none() && store.reported().is_none());
+        let desired = DesiredConfig {
+            version: 3,
+            config: doc(r#"{"log_level": "debug"}"#),
+        };
+        let answer = ReportedConfig {
+            version: 3,
+            applied_at: Some("2026-12-02T00:00:00.000Z".into()),
+            error: None,
+        };
+        store.applied(&desired, &answer).expect("kept");
+        let again = DesiredStore::open(dir.path()).expect("reopen");
+        assert_eq!(again.desired(), Some(desired));
+        assert_eq!(again.reported(), Some(answer));
+        std::fs::write(dir.path().join("fleet/desired.json"), b"{torn").expect("write");
+        assert_eq!(again.desired(), None, "a torn file is ignored, not fatal");
+    }
+}

@@ -1,0 +1,296 @@
+//! Fleet operations on the device: the desired configuration and update jobs.
+//!
+//! One task per run of the pipeline, beside the uplink, which stays the only MQTT user: it
+//! subscribes to the [`channel`]'s topics, passes their messages and its connection events
+//! here, and publishes what this task hands back. Decisions that need the pipeline rebuilt
+//! (a new configuration, a new binary in place, a failed trial) go to `run` as an
+//! [`Action`]; everything they rest on is on disk first, so a crash at any point is
+//! answered by the next start.
+
+pub mod channel;
+pub mod desired;
+
+use std::time::{Duration, SystemTime};
+
+use ferry_shared::fleet::{DesiredConfig, ReportedConfig};
+use serde_json::Map;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{AgentConfig, ConfigFile};
+use crate::update::{self, Failure, JobStep, Updater};
+use channel::{Channel, Incoming};
+use desired::DesiredStore;
+
+/// From the uplink.
+#[derive(Debug)]
+pub enum FleetIn {
+    Connected,
+    /// The broker acknowledged this connection's first status message.
+    StatusDelivered,
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+    },
+}
+
+/// To the uplink: publish this at QoS 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// To `run`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A new desired configuration is stored: rebuild the pipeline with it.
+    Reconfigure,
+    /// A new binary is in place: exit so the service manager starts it.
+    Updated,
+    /// This binary did not pass its trial in time: exit so the guard rolls it back.
+    TrialFailed,
+}
+
+/// The uplink's side.
+pub struct FleetLink {
+    pub subscriptions: Vec<String>,
+    pub events: mpsc::Sender<FleetIn>,
+    pub outgoing: mpsc::Receiver<Outgoing>,
+}
+
+/// The configuration to run: the file with the stored desired document laid over it, or
+/// the file alone when that document no longer fits it (the file was edited since).
+pub fn effective_config(file: &ConfigFile) -> anyhow::Result<AgentConfig> {
+    let cfg = file.parse()?;
+    let store = DesiredStore::open(&cfg.data_dir)?;
+    let Some(desired) = store.desired() else {
+        return Ok(cfg);
+    };
+    match desired::apply(file, &desired.config) {
+        Ok(merged) => Ok(merged),
+        Err(e) => {
+            error!(version = desired.version, error = %e, "the stored desired configuration no longer applies to the config file; running the file alone");
+            Ok(cfg)
+        }
+    }
+}
+
+struct Fleet {
+    file: ConfigFile,
+    channel: Channel,
+    store: DesiredStore,
+    updater: Updater,
+    out: mpsc::Sender<Outgoing>,
+    actions: mpsc::Sender<Action>,
+    downloads: JoinSet<(String, String, Result<(), Failure>)>,
+    stop_downloads: CancellationToken,
+}
+
+/// Starts the fleet task for one run of the pipeline.
+pub fn start(
+    cfg: &AgentConfig,
+    file: &ConfigFile,
+    spool_readable_by: u32,
+    actions: mpsc::Sender<Action>,
+    stop: CancellationToken,
+) -> anyhow::Result<(FleetLink, tokio::task::JoinHandle<()>)> {
+    let broker = cfg.mqtt.broker()?;
+    let channel = Channel::new(cfg.mqtt.fleet_topics, &broker.host, cfg.device_id.clone());
+    let updater = Updater::open(cfg)?;
+    updater.dir().set_spool_readable_by(spool_readable_by)?;
+    let (events_tx, events) = mpsc::channel(64);
+    let (out, outgoing) = mpsc::channel(64);
+    let fleet = Fleet {
+        file: file.clone(),
+        store: DesiredStore::open(&cfg.data_dir)?,
+        channel: channel.clone(),
+        updater,
+        out,
+        actions,
+        downloads: JoinSet::new(),
+        stop_downloads: CancellationToken::new(),
+    };
+    let link = FleetLink {
+        subscriptions: channel.subscriptions(),
+        events: events_tx,
+        outgoing,
+    };
+    Ok((link, tokio::spawn(fleet.run(events, stop))))
+}
+
+impl Fleet {
+    async fn run(mut self, mut events: mpsc::Receiver<FleetIn>, stop: CancellationToken) {
+        let trial_end = self.updater.trial_deadline().map(|at| {
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            tokio::time::Instant::now() + left
+        });
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                Some(done) = self.downloads.join_next() => match done {
+                    Ok((job, version, outcome)) => self.downloaded(&job, &version, outcome).await,
+                    Err(e) => error!(error = %e, "update download task failed"),
+                },
+                _ = tokio::time::sleep_until(trial_end.unwrap_or_else(tokio::time::Instant::now)),
+                    if trial_end.is_some() && self.updater.trial_deadline().is_some() =>
+                {
+                    error!("the trial ended before this binary connected and delivered its status");
+                    let _ = self.actions.send(Action::TrialFailed).await;
+                    break;
+                }
+            }
+        }
+        self.stop_downloads.cancel();
+        self.downloads.shutdown().await;
+    }
+
+    fn send(&self, message: Outgoing) {
+        if self.out.try_send(message).is_err() {
+            // Said again on the next connection.
+            debug!("fleet message not queued");
+        }
+    }
+
+    fn on_event(&mut self, event: FleetIn) {
+        match event {
+            FleetIn::Connected => {
+                for ask in self.channel.on_connect() {
+                    self.send(ask);
+                }
+                if let Some(answer) = self.store.reported() {
+                    self.send(self.channel.report_config(&answer, &self.running()));
+                }
+                if let Some((job, status)) = self.updater.last() {
+                    self.send(self.channel.report_job(job, status));
+                }
+            }
+            FleetIn::StatusDelivered => match self.updater.passed() {
+                Ok(Some((job, status))) => self.send(self.channel.report_job(&job, &status)),
+                Ok(None) => {}
+                Err(e) => error!(error = format!("{e:#}"), "cannot record the passed trial"),
+            },
+            FleetIn::Message { topic, payload } => match self.channel.parse(&topic, &payload) {
+                Ok(Incoming::Desired(doc)) => self.on_desired(doc),
+                Ok(Incoming::Job(doc)) => self.on_job(doc),
+                Ok(Incoming::AskAgain) => {
+                    if let Some(ask) = self.channel.ask_shadow() {
+                        self.send(ask);
+                    }
+                }
+                Ok(Incoming::Nothing) => {}
+                Err(problem) => warn!(%topic, %problem, "fleet message ignored"),
+            },
+        }
+    }
+
+    /// The desired settings this device runs, as last applied.
+    fn running(&self) -> Map<String, serde_json::Value> {
+        self.store.desired().map(|d| d.config).unwrap_or_default()
+    }
+
+    fn on_desired(&mut self, doc: DesiredConfig) {
+        let answered = self.store.reported();
+        let applied = self.store.desired();
+        let already = answered.as_ref().is_some_and(|a| {
+            a.version == doc.version
+                || (a.error.is_none() && applied.as_ref().is_some_and(|d| d.config == doc.config))
+        });
+        if already {
+            return;
+        }
+        let (answer, reconfigure) = match desired::apply(&self.file, &doc.config) {
+            Ok(_) => {
+                let answer = ReportedConfig {
+                    version: doc.version,
+                    applied_at: Some(ferry_shared::Timestamp::now().to_string()),
+                    error: None,
+                };
+                let same = applied.as_ref().is_some_and(|d| d.config == doc.config);
+                (self.store.applied(&doc, &answer).map(|()| answer), !same)
+            }
+            Err(problem) => {
+                warn!(version = doc.version, %problem, "desired configuration refused; the running one stays");
+                let answer = ReportedConfig {
+                    version: doc.version,
+                    applied_at: None,
+                    error: Some(format!("desired config: {problem}")),
+                };
+                (self.store.refused(&answer).map(|()| answer), false)
+            }
+        };
+        match answer {
+            Ok(answer) => {
+                self.send(self.channel.report_config(&answer, &self.running()));
+                if reconfigure {
+                    info!(
+                        version = doc.version,
+                        "desired configuration stored; applying it"
+                    );
+                    if self.actions.try_send(Action::Reconfigure).is_err() {
+                        warn!("reconfiguration not queued; it applies at the next start");
+                    }
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "cannot store the desired configuration; it is not applied")
+            }
+        }
+    }
+
+    fn on_job(&mut self, doc: ferry_shared::fleet::JobDocument) {
+        match self.updater.on_job(doc) {
+            Ok(JobStep::Nothing) => {}
+            Ok(JobStep::Report(job, status)) => self.send(self.channel.report_job(&job, &status)),
+            Ok(JobStep::Fetch {
+                job,
+                version,
+                artifact,
+                part,
+                key,
+            }) => {
+                if let Some((job, status)) = self.updater.last() {
+                    self.send(self.channel.report_job(job, status));
+                }
+                let stop = self.stop_downloads.clone();
+                // Its own task: telemetry keeps flowing while it downloads.
+                self.downloads.spawn(async move {
+                    let outcome = match update::download::fetch(&artifact, &part, &stop).await {
+                        Ok(()) => tokio::task::spawn_blocking(move || {
+                            update::download::verify(&part, &artifact, &key)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(Failure::new("download_failed", e.to_string()))),
+                        Err(f) => Err(f),
+                    };
+                    (job, version, outcome)
+                });
+            }
+            Err(e) => error!(error = format!("{e:#}"), "cannot record the job's state"),
+        }
+    }
+
+    async fn downloaded(&mut self, job: &str, version: &str, outcome: Result<(), Failure>) {
+        let outcome = outcome.and_then(|()| self.updater.install(job, version));
+        match outcome {
+            Ok(()) => {
+                let _ = self.actions.send(Action::Updated).await;
+            }
+            // Stopped with the pipeline: the job resumes at the next start.
+            Err(f) if f.reason == update::download::STOPPED => {}
+            Err(failure) => match self.updater.failed(job, &failure) {
+                Ok(status) => self.send(self.channel.report_job(job, &status)),
+                Err(e) => error!(error = format!("{e:#}"), "cannot record the failed job"),
+            },
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Signed updates with a trial and a rollback (README: updates).
+//!
+//! A job names a version and an artifact per architecture. This binary downloads its own
+//! ([`download`]), checks size, SHA-256 and the ed25519 signature, puts it in place beside
+//! the running binary ([`install`]) and exits; the service manager starts the new binary,
+//! which is on trial until it has opened the spool, connected and delivered its status.
+//! What decides a failed trial is `ferry-update-guard`, a shell script the unit runs before
+//! every start, so a binary that cannot start at all is still rolled back ([`state`]).
+
+pub mod download;
+pub mod install;
+pub mod state;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_shared::fleet::{Artifact, JobDocument, JobState, JobStatus, check_job_id, this_arch};
+use ferry_shared::signing::PublicKey;
+use tracing::{info, warn};
+
+use crate::VERSION;
+use crate::config::AgentConfig;
+pub use download::Failure;
+use state::{Trial, UpdateDir};
+
+/// The exit code after a new binary is in place: the service manager restarts the agent.
+pub const EXIT_UPDATED: u8 = 75;
+
+/// A build made for the update tests (`FERRY_TEST_FAULTS` set at build time) misbehaves as
+/// `FERRY_FAULT` says at run time: `exit` (fails at once) or `no-connect` (never reaches the
+/// broker). Other builds ignore `FERRY_FAULT`.
+pub fn injected_fault() -> Option<String> {
+    option_env!("FERRY_TEST_FAULTS")?;
+    std::env::var("FERRY_FAULT").ok().filter(|f| !f.is_empty())
+}
+
+/// What to do about a job.
+#[derive(Debug)]
+pub enum JobStep {
+    Nothing,
+    /// Say this about the job.
+    Report(String, JobStatus),
+    /// Download and verify this, then [`Updater::install`] it.
+    Fetch {
+        job: String,
+        version: String,
+        artifact: Artifact,
+        part: PathBuf,
+        key: PublicKey,
+    },
+}
+
+pub struct Updater {
+    dir: UpdateDir,
+    key: Option<PublicKey>,
+    max_bytes: u64,
+    trial_s: u64,
+    binary: Option<PathBuf>,
+    on_trial: Option<Trial>,
+    /// The job being downloaded.
+    active: Option<String>,
+    /// The status last reported, said again on every connection (retained, so harmless).
+    last: Option<(String, JobStatus)>,
+}
+
+pub fn status(state: JobState, failure: Option<&Failure>) -> JobStatus {
+    JobStatus {
+        status: state,
+        reason: failure.map(|f| f.reason.to_owned()),
+        detail: failure.map(|f| f.detail.clone()),
+        running: VERSION.to_owned(),
+        at: ferry_shared::Timestamp::now().to_string(),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Updater {
+    /// Reads what the last start left: the guard's verdict, a trial this binary is on, or a
+    /// trial whose binary never started.
+    pub fn open(cfg: &AgentConfig) -> anyhow::Result<Self> {
+        let dir = UpdateDir::open(&cfg.data_dir)?;
+        let mut up = Self {
+            key: cfg.update.key()?,
+            max_bytes: cfg.update.max_bytes,
+            trial_s: cfg.update.trial_s,
+            binary: cfg.update.binary.clone(),
+            on_trial: None,
+            active: None,
+            last: None,
+            dir,
+        };
+        if let Some(verdict) = up.dir.verdict() {
+            warn!(job = %verdict.job, reason = verdict.reason, detail = %verdict.detail, "the update was not kept");
+            let failure = Failure::new(verdict.reason, verdict.detail);
+            up.finish(&verdict.job, status(JobState::Failed, Some(&failure)))?;
+            up.dir.verdict_reported()?;
+        }
+        if let Some(trial) = up.dir.trial() {
+            if trial.version == VERSION {
+                info!(job = %trial.job, version = VERSION, deadline_in_s = trial.deadline().saturating_sub(unix_now()), "on trial");
+                up.last = Some((trial.job.clone(), status(JobState::InProgress, None)));
+                up.on_trial = Some(trial);
+            } else if up.dir.trial_started() {
+                // The guard put this binary back but stopped before saying so.
+                let failure = Failure::new(
+                    "rolled_back",
+                    format!("{} did not pass its trial", trial.version),
+                );
+                up.finish(&trial.job, status(JobState::Failed, Some(&failure)))?;
+                up.dir.end_trial()?;
+            } else {
+                // The swap never happened; the job is still current and runs again.
+                info!(job = %trial.job, "an interrupted install is dropped");
+                up.dir.end_trial()?;
+            }
+        }
+        Ok(up)
+    }
+
+    fn finish(&mut self, job: &str, status: JobStatus) -> std::io::Result<()> {
+        self.dir.record_final(job, &status)?;
+        self.last = Some((job.to_owned(), status));
+        Ok(())
+    }
+
+    pub fn last(&self) -> Option<&(String, JobStatus)> {
+        self.last.as_ref()
+    }
+
+    pub fn dir(&self) -> &UpdateDir {
+        &self.dir
+    }
+
+    /// When this binary's trial ends, if it is on one.
+    pub fn trial_deadline(&self) -> Option<SystemTime> {
+        self.on_trial
+            .as_ref()
+            .map(|t| UNIX_EPOCH + Duration::from_secs(t.deadline()))
+    }
+
+    /// The spool is open and the status delivered on a connection: the trial is passed.
+    pub fn passed(&mut self) -> anyhow::Result<Option<(String, JobStatus)>> {
+        let Some(trial) = self.on_trial.take() else {
+            return Ok(None);
+        };
+        let done = status(JobState::Succeeded, None);
+        self.finish(&trial.job, done.clone())?;
+        self.dir.end_trial()?;
+        info!(job = %trial.job, version = VERSION, previous = %trial.previous_version, "update kept: trial passed");
+        Ok(Some((trial.job, done)))
+    }
+
+    /// Decides what to do about the device's current job.
+    pub fn on_job(&mut self, doc: JobDocument) -> anyhow::Result<JobStep> {
+        let job = doc.job_id.clone();
+        if let Err(problem) = check_job_id(&job) {
+            warn!(%problem, "job ignored");
+            return Ok(JobStep::Nothing);
+        }
+        if let Some(done) = self.dir.final_status(&job) {
+            self.last = Some((job.clone(), done.clone()));
+            return Ok(JobStep::Report(job, done));
+        }
+        if self.on_trial.as_ref().is_some_and(|t| t.job == job)
+            || self.active.as_deref() == Some(&job)
+        {
+            return Ok(JobStep::Nothing);
+        }
+        self.dir.forget_downloads_except(Some(&job));
+        if doc.version == VERSION {
+            let done = status(JobState::Succeeded, None);
+            self.finish(&job, done.clone())?;
+            return Ok(JobStep::Report(job, done));
+        }
+        let refuse = |failure: Failure| -> anyhow::Result<JobStep> {
+            warn!(job = %job, reason = failure.reason, detail = %failure.detail, "update refused");
+            let st = status(JobState::Failed, Some(&failure));
+            Ok(JobStep::Report(job.clone(), st))
+        };
+        let Some(key) = self.key.clone() else {
+            let step = refuse(Failure::new(
+                "updates_disabled",
+                "no [update] public_key in the config",
+            ))?;
+            return self.finished(step);
+        };
+        let Some(artifact) = doc.artifacts.get(this_arch()).cloned() else {
+            let step = refuse(Failure::new(
+                "no_artifact",
+                format!("no artifact for {}", this_arch()),
+            ))?;
+            return self.finished(step);
+        };
+        if artifact.size > self.max_bytes {
+            let step = refuse(Failure::new(
+                "too_large",
+                format!(
+                    "{} bytes, above update.max_bytes {}",
+                    artifact.size, self.max_bytes
+                ),
+            ))?;
+            return self.finished(step);
+        }
+        info!(job = %job, version = %doc.version, url = %artifact.url, size = artifact.size, "update: downloading");
+        self.active = Some(job.clone());
+        self.last = Some((job.clone(), status(JobState::InProgress, None)));
+        Ok(JobStep::Fetch {
+            part: self.dir.part(&job),
+            job,
+            version: doc.version,
+            artifact,
+            key,
+        })
+    }
+
+    fn finished(&mut self, step: JobStep) -> anyhow::Result<JobStep> {
+        if let JobStep::Report(job, st) = &step {
+            self.finish(job, st.clone())?;
+        }
+        Ok(step)
+    }
+
+    /// A download ended in failure.
+    pub fn failed(&mut self, job: &str, failure: &Failure) -> anyhow::Result<JobStatus> {
+        warn!(job, reason = failure.reason, detail = %failure.detail, "update refused");
+        self.active = None;
+        let _ = std::fs::remove_file(self.dir.part(job));
+        let st = status(JobState::Failed, Some(failure));
+        self.finish(job, st.clone())?;
+        Ok(st)
+    }
+
+    /// Puts the verified download of `job` in place; the caller then exits.
+    pub fn install(&mut self, job: &str, version: &str) -> Result<(), Failure> {
+        self.active = None;
+        let binary = match &self.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| Failure::new("install_failed", format!("the running binary: {e}")))?,
+        };
+        let trial = Trial {
+            job: job.to_owned(),
+            version: version.to_owned(),
+            previous_version: VERSION.to_owned(),
+            started: unix_now(),
+            trial_s: self.trial_s,
+            previous_spool_format: crate::spool::FORMAT,
+        };
+        install::install(&self.dir.part(job), &binary, &trial, &self.dir)
+            .map_err(|e| Failure::new("install_failed", format!("{}: {e}", binary.display())))?;
+        info!(job, version, binary = %binary.display(), "update installed; restarting into it");
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! Fleet operations on the wire (README: remote configuration, updates): the documents the
+//! cloud and a device exchange to change the device's configuration and its binary, and
+//! the topics they travel on when the broker is not IoT Core.
+//!
+//! Every topic here carries a retained message: a device that was offline finds the latest
+//! desired configuration and its current job on connect, and the cloud finds each device's
+//! latest answers when it subscribes, so neither side needs a persistent session.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::DeviceId;
+use crate::topic::TOPIC_PREFIX;
+
+/// The named shadow that carries the desired configuration on AWS IoT Core.
+pub const SHADOW_NAME: &str = "ferry-config";
+
+/// `ferry/v1/{device}/config`: the desired configuration, retained.
+pub fn config_topic(device: &DeviceId) -> String {
+    format!("{TOPIC_PREFIX}{device}/config")
+}
+
+/// `ferry/v1/{device}/config/reported`: what the device applied, retained.
+pub fn config_reported_topic(device: &DeviceId) -> String {
+    format!("{TOPIC_PREFIX}{device}/config/reported")
+}
+
+/// `ferry/v1/{device}/jobs`: the device's current update job, retained.
+pub fn jobs_topic(device: &DeviceId) -> String {
+    format!("{TOPIC_PREFIX}{device}/jobs")
+}
+
+/// `ferry/v1/{device}/jobs/{job_id}/status`: the job's state as the device reports it,
+/// retained.
+pub fn job_status_topic(device: &DeviceId, job_id: &str) -> String {
+    format!("{TOPIC_PREFIX}{device}/jobs/{job_id}/status")
+}
+
+/// The cloud's subscriptions to every device's answers.
+pub const REPORTED_FILTER: &str = "ferry/v1/+/config/reported";
+pub const JOB_STATUS_FILTER: &str = "ferry/v1/+/jobs/+/status";
+
+/// What a device's answer topic says: which device, and which of its documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Reported(DeviceId),
+    JobStatus { device: DeviceId, job_id: String },
+}
+
+impl Answer {
+    /// Parses a topic of [`REPORTED_FILTER`] or [`JOB_STATUS_FILTER`]; `None` for any other.
+    pub fn parse(topic: &str) -> Option<Self> {
+        let rest = topic.strip_prefix(TOPIC_PREFIX)?;
+        let (device, rest) = rest.split_once('/')?;
+        let device = DeviceId::new(device).ok()?;
+        if rest == "config/reported" {
+            return Some(Self::Reported(device));
+        }
+        let job_id = rest.strip_prefix("jobs/")?.strip_suffix("/status")?;
+        check_job_id(job_id).ok()?;
+        Some(Self::JobStatus {
+            device,
+            job_id: job_id.to_owned(),
+        })
+    }
+}
+
+/// The desired configuration as published: a version the cloud raises on every change, and
+/// the settings (README: remote configuration), which the device checks as it checks its file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredConfig {
+    pub version: u64,
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What the device says about the desired configuration it last received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedConfig {
+    /// The desired version this answers.
+    pub version: u64,
+    /// When it was applied; absent when it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
+    /// Why it was refused, naming the key; the device keeps its running configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One update for one device: the version and a signed artifact per architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDocument {
+    pub job_id: String,
+    pub version: String,
+    /// Keyed by Debian's architecture names: `amd64`, `arm64`, `armhf`.
+    pub artifacts: BTreeMap<String, Artifact>,
+}
+
+/// A binary to download: where, how big, and what it must hash and verify to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub url: String,
+    /// Lower-case hex of the SHA-256 of the bytes.
+    pub sha256: String,
+    pub size: u64,
+    /// The ed25519 signature of the bytes (`ferry-cloud sign`, or a legacy minisign one).
+    pub signature: String,
+}
+
+/// A job's state, in IoT Jobs' words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    Queued,
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+/// A device's report on one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub status: JobState,
+    /// Why it failed, as a stable code: `rolled_back`, `signature_mismatch`, `sha256_mismatch`,
+    /// `truncated`, `too_large`, `download_failed`, `no_artifact`, `updates_disabled`,
+    /// `install_failed`, `rollback_refused`, `bad_job`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The detail behind `reason`, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The version the device runs as it reports.
+    pub running: String,
+    pub at: String,
+}
+
+/// A job id names a topic level and a file: 1 to 64 of `[A-Za-z0-9_-]`.
+pub fn check_job_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "job id {id:?} must be 1 to 64 of A-Z, a-z, 0-9, _ and -"
+        ));
+    }
+    Ok(())
+}
+
+/// Debian's name for the architecture this binary was built for, as [`JobDocument`] keys it.
+pub fn this_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_topics_parse_and_others_do_not() {
+        let dev = DeviceId::new("pi-7").expect("id");
+        assert_eq!(
+            Answer::parse(&config_reported_topic(&dev)),
+            Some(Answer::Reported(dev.clone()))
+        );
+        assert_eq!(
+            Answer::parse(&job_status_topic(&dev, "r1-pi-7")),
+            Some(Answer::JobStatus {
+                device: dev.clone(),
+                job_id: "r1-pi-7".into()
+            })
+        );
+        for other in [
+            config_topic(&dev),
+            jobs_topic(&dev),
+            "ferry/v1/pi-7/jobs/a/b/status".into(),
+            "ferry/v1/bad id/config/reported".into(),
+            "other/pi-7/config/reported".into(),
+        ] {
+            assert_eq!(Answer::parse(&other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn job_ids_are_topic_and_file_safe() {
+        assert!(check_job_id("r-12_ab").is_ok());
+        for bad in ["", "a/b", "..", "a+b", &"x".repeat(65)] {
+            assert!(check_job_id(bad).is_err(), "{bad}");
+        }
+    }
+}
