@@ -12,6 +12,8 @@
 //! - [`curated`]: the curated lake read back by delta-rs and DuckDB; `compact --once`.
 //! - [`postgres::Postgres`]: a real PostgreSQL server from `initdb`, on a random port.
 //! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
+//! - [`fleet`]: retained fleet topics watched and published, an artifact server, the
+//!   unit's start loop with the update guard, and a second agent build to update to.
 //! - [`oidc::Provider`]: an OpenID Connect provider (discovery, JWKS, code flow with PKCE)
 //!   with keys made at test time.
 //!
@@ -25,6 +27,7 @@ pub mod cloud;
 pub mod collector;
 pub mod curated;
 pub mod devices;
+pub mod fleet;
 pub mod http;
 pub mod lake;
 pub mod loyalty;

@@ -12,6 +12,7 @@ mod pacing;
 mod pos_crash;
 mod serial;
 mod spool_full;
+mod update;
 
 use std::path::Path;
 
