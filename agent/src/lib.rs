@@ -125,7 +125,7 @@ async fn run_pipeline(
         actions_tx,
         fleet_stop.clone(),
     )?;
-    let uplink_stop = CancellationToken::new();
+    let uplink_stop = uplink::Shutdown::default();
     let mut uplink = tokio::spawn(uplink::run(
         cfg,
         spool.clone(),
@@ -155,7 +155,12 @@ async fn run_pipeline(
             Err(e) => error!(error = %e, "source task panicked"),
         }
     }
-    uplink_stop.cancel();
+    if action == Some(Action::Reconfigure) {
+        uplink_stop
+            .rebuild
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    uplink_stop.token.cancel();
     let early = ended_early.is_some();
     let outcome = match ended_early {
         Some(joined) => joined,

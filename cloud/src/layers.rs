@@ -6,11 +6,11 @@
 /// Bottom up. Within a layer, modules do not use each other, except as listed lower.
 const LAYERS: &[&[&str]] = &[
     &["config"],
-    &["http", "db", "certs"],
+    &["http", "db", "certs", "sign"],
     &["pool"],
     &["lake", "loyalty", "hot"],
     &["ingest", "curated"],
-    &["dashboard"],
+    &["dashboard", "fleet"],
     &["dev", "openapi", "check"],
 ];
 

@@ -11,11 +11,13 @@
 //!   which the ingest feeds;
 //! - [`dashboard`]: the dashboards' API, event feed and page over the hot store and the
 //!   ledger;
+//! - [`fleet`]: each device's desired configuration and rollouts of signed updates;
 //! - [`db`]: opening a SQLite or PostgreSQL database, and one interface over both;
 //! - [`pool`]: a few blocking database connections for async callers;
 //! - [`config`]: the cloud's configuration (README);
 //! - [`http`]: `/healthz`, `/metrics` and the APIs behind the tokens and the role table;
 //! - [`certs`]: `ferry-cloud certs`, a small fleet's CA and certificates;
+//! - [`sign`]: `ferry-cloud sign`, the release key and signed artifacts for rollouts;
 //! - [`dev`]: `ferry-cloud dev`, the whole pipeline on one machine.
 
 pub mod certs;
@@ -25,6 +27,7 @@ pub mod curated;
 pub mod dashboard;
 pub(crate) mod db;
 pub mod dev;
+pub mod fleet;
 pub mod hot;
 pub mod http;
 pub mod ingest;
@@ -32,6 +35,7 @@ pub(crate) mod lake;
 pub mod loyalty;
 pub mod openapi;
 pub mod pool;
+pub mod sign;
 
 #[cfg(test)]
 mod layers;

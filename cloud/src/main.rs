@@ -73,6 +73,12 @@ enum Command {
         #[command(subcommand)]
         action: CertsAction,
     },
+    /// Signed updates for the agents: `keygen` makes the release key, `artifact` prints a
+    /// binary's entry for `POST /v1/rollouts` (url, sha256, size, signature).
+    Sign {
+        #[command(subcommand)]
+        action: SignAction,
+    },
     /// Check a config before a role starts (the packaged unit's `ExecStartPre`): its keys,
     /// the sections the role needs, the TLS files and their permissions, the data directory;
     /// exit 2 naming the key at fault.
@@ -106,6 +112,25 @@ enum Command {
         /// tills).
         #[arg(long)]
         interval_ms: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SignAction {
+    /// Make an ed25519 release key in FILE (0600, never overwritten); prints the public key
+    /// for the agents' `[update] public_key`.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign BINARY with the key; prints its `artifacts` entry as JSON.
+    Artifact {
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Where the devices will download it from.
+        #[arg(long)]
+        url: String,
+        binary: PathBuf,
     },
 }
 
@@ -225,6 +250,25 @@ fn main() -> ExitCode {
         Command::Openapi => {
             println!("{}", ferry_cloud::openapi::json());
             return ExitCode::SUCCESS;
+        }
+        Command::Sign { action } => {
+            let done = match action {
+                SignAction::Keygen { out } => ferry_cloud::sign::keygen(&out),
+                SignAction::Artifact { key, url, binary } => {
+                    ferry_cloud::sign::artifact(&key, &binary, &url)
+                        .and_then(|a| Ok(serde_json::to_string_pretty(&a)?))
+                }
+            };
+            return match done {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferry-cloud sign: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Certs { action } => {
             let made = match action {
@@ -477,6 +521,11 @@ async fn run(
             None => routes.api,
         });
         public = Some(routes.page);
+        // Fleet operations ride with the dashboards: the same people, one process.
+        if let Some(fleet) = ferry_cloud::fleet::start(&cfg, &tasks, shutdown.clone())? {
+            info!("fleet operations on");
+            apis = apis.map(|a| a.merge(fleet));
+        }
     }
     if role.runs_ingest() {
         metrics.register(ingest_metrics.clone());

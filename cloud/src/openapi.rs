@@ -317,7 +317,12 @@ fn events() {}
         stores,
         store_loyalty,
         loyalty,
-        traffic
+        traffic,
+        crate::fleet::api::show_config,
+        crate::fleet::api::put_config,
+        crate::fleet::api::create_rollout,
+        crate::fleet::api::show_rollout,
+        crate::fleet::api::list_rollouts
     ),
     components(schemas(
         ErrorDoc,
@@ -335,7 +340,12 @@ fn events() {}
         AuditEntry,
         StoreDay,
         ApiRole,
-        PeriodDoc
+        PeriodDoc,
+        crate::fleet::ConfigView,
+        crate::fleet::DesiredView,
+        crate::fleet::JobView,
+        crate::fleet::RolloutView,
+        crate::fleet::api::NewRollout
     ))
 )]
 struct CloudApi;

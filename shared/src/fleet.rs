@@ -66,6 +66,46 @@ impl Answer {
     }
 }
 
+/// The settings a desired configuration may hold, and within each table the keys it may
+/// set (`None`: the value replaces the file's whole). A device's identity, certificates,
+/// data folder and POS listener are its own and never change remotely.
+pub const REMOTE_KEYS: &[(&str, Option<&[&str]>)] = &[
+    ("sources", None),
+    ("log_level", None),
+    (
+        "mqtt",
+        Some(&[
+            "publishes_per_s",
+            "bytes_per_s",
+            "max_inflight",
+            "gzip_level",
+            "status_interval_s",
+        ]),
+    ),
+    ("spool", Some(&["max_bytes"])),
+];
+
+/// Checks that `config` names only [`REMOTE_KEYS`]; the error names the first other key.
+/// The values are the device's to check, as it checks its file.
+pub fn check_remote_keys(
+    config: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    for (key, value) in config {
+        let Some((_, keys)) = REMOTE_KEYS.iter().find(|(k, _)| k == key) else {
+            return Err(format!("key {key} cannot be set remotely"));
+        };
+        if let Some(allowed) = keys {
+            let serde_json::Value::Object(settings) = value else {
+                return Err(format!("key {key} must be a table"));
+            };
+            if let Some(other) = settings.keys().find(|k| !allowed.contains(&k.as_str())) {
+                return Err(format!("key {key}.{other} cannot be set remotely"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The desired configuration as published: a version the cloud raises on every change, and
 /// the settings (README: remote configuration), which the device checks as it checks its file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,16 +192,16 @@ pub struct JobStatus {
     pub at: String,
 }
 
-/// A job id names a topic level and a file: 1 to 64 of `[A-Za-z0-9_-]`.
+/// A job id names a topic level and a file: 1 to 128 of `[A-Za-z0-9_-]`.
 pub fn check_job_id(id: &str) -> Result<(), String> {
     if id.is_empty()
-        || id.len() > 64
+        || id.len() > 128
         || !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         return Err(format!(
-            "job id {id:?} must be 1 to 64 of A-Z, a-z, 0-9, _ and -"
+            "job id {id:?} must be 1 to 128 of A-Z, a-z, 0-9, _ and -"
         ));
     }
     Ok(())
@@ -209,7 +249,7 @@ mod tests {
     #[test]
     fn job_ids_are_topic_and_file_safe() {
         assert!(check_job_id("r-12_ab").is_ok());
-        for bad in ["", "a/b", "..", "a+b", &"x".repeat(65)] {
+        for bad in ["", "a/b", "..", "a+b", &"x".repeat(129)] {
             assert!(check_job_id(bad).is_err(), "{bad}");
         }
     }

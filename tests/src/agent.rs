@@ -55,6 +55,12 @@ impl AgentProc {
         self.proc.start();
     }
 
+    /// An environment variable for the next start; an empty value removes it.
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.proc.env(key, value);
+        self
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill9(&mut self) {
         self.proc.kill9();

@@ -375,7 +375,7 @@ impl Drop for Supervisor {
 /// The version the second build reports.
 pub const VARIANT_VERSION: &str = "9.9.9-update-test";
 
-/// A second build of `ferry-agent`, version [`VARIANT_VERSION`], that obeys `FERRY_FAULT`
+/// A second build of `ferry-agent`, version [`VARIANT_VERSION`], that obeys `AGENT_TEST_FAULT`
 /// (`exit`, `no-connect`): what the update tests install. Built once into its own target
 /// folder beside the test's (a file lock keeps parallel test binaries to one build), so the
 /// tests' own binaries are never rebuilt under them.

@@ -88,10 +88,17 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("process log");
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("FERRY_LOG", "info")
+        let mut command = Command::new(&self.bin);
+        command.args(&self.args).env("FERRY_LOG", "info");
+        // Set here wins over the default; set empty, removed.
+        for (k, v) in &self.env {
+            if v.is_empty() {
+                command.env_remove(k);
+            } else {
+                command.env(k, v);
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

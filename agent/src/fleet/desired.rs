@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_shared::fleet::{DesiredConfig, ReportedConfig};
+use ferry_shared::fleet::{DesiredConfig, ReportedConfig, check_remote_keys};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -12,45 +12,15 @@ use tracing::warn;
 
 use crate::config::{AgentConfig, ConfigFile};
 
-/// The tables a desired document may set, and within each the keys it may set (`None`:
-/// the value replaces the file's whole). Identity, certificates, the data folder and the
-/// POS API's listener are the device's own: a document that names them is refused.
-const REMOTE_KEYS: &[(&str, Option<&[&str]>)] = &[
-    ("sources", None),
-    ("log_level", None),
-    (
-        "mqtt",
-        Some(&[
-            "publishes_per_s",
-            "bytes_per_s",
-            "max_inflight",
-            "gzip_level",
-            "status_interval_s",
-        ]),
-    ),
-    ("spool", Some(&["max_bytes"])),
-];
-
 /// The file with `desired` laid over it, checked exactly as the file alone is. The error
 /// names the key at fault.
 pub fn apply(file: &ConfigFile, desired: &Map<String, Value>) -> Result<AgentConfig, String> {
+    check_remote_keys(desired)?;
     let mut base: toml::Table = toml::from_str(&file.text).map_err(|e| e.to_string())?;
     for (key, value) in desired {
-        let Some((_, keys)) = REMOTE_KEYS.iter().find(|(k, _)| k == key) else {
-            return Err(format!("key {key} cannot be set remotely"));
-        };
         let value = to_toml(key, value)?;
-        match keys {
-            None => {
-                base.insert(key.clone(), value);
-            }
-            Some(allowed) => {
-                let toml::Value::Table(settings) = value else {
-                    return Err(format!("key {key} must be a table"));
-                };
-                if let Some(other) = settings.keys().find(|k| !allowed.contains(&k.as_str())) {
-                    return Err(format!("key {key}.{other} cannot be set remotely"));
-                }
+        match value {
+            toml::Value::Table(settings) if key != "sources" => {
                 let section = base
                     .entry(key.clone())
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -58,6 +28,9 @@ pub fn apply(file: &ConfigFile, desired: &Map<String, Value>) -> Result<AgentCon
                     return Err(format!("key {key} in the config file is not a table"));
                 };
                 section.extend(settings);
+            }
+            value => {
+                base.insert(key.clone(), value);
             }
         }
     }

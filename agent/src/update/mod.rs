@@ -27,11 +27,13 @@ use state::{Trial, UpdateDir};
 pub const EXIT_UPDATED: u8 = 75;
 
 /// A build made for the update tests (`FERRY_TEST_FAULTS` set at build time) misbehaves as
-/// `FERRY_FAULT` says at run time: `exit` (fails at once) or `no-connect` (never reaches the
-/// broker). Other builds ignore `FERRY_FAULT`.
+/// `AGENT_TEST_FAULT` says at run time: `exit` (fails at once) or `no-connect` (never reaches the
+/// broker). Other builds ignore `AGENT_TEST_FAULT`.
 pub fn injected_fault() -> Option<String> {
     option_env!("FERRY_TEST_FAULTS")?;
-    std::env::var("FERRY_FAULT").ok().filter(|f| !f.is_empty())
+    std::env::var("AGENT_TEST_FAULT")
+        .ok()
+        .filter(|f| !f.is_empty())
 }
 
 /// What to do about a job.

@@ -40,6 +40,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub use connect::{ConnectError, client};
 
+/// How the uplink is stopped: `token`, and whether the pipeline is being rebuilt (a new
+/// configuration), when what is pending is sent by the next uplink rather than waited for.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    pub token: CancellationToken,
+    pub rebuild: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// Counters for logs and, later, `/metrics`.
 #[derive(Debug, Default)]
 pub struct UplinkMetrics {
@@ -109,7 +117,7 @@ pub async fn run(
     cards: CardCache,
     metrics: Arc<UplinkMetrics>,
     fleet: FleetLink,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let topic = |stream| ferry_shared::Topic::new(cfg.device_id.clone(), stream).to_string();
     let status_topic = topic(ferry_shared::Stream::Status);
@@ -173,8 +181,13 @@ pub async fn run(
             && up.stashed.is_some()
             && up.tracker.in_flight() < usize::from(up.cfg.mqtt.max_inflight);
         tokio::select! {
-            _ = shutdown.cancelled(), if grace.is_none() => {
-                grace = Some(Instant::now() + SHUTDOWN_GRACE);
+            _ = shutdown.token.cancelled(), if grace.is_none() => {
+                let allowed = if shutdown.rebuild.load(Ordering::Relaxed) {
+                    Duration::ZERO
+                } else {
+                    SHUTDOWN_GRACE
+                };
+                grace = Some(Instant::now() + allowed);
             }
             _ = sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {}
             event = events.recv() => match event {

@@ -10,6 +10,7 @@ mod mtls;
 mod outage;
 mod pacing;
 mod pos_crash;
+mod remote_config;
 mod serial;
 mod spool_full;
 mod update;

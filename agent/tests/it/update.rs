@@ -291,7 +291,7 @@ async fn a_binary_that_exits_at_once_or_never_connects_is_rolled_back() {
     let variant = variant_agent();
     let dev = Device::new("upd-roll", "max_bytes = 1073741824\ntrial_s = 10").await;
     for (fault, job) in [("exit", "roll-exit"), ("no-connect", "roll-noconn")] {
-        let agent = dev.supervise(&[("FERRY_FAULT", fault)]);
+        let agent = dev.supervise(&[("AGENT_TEST_FAULT", fault)]);
         dev.running_version(STOCK_VERSION, Duration::from_secs(30))
             .await;
         let artifact = dev.artifact(job, bytes_of(&variant), Serve::Whole);

@@ -142,6 +142,12 @@ pub const ROUTES: &[(Method, &str, &[ApiRole])] = &[
     (Method::GET, "/v1/stores/{id}/loyalty", FIGURES),
     (Method::GET, "/v1/loyalty", FIGURES),
     (Method::GET, "/v1/traffic", FIGURES),
+    // Fleet operations.
+    (Method::GET, "/v1/devices/{id}/config", DASHBOARDS),
+    (Method::PUT, "/v1/devices/{id}/config", REGISTRY),
+    (Method::GET, "/v1/rollouts", REGISTRY),
+    (Method::POST, "/v1/rollouts", ADMIN),
+    (Method::GET, "/v1/rollouts/{id}", REGISTRY),
 ];
 
 /// The API routes that need no token: how the page signs a user in, and the API's

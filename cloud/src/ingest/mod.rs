@@ -25,7 +25,7 @@ mod decode;
 mod hot;
 mod journal;
 mod metrics;
-mod mqtt;
+pub(crate) mod mqtt;
 mod router;
 mod seen;
 
