@@ -128,7 +128,7 @@ pub enum Serve {
 /// A plain HTTP/1.1 server on 127.0.0.1 that serves named files, with `Range: bytes=N-`.
 pub struct ArtifactServer {
     port: u16,
-    files: Arc<Mutex<HashMap<String, (Arc<Vec<u8>>, Serve)>>>,
+    files: Arc<Files>,
     /// `GET /name from N` per request, for the tests to see resumption.
     requests: Arc<Mutex<Vec<String>>>,
 }
@@ -137,7 +137,7 @@ impl ArtifactServer {
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the artifact server");
         let port = listener.local_addr().expect("address").port();
-        let files: Arc<Mutex<HashMap<String, (Arc<Vec<u8>>, Serve)>>> = Arc::default();
+        let files: Arc<Files> = Arc::default();
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
         let (f, r) = (files.clone(), requests.clone());
         std::thread::spawn(move || {
@@ -171,6 +171,7 @@ impl ArtifactServer {
     }
 }
 
+/// Each file's bytes and how to send them.
 type Files = Mutex<HashMap<String, (Arc<Vec<u8>>, Serve)>>;
 
 fn serve(stream: TcpStream, files: &Files, requests: &Mutex<Vec<String>>) -> std::io::Result<()> {

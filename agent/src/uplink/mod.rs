@@ -273,15 +273,13 @@ impl Uplink {
             }
             DriverEvent::Published(pkid) => self.tracker.published(pkid),
             DriverEvent::PubAck(pkid) => match self.tracker.acked(pkid) {
-                Some(Carries::Records(range)) => {
-                    if self.acks.try_send(range).is_err() {
-                        // The records stay spooled and go again after the next reconnect.
-                        warn!(
-                            first = range.first,
-                            last = range.last,
-                            "ack queue full; records will be resent"
-                        );
-                    }
+                Some(Carries::Records(range)) if self.acks.try_send(range).is_err() => {
+                    // The records stay spooled and go again after the next reconnect.
+                    warn!(
+                        first = range.first,
+                        last = range.last,
+                        "ack queue full; records will be resent"
+                    );
                 }
                 Some(Carries::Status) if self.status_pending => {
                     self.status_pending = false;
