@@ -198,7 +198,7 @@ impl Default for SpoolConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
     Simulator(SimulatorConfig),
@@ -208,7 +208,7 @@ pub enum SourceConfig {
     CardReader(CardReaderConfig),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialConfig {
     /// The device, e.g. `/dev/ttyUSB0`; a udev symlink such as `/dev/serial/by-id/...`
@@ -228,7 +228,7 @@ pub struct SerialConfig {
     pub report_window_s: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CardReaderConfig {
     pub path: PathBuf,
@@ -260,7 +260,7 @@ impl CardReaderConfig {
 }
 
 /// `on_scan = { op = "stamp", program = "coffee", qty = 1, store = "S-01" }`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanRule {
     pub op: TxnOp,
@@ -270,7 +270,7 @@ pub struct ScanRule {
     pub qty: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatorConfig {
     pub profile: SimulatorProfile,

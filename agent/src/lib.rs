@@ -69,7 +69,8 @@ pub async fn run(file: ConfigFile, shutdown: CancellationToken) -> anyhow::Resul
     }
 }
 
-/// One run of sources, uplink and spool, until shutdown or a fleet action.
+/// One run of sources, uplink and spool, until shutdown, a fleet action, or a new desired
+/// configuration that the running pipeline cannot take in place.
 async fn run_pipeline(
     cfg: AgentConfig,
     file: &ConfigFile,
@@ -88,33 +89,32 @@ async fn run_pipeline(
 
     let cards = cards::CardCache::open(&cfg.data_dir)
         .with_context(|| format!("opening the card balances in {}", cfg.data_dir.display()))?;
-    let sources_stop = shutdown.child_token();
     let source_metrics = Arc::new(sources::SourceMetrics::default());
-    let mut sources = sources::spawn_all(
-        &cfg.sources,
-        &cfg.device_id,
-        &spool,
-        &source_metrics,
-        &sources_stop,
-    )?;
+    let mut sources = Sources::start(&cfg, &spool, &source_metrics, &shutdown)?;
     let metrics = Arc::new(uplink::UplinkMetrics::default());
-    if let Some(pos) = &cfg.pos_api {
-        let listener = tokio::net::TcpListener::bind(pos.listen)
+    // Stops with the sources, before the uplink: it takes transactions as they do.
+    let pos_stop = shutdown.child_token();
+    let mut pos = None;
+    if let Some(p) = &cfg.pos_api {
+        let listener = tokio::net::TcpListener::bind(p.listen)
             .await
-            .with_context(|| format!("pos_api.listen: cannot listen on {}", pos.listen))?;
-        info!(listen = %pos.listen, "POS API listening");
+            .with_context(|| format!("pos_api.listen: cannot listen on {}", p.listen))?;
+        info!(listen = %p.listen, "POS API listening");
         let state = pos_api::PosState {
             device: cfg.device_id.clone(),
             spool: spool.clone(),
-            token: Arc::new(pos_api::Token::new(pos.token()?)),
+            token: Arc::new(pos_api::Token::new(p.token()?)),
             uplink: metrics.clone(),
             sources: source_metrics.clone(),
             answers: Arc::default(),
             cards: cards.clone(),
             redemptions: Arc::default(),
         };
-        // A source like the others: it stops taking transactions before the uplink stops.
-        sources.spawn(pos_api::serve(listener, state, sources_stop.clone()));
+        pos = Some(tokio::spawn(pos_api::serve(
+            listener,
+            state,
+            pos_stop.clone(),
+        )));
     }
     let (actions_tx, mut actions) = tokio::sync::mpsc::channel(4);
     let fleet_stop = CancellationToken::new();
@@ -125,34 +125,51 @@ async fn run_pipeline(
         actions_tx,
         fleet_stop.clone(),
     )?;
+    let tell_fleet = fleet_link.events.clone();
+    let (mqtt_tx, mqtt_rx) = tokio::sync::watch::channel(cfg.mqtt.clone());
     let uplink_stop = uplink::Shutdown::default();
+    let mut running = cfg.clone();
     let mut uplink = tokio::spawn(uplink::run(
         cfg,
         spool.clone(),
         cards,
         metrics,
         fleet_link,
+        mqtt_rx,
         uplink_stop.clone(),
     ));
 
     // The uplink runs until we stop it, after the sources; if it ends first, that is the
     // error to report.
     let mut action = None;
-    let ended_early = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        Some(a) = actions.recv() => {
-            action = Some(a);
-            None
+    let ended_early = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            Some(a) = actions.recv() => {
+                if a == Action::Reconfigure {
+                    let wanted = fleet::effective_config(file)?;
+                    if !needs_rebuild(&running, &wanted) {
+                        sources = reconfigure_in_place(&running, &wanted, sources, &spool, &source_metrics, &shutdown, &mqtt_tx).await?;
+                        running = wanted;
+                        // Now it runs: the fleet answers the document.
+                        let _ = tell_fleet.try_send(fleet::FleetIn::ConfigApplied);
+                        continue;
+                    }
+                }
+                action = Some(a);
+                break None;
+            }
+            joined = &mut uplink => break Some(joined),
         }
-        joined = &mut uplink => Some(joined),
     };
     fleet_stop.cancel();
-    sources_stop.cancel();
-    while let Some(joined) = sources.join_next().await {
-        match joined {
+    pos_stop.cancel();
+    sources.stop().await;
+    if let Some(pos) = pos {
+        match pos.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = format!("{e:#}"), "source failed"),
-            Err(e) => error!(error = %e, "source task panicked"),
+            Ok(Err(e)) => error!(error = format!("{e:#}"), "POS API failed"),
+            Err(e) => error!(error = %e, "POS API task panicked"),
         }
     }
     if action == Some(Action::Reconfigure) {
@@ -176,5 +193,69 @@ async fn run_pipeline(
         Ok(Ok(())) if early => Err(anyhow::anyhow!("uplink stopped before shutdown")),
         Ok(result) => result.map(|()| action),
         Err(e) => Err(anyhow::anyhow!("uplink task panicked: {e}")),
+    }
+}
+
+/// Whether `wanted` needs the pipeline rebuilt: the envelope builder's gzip level and the
+/// spool writer's cap are fixed for their lifetime; sources, pacing, the status interval
+/// and the log level change in place.
+fn needs_rebuild(running: &AgentConfig, wanted: &AgentConfig) -> bool {
+    running.mqtt.gzip_level() != wanted.mqtt.gzip_level()
+        || running.spool.max_bytes != wanted.spool.max_bytes
+}
+
+/// Applies what changed: sources are stopped (their last appends committed) and started
+/// anew on the same spool, so seqs go on without a gap; the uplink re-paces itself.
+async fn reconfigure_in_place(
+    running: &AgentConfig,
+    wanted: &AgentConfig,
+    sources: Sources,
+    spool: &Spool,
+    metrics: &Arc<sources::SourceMetrics>,
+    shutdown: &CancellationToken,
+    mqtt: &tokio::sync::watch::Sender<config::MqttConfig>,
+) -> anyhow::Result<Sources> {
+    logging::set_level(&wanted.log_level);
+    mqtt.send_replace(wanted.mqtt.clone());
+    if running.sources == wanted.sources {
+        info!("new configuration applied in place");
+        return Ok(sources);
+    }
+    sources.stop().await;
+    let started = Sources::start(wanted, spool, metrics, shutdown)?;
+    info!(
+        sources = wanted.sources.len(),
+        "new configuration applied in place; sources restarted"
+    );
+    Ok(started)
+}
+
+/// The running sources, which a new configuration replaces without touching the rest.
+struct Sources {
+    set: tokio::task::JoinSet<anyhow::Result<()>>,
+    stop: CancellationToken,
+}
+
+impl Sources {
+    fn start(
+        cfg: &AgentConfig,
+        spool: &Spool,
+        metrics: &Arc<sources::SourceMetrics>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let stop = shutdown.child_token();
+        let set = sources::spawn_all(&cfg.sources, &cfg.device_id, spool, metrics, &stop)?;
+        Ok(Self { set, stop })
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        while let Some(joined) = self.set.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(error = format!("{e:#}"), "source failed"),
+                Err(e) => error!(error = %e, "source task panicked"),
+            }
+        }
     }
 }

@@ -24,7 +24,7 @@ use crate::update::{self, Failure, JobStep, Updater};
 use channel::{Channel, Incoming};
 use desired::DesiredStore;
 
-/// From the uplink.
+/// From the uplink, and from `run`.
 #[derive(Debug)]
 pub enum FleetIn {
     Connected,
@@ -34,6 +34,8 @@ pub enum FleetIn {
         topic: String,
         payload: Vec<u8>,
     },
+    /// The stored desired document now runs, applied in place.
+    ConfigApplied,
 }
 
 /// To the uplink: publish this at QoS 1.
@@ -47,7 +49,8 @@ pub struct Outgoing {
 /// To `run`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    /// A new desired configuration is stored: rebuild the pipeline with it.
+    /// A new desired configuration is stored: apply it, in place where it can be, else by
+    /// rebuilding the pipeline.
     Reconfigure,
     /// A new binary is in place: exit so the service manager starts it.
     Updated,
@@ -172,6 +175,11 @@ impl Fleet {
                 }
                 if let Some((job, status)) = self.updater.last() {
                     self.send(self.channel.report_job(job, status));
+                }
+            }
+            FleetIn::ConfigApplied => {
+                if let Some(answer) = self.store.reported() {
+                    self.send(self.channel.report_config(&answer, &self.running()));
                 }
             }
             FleetIn::StatusDelivered => match self.updater.passed() {

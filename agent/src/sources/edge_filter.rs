@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ferry_shared::sensor_line::Metrics;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeFilterConfig {
     #[serde(default)]

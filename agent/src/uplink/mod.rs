@@ -117,6 +117,7 @@ pub async fn run(
     cards: CardCache,
     metrics: Arc<UplinkMetrics>,
     fleet: FleetLink,
+    mut settings: tokio::sync::watch::Receiver<crate::config::MqttConfig>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let topic = |stream| ferry_shared::Topic::new(cfg.device_id.clone(), stream).to_string();
@@ -216,6 +217,18 @@ pub async fn run(
                 up.drained = false;
             }
             _ = status_every.tick(), if up.connected => up.publish_status(true),
+            // A desired configuration re-paces the connection; the rest of `[mqtt]` that
+            // may change remotely takes a new pipeline (`run`).
+            Ok(()) = settings.changed() => {
+                let m = settings.borrow_and_update().clone();
+                up.pacer = Pacer::new(m.publishes_per_s, m.bytes_per_s);
+                if m.status_interval_s != up.cfg.mqtt.status_interval_s {
+                    let period = Duration::from_secs(m.status_interval_s);
+                    status_every = tokio::time::interval_at(Instant::now() + period, period);
+                }
+                info!(publishes_per_s = m.publishes_per_s, bytes_per_s = m.bytes_per_s, max_inflight = m.max_inflight, "uplink re-paced");
+                up.cfg.mqtt = m;
+            }
             Some(out) = up.fleet.outgoing.recv(), if up.connected => {
                 match up.client.try_publish(&out.topic, QoS::AtLeastOnce, out.retain, out.payload) {
                     Ok(()) => up.tracker.requested(Carries::Other),

@@ -71,6 +71,18 @@ async fn desired_config_is_applied_without_a_gap_refused_by_key_and_kept_offline
         agent.log()
     );
     assert!(agent.is_running(), "{}", agent.log());
+    // Sources and pacing change in place: the connection stays.
+    assert!(
+        agent.log().contains("sources restarted"),
+        "applied in place:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent.log().matches("mqtt connected").count(),
+        1,
+        "{}",
+        agent.log()
+    );
     assert!(
         agent.log().contains("DEBUG"),
         "log_level applied:\n{}",
@@ -109,6 +121,30 @@ async fn desired_config_is_applied_without_a_gap_refused_by_key_and_kept_offline
     assert!(
         still_fast >= 30,
         "the applied config stays: {still_fast} in 2 s"
+    );
+
+    // A new gzip level (this link's is 1) takes a new envelope builder: the pipeline is rebuilt, still with
+    // the spool's seqs going on.
+    let rebuilt = json!({"version": 5, "config": {
+        "sources": [{"type": "simulator", "profile": "weather", "interval_ms": 20}],
+        "mqtt": {"gzip_level": 9}
+    }});
+    watcher
+        .publish_retained(&fleet::config_topic(&id), &rebuilt)
+        .await;
+    let applied = watcher
+        .wait_for(
+            &fleet::config_reported_topic(&id),
+            Duration::from_secs(30),
+            "version 5 applied",
+            |v| v["version"] == 5,
+        )
+        .await;
+    assert!(applied["applied_at"].is_string(), "{applied}");
+    assert!(
+        agent.log().contains("restarting the pipeline"),
+        "{}",
+        agent.log()
     );
 
     // 3. A reboot with the broker down keeps the last applied document.

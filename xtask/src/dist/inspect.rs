@@ -66,7 +66,7 @@ fn fields(deb: &Path, package: &Package, arch: &Arch, version: &str) -> Result<(
 fn files(deb: &Path, package: &Package) -> Result<usize, String> {
     let config = format!("./etc/ferry/{}.toml", package.config);
     let doc = format!("./usr/share/doc/{}/", package.name);
-    let expected = [
+    let mut expected = vec![
         (format!("./usr/bin/{}", package.name), "-rwxr-xr-x"),
         (
             format!("./usr/lib/systemd/system/{}.service", package.name),
@@ -79,6 +79,7 @@ fn files(deb: &Path, package: &Package) -> Result<usize, String> {
         (config.clone(), "-rw-r-----"),
         (format!("{doc}README.md"), "-rw-r--r--"),
     ];
+    expected.extend(package.extra.iter().map(|(p, m)| ((*p).to_owned(), *m)));
     // `-rw-r--r-- root/root 1234 2026-01-01 00:00 ./path`; cargo-deb writes owners as 0/0.
     let listing = dpkg_deb(&["--contents"], deb)?;
     let entries: Vec<(&str, &str, &str)> = listing
@@ -176,8 +177,9 @@ fn binary(tree: &Path, package: &Package, arch: &Arch) -> Result<(u16, (u32, u32
 }
 
 /// `systemd-analyze verify` where systemd is installed; said, not skipped silently, where
-/// it is not. The unit names /usr/bin/..., which this machine lacks, so a copy pointing at
-/// the unpacked binary is verified. Anything it says (an unknown key, say) is a failure.
+/// it is not. The unit names /usr/bin/..., /usr/lib/ferry/... and the agent's updatable copy
+/// in /var/lib/ferry/bin/, which this machine lacks, so a copy pointing at the unpacked files
+/// is verified. Anything it says (an unknown key, say) is a failure.
 fn verify_unit(tree: &Path, unit: &str) -> Result<(), String> {
     if prereqs::on_path("systemd-analyze").is_none() {
         println!("note: systemd-analyze is not installed; {unit} was not verified");
@@ -185,10 +187,13 @@ fn verify_unit(tree: &Path, unit: &str) -> Result<(), String> {
     }
     let text = std::fs::read_to_string(tree.join(unit)).map_err(|e| format!("{unit}: {e}"))?;
     let usr_bin = std::fs::canonicalize(tree.join("usr/bin")).map_err(|e| e.to_string())?;
+    let usr_lib = std::fs::canonicalize(tree.join("usr/lib")).map_err(|e| e.to_string())?;
     let copy = tree.join(file_name(Path::new(unit)));
     std::fs::write(
         &copy,
-        text.replace("/usr/bin/", &format!("{}/", usr_bin.display())),
+        text.replace("/var/lib/ferry/bin/", "/usr/bin/")
+            .replace("/usr/bin/", &format!("{}/", usr_bin.display()))
+            .replace("/usr/lib/ferry/", &format!("{}/ferry/", usr_lib.display())),
     )
     .map_err(|e| e.to_string())?;
     let out = Command::new("systemd-analyze")

@@ -40,6 +40,9 @@ struct Package {
     name: &'static str,
     /// `/etc/ferry/{config}.toml`.
     config: &'static str,
+    /// Files beyond the binary, the unit, sysusers, the config and the README, with
+    /// their modes: `(path, "-rwxr-xr-x")`.
+    extra: &'static [(&'static str, &'static str)],
     arches: &'static [&'static Arch],
 }
 
@@ -47,11 +50,13 @@ const PACKAGES: [Package; 2] = [
     Package {
         name: "ferry-agent",
         config: "agent",
+        extra: &[("./usr/lib/ferry/ferry-update-guard", "-rwxr-xr-x")],
         arches: &[&AMD64, &ARM64, &ARMHF],
     },
     Package {
         name: "ferry-cloud",
         config: "cloud",
+        extra: &[],
         arches: &[&AMD64, &ARM64],
     },
 ];
