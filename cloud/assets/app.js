@@ -32,6 +32,7 @@ const PANELS = [
   ["#fleet-panel", "GET /v1/devices"],
   ["#loyalty-panel", "GET /v1/loyalty"],
   ["#traffic-panel", "GET /v1/traffic"],
+  ["#rollouts-panel", "GET /v1/rollouts"],
 ];
 
 class Unauthorized extends Error {}
@@ -423,8 +424,17 @@ async function loadFleet() {
     return panelError(list, e);
   }
   setCloudNow(body.now);
+  // Remote configuration: what each device was asked to run against what it says it runs.
+  const configs = new Map();
+  if (may("GET /v1/configs")) {
+    try {
+      for (const c of await api("/v1/configs")) configs.set(c.device, c);
+    } catch (e) {
+      // The list still shows without the drift column.
+    }
+  }
   const devices = body.devices
-    .map((d) => ({ ...d, trouble: trouble(d) }))
+    .map((d) => ({ ...d, config: configs.get(d.device), trouble: trouble(d) }))
     .sort((a, b) => b.trouble - a.trouble
       || ((b.backlog || {}).oldest_pending_age_s || 0) - ((a.backlog || {}).oldest_pending_age_s || 0)
       || a.device.localeCompare(b.device));
@@ -443,6 +453,8 @@ async function loadFleet() {
     }
     if (d.active_alarms) notes.push(`${d.active_alarms} alarm${d.active_alarms > 1 ? "s" : ""}`);
     if (d.held_transactions) notes.push(`${d.held_transactions} held (not registered)`);
+    const drift = configDrift(d.config);
+    if (drift) notes.push(drift);
     const reg = d.registration;
     const role = reg ? (reg.retired_at ? "retired" : reg.store || reg.kind) : "unregistered";
     const actions = el("span", { class: "actions" }, ...registryActions(d.device, reg));
@@ -453,6 +465,42 @@ async function loadFleet() {
       el("span", { class: notes.length ? "notes" : "quiet small", textContent: notes.join(" · ") || "nothing waiting" }),
       el("span", { class: "quiet small seen", data: { at: d.last_seen || "" }, title: d.last_seen || "", textContent: `seen ${ago(d.last_seen)}` }),
       actions);
+  }));
+}
+
+// A device running other than its desired configuration, in words; "" when in step.
+function configDrift(c) {
+  if (!c || !c.desired || c.in_sync) return "";
+  const reported = c.reported || {};
+  if (reported.version === c.desired.version && reported.error) {
+    return `config v${c.desired.version} refused: ${reported.error}`;
+  }
+  const running = reported.version ? `v${reported.version}` : "none answered";
+  return `config v${c.desired.version} pending (${running})`;
+}
+
+// ---- updates ----
+
+async function loadRollouts() {
+  const list = $("#rollouts");
+  let rollouts;
+  try {
+    rollouts = await api("/v1/rollouts");
+  } catch (e) {
+    return panelError(list, e);
+  }
+  if (!rollouts.length) {
+    list.replaceChildren(el("li", { class: "quiet", textContent: "no rollouts yet" }));
+    return;
+  }
+  list.replaceChildren(...rollouts.slice(0, 10).map((r) => {
+    const counts = Object.entries(r.counts).map(([status, n]) => `${n} ${status.toLowerCase().replace("_", " ")}`);
+    const failed = r.jobs.filter((j) => j.status === "FAILED")
+      .map((j) => `${j.device}: ${(j.report || {}).reason || "failed"}`);
+    return el("li", { data: { rollout: String(r.id) } },
+      el("strong", { textContent: `#${r.id} → v${r.version}` }),
+      el("span", { class: "quiet small", textContent: `${counts.join(" · ")} · by ${r.created_by} ${ago(r.created_at)}` }),
+      el("span", { class: failed.length ? "notes" : "quiet small", textContent: failed.join(" · ") || "no failures" }));
   }));
 }
 
@@ -559,6 +607,7 @@ async function refresh() {
   }
   if (may("GET /v1/loyalty")) loads.push(loadLoyalty(), loadTraffic());
   if (may("GET /v1/devices")) loads.push(loadFleet());
+  if (may("GET /v1/rollouts")) loads.push(loadRollouts());
   await Promise.all(loads);
 }
 

@@ -318,6 +318,7 @@ fn events() {}
         store_loyalty,
         loyalty,
         traffic,
+        crate::fleet::api::list_configs,
         crate::fleet::api::show_config,
         crate::fleet::api::put_config,
         crate::fleet::api::create_rollout,

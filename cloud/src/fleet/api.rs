@@ -24,6 +24,7 @@ pub struct FleetApi {
 
 pub fn routes(api: FleetApi) -> Router {
     Router::new()
+        .route("/v1/configs", get(list_configs))
         .route("/v1/devices/{id}/config", get(show_config).put(put_config))
         .route("/v1/rollouts", post(create_rollout).get(list_rollouts))
         .route("/v1/rollouts/{id}", get(show_rollout))
@@ -54,6 +55,18 @@ pub async fn show_config(
         .await
         .map_err(unavailable)?;
     Ok(Json(view))
+}
+
+/// Every device's configuration state, for the dashboards' drift column.
+#[utoipa::path(get, path = "/v1/configs", tag = "fleet",
+    responses((status = 200, body = Vec<ConfigView>)))]
+pub async fn list_configs(State(api): State<FleetApi>) -> Result<Json<Vec<ConfigView>>, ApiError> {
+    let views = api
+        .store
+        .run(store::config_views)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(views))
 }
 
 /// Sets the device's desired configuration: the settings that may change remotely

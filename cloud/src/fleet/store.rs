@@ -193,6 +193,16 @@ pub fn config_view(conn: &mut Connection, device: &str) -> rusqlite::Result<Conf
     })
 }
 
+/// Every device with a desired document or an answer, by device.
+pub fn config_views(conn: &mut Connection) -> rusqlite::Result<Vec<ConfigView>> {
+    let devices: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT device FROM device_config ORDER BY device")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    devices.iter().map(|d| config_view(conn, d)).collect()
+}
+
 /// Keeps a device's answer; an answer for a device with no desired document is kept too,
 /// so that a document published by other means still shows its answer.
 pub fn put_reported(

@@ -143,6 +143,7 @@ pub const ROUTES: &[(Method, &str, &[ApiRole])] = &[
     (Method::GET, "/v1/loyalty", FIGURES),
     (Method::GET, "/v1/traffic", FIGURES),
     // Fleet operations.
+    (Method::GET, "/v1/configs", DASHBOARDS),
     (Method::GET, "/v1/devices/{id}/config", DASHBOARDS),
     (Method::PUT, "/v1/devices/{id}/config", REGISTRY),
     (Method::GET, "/v1/rollouts", REGISTRY),

@@ -108,6 +108,15 @@ async fn desired_config_and_rollouts_round_trip_through_a_real_agent() {
             .contains("mqtt.gzip_level"),
         "{drift}"
     );
+    let (_, all) = call(http, "GET", "/v1/configs", VIEWER, &Value::Null);
+    let listed = all
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["device"] == "fleet-dev"))
+        .unwrap_or_else(|| panic!("fleet-dev in {all}"));
+    assert_eq!(
+        listed["in_sync"], false,
+        "the dashboards' drift column: {listed}"
+    );
     // Keys that are the device's own are refused before anything is stored or sent.
     let (status, refused) = call(
         http,
