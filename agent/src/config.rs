@@ -470,9 +470,6 @@ impl SourceConfig {
     /// The problem with this source, as (key within the source, message).
     fn validate(&self) -> Result<(), (&'static str, String)> {
         match self {
-            Self::Simulator(c) if c.interval_ms == 0 => {
-                Err(("interval_ms", "must be at least 1".into()))
-            }
             Self::Simulator(_) => Ok(()),
             Self::Serial(c) => {
                 check_port(&c.path, c.baud, c.max_line_bytes, 16..=MAX_RECORD_BYTES / 2)?;

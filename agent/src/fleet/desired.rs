@@ -183,8 +183,8 @@ interval_ms = 1000
             (r#"{"mqtt": 3}"#, "mqtt"),
             (r#"{"log_level": "[["}"#, "log_level"),
             (
-                r#"{"sources": [{"type": "simulator", "profile": "weather", "interval_ms": 0}]}"#,
-                "sources[0].interval_ms",
+                r#"{"sources": [{"type": "serial", "path": "/dev/ttyUSB0", "format": "kv", "sensor": "t", "baud": 0}]}"#,
+                "sources[0].baud",
             ),
             (r#"{"sources": [{"type": "teleport"}]}"#, "teleport"),
         ];

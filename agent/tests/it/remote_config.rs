@@ -95,8 +95,8 @@ async fn desired_config_is_applied_without_a_gap_refused_by_key_and_kept_offline
         (3, json!({"device_id": "someone-else"}), "device_id"),
         (
             4,
-            json!({"sources": [{"type": "simulator", "profile": "weather", "interval_ms": 0}]}),
-            "sources[0].interval_ms",
+            json!({"sources": [{"type": "serial", "path": "/dev/ttyUSB0", "format": "kv", "sensor": "t", "baud": 0}]}),
+            "sources[0].baud",
         ),
     ] {
         watcher
