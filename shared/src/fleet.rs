@@ -16,6 +16,21 @@ use crate::topic::TOPIC_PREFIX;
 /// The named shadow that carries the desired configuration on AWS IoT Core.
 pub const SHADOW_NAME: &str = "ferry-config";
 
+/// The key in the shadow's desired and reported state that carries Ferry's own fields
+/// (the cloud's `version`; the device's answer) beside the settings.
+pub const SHADOW_META: &str = "ferry";
+
+/// Whether a broker host is AWS IoT Core's, where fleet documents travel in the named
+/// shadow and IoT Jobs.
+pub fn is_iot_core(host: &str) -> bool {
+    host.ends_with(".amazonaws.com")
+}
+
+/// `$aws/things/{thing}/shadow/name/ferry-config/{rest}`.
+pub fn shadow_topic(thing: &str, rest: &str) -> String {
+    format!("$aws/things/{thing}/shadow/name/{SHADOW_NAME}/{rest}")
+}
+
 /// `ferry/v1/{device}/config`: the desired configuration, retained.
 pub fn config_topic(device: &DeviceId) -> String {
     format!("{TOPIC_PREFIX}{device}/config")
@@ -41,16 +56,31 @@ pub fn job_status_topic(device: &DeviceId, job_id: &str) -> String {
 pub const REPORTED_FILTER: &str = "ferry/v1/+/config/reported";
 pub const JOB_STATUS_FILTER: &str = "ferry/v1/+/jobs/+/status";
 
+/// On IoT Core, the cloud reads answers from the shadow's documents.
+pub const SHADOW_DOCUMENTS_FILTER: &str = "$aws/things/+/shadow/name/ferry-config/update/documents";
+
 /// What a device's answer topic says: which device, and which of its documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Reported(DeviceId),
-    JobStatus { device: DeviceId, job_id: String },
+    /// The shadow's `update/documents`: the answer is `current.state.reported.ferry`.
+    ShadowDocuments(DeviceId),
+    JobStatus {
+        device: DeviceId,
+        job_id: String,
+    },
 }
 
 impl Answer {
-    /// Parses a topic of [`REPORTED_FILTER`] or [`JOB_STATUS_FILTER`]; `None` for any other.
+    /// Parses a topic of [`REPORTED_FILTER`], [`JOB_STATUS_FILTER`] or
+    /// [`SHADOW_DOCUMENTS_FILTER`]; `None` for any other.
     pub fn parse(topic: &str) -> Option<Self> {
+        if let Some(rest) = topic.strip_prefix("$aws/things/") {
+            let (thing, rest) = rest.split_once('/')?;
+            let device = DeviceId::new(thing).ok()?;
+            return (rest == format!("shadow/name/{SHADOW_NAME}/update/documents"))
+                .then_some(Self::ShadowDocuments(device));
+        }
         let rest = topic.strip_prefix(TOPIC_PREFIX)?;
         let (device, rest) = rest.split_once('/')?;
         let device = DeviceId::new(device).ok()?;
@@ -235,11 +265,16 @@ mod tests {
                 job_id: "r1-pi-7".into()
             })
         );
+        assert_eq!(
+            Answer::parse(&shadow_topic("pi-7", "update/documents")),
+            Some(Answer::ShadowDocuments(dev.clone()))
+        );
         for other in [
             config_topic(&dev),
             jobs_topic(&dev),
             "ferry/v1/pi-7/jobs/a/b/status".into(),
             "ferry/v1/bad id/config/reported".into(),
+            shadow_topic("pi-7", "update"),
             "other/pi-7/config/reported".into(),
         ] {
             assert_eq!(Answer::parse(&other), None, "{other}");

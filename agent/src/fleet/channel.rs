@@ -3,7 +3,7 @@
 
 use ferry_shared::DeviceId;
 use ferry_shared::fleet::{
-    self, Artifact, DesiredConfig, JobDocument, JobStatus, ReportedConfig, SHADOW_NAME,
+    self, Artifact, DesiredConfig, JobDocument, JobStatus, ReportedConfig, SHADOW_META,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -43,7 +43,7 @@ pub enum Channel {
 impl Channel {
     pub fn new(topics: FleetTopics, host: &str, device: DeviceId) -> Self {
         let aws = match topics {
-            FleetTopics::Auto => host.ends_with(".amazonaws.com"),
+            FleetTopics::Auto => fleet::is_iot_core(host),
             FleetTopics::Ferry => false,
             FleetTopics::Aws => true,
         };
@@ -55,7 +55,7 @@ impl Channel {
     }
 
     fn shadow(thing: &DeviceId, rest: &str) -> String {
-        format!("$aws/things/{thing}/shadow/name/{SHADOW_NAME}/{rest}")
+        fleet::shadow_topic(thing.as_str(), rest)
     }
 
     fn jobs(thing: &DeviceId, rest: &str) -> String {
@@ -65,11 +65,13 @@ impl Channel {
     pub fn subscriptions(&self) -> Vec<String> {
         match self {
             Self::Ferry { device } => vec![fleet::config_topic(device), fleet::jobs_topic(device)],
+            // ferry-cloud's rollouts arrive retained on Ferry's jobs topic there too.
             Self::Aws { thing } => vec![
                 Self::shadow(thing, "get/accepted"),
                 Self::shadow(thing, "update/delta"),
                 Self::jobs(thing, "notify-next"),
                 Self::jobs(thing, "$next/get/accepted"),
+                fleet::jobs_topic(thing),
             ],
         }
     }
@@ -96,22 +98,24 @@ impl Channel {
     }
 
     pub fn parse(&self, topic: &str, payload: &[u8]) -> Result<Incoming, String> {
+        let device = match self {
+            Self::Ferry { device } | Self::Aws { thing: device } => device,
+        };
+        // A retained message is cleared with an empty one.
+        if topic == fleet::jobs_topic(device) {
+            if payload.is_empty() {
+                return Ok(Incoming::Nothing);
+            }
+            return serde_json::from_slice(payload)
+                .map(Incoming::Job)
+                .map_err(|e| format!("job: {e}"));
+        }
         match self {
             Self::Ferry { device } => {
-                if topic == fleet::config_topic(device) {
-                    if payload.is_empty() {
-                        return Ok(Incoming::Nothing);
-                    }
+                if topic == fleet::config_topic(device) && !payload.is_empty() {
                     serde_json::from_slice(payload)
                         .map(Incoming::Desired)
                         .map_err(|e| format!("desired config: {e}"))
-                } else if topic == fleet::jobs_topic(device) {
-                    if payload.is_empty() {
-                        return Ok(Incoming::Nothing);
-                    }
-                    serde_json::from_slice(payload)
-                        .map(Incoming::Job)
-                        .map_err(|e| format!("job: {e}"))
                 } else {
                     Ok(Incoming::Nothing)
                 }
@@ -144,7 +148,7 @@ impl Channel {
             },
             Self::Aws { thing } => {
                 let mut reported = running.clone();
-                reported.insert("ferry".into(), json!(answer));
+                reported.insert(SHADOW_META.into(), json!(answer));
                 Outgoing {
                     topic: Self::shadow(thing, "update"),
                     payload: serde_json::to_vec(&json!({"state": {"reported": reported}}))
@@ -155,13 +159,19 @@ impl Channel {
         }
     }
 
-    pub fn report_job(&self, job: &str, status: &JobStatus) -> Outgoing {
+    /// The job's status; on IoT Core both to IoT Jobs and, for ferry-cloud's rollouts, to
+    /// Ferry's status topic: a job is known to one of the two, and the other ignores it.
+    pub fn report_job(&self, job: &str, status: &JobStatus) -> Vec<Outgoing> {
+        let device = match self {
+            Self::Ferry { device } | Self::Aws { thing: device } => device,
+        };
+        let ferry = Outgoing {
+            topic: fleet::job_status_topic(device, job),
+            payload: serde_json::to_vec(status).unwrap_or_default(),
+            retain: true,
+        };
         match self {
-            Self::Ferry { device } => Outgoing {
-                topic: fleet::job_status_topic(device, job),
-                payload: serde_json::to_vec(status).unwrap_or_default(),
-                retain: true,
-            },
+            Self::Ferry { .. } => vec![ferry],
             Self::Aws { thing } => {
                 // IoT Jobs takes string details only.
                 let mut details = BTreeMap::new();
@@ -172,14 +182,15 @@ impl Channel {
                 if let Some(detail) = &status.detail {
                     details.insert("detail", detail.chars().take(1000).collect());
                 }
-                Outgoing {
+                let iot_jobs = Outgoing {
                     topic: Self::jobs(thing, &format!("{job}/update")),
                     payload: serde_json::to_vec(
                         &json!({"status": status.status.as_str(), "statusDetails": details}),
                     )
                     .unwrap_or_default(),
                     retain: false,
-                }
+                };
+                vec![iot_jobs, ferry]
             }
         }
     }
@@ -206,13 +217,16 @@ fn shadow_desired(payload: &[u8]) -> Result<Incoming, String> {
     }
     let shadow: Shadow =
         serde_json::from_slice(payload).map_err(|e| format!("shadow document: {e}"))?;
-    Ok(match shadow.state.desired {
-        Some(config) => Incoming::Desired(DesiredConfig {
-            version: shadow.version,
-            config,
-        }),
-        None => Incoming::Nothing,
-    })
+    let Some(mut config) = shadow.state.desired else {
+        return Ok(Incoming::Nothing);
+    };
+    // ferry-cloud puts its own version beside the settings; without it (a document set by
+    // other means) the shadow's version numbers the document.
+    let version = config
+        .remove(SHADOW_META)
+        .and_then(|meta| meta.get("version").and_then(Value::as_u64))
+        .unwrap_or(shadow.version);
+    Ok(Incoming::Desired(DesiredConfig { version, config }))
 }
 
 fn next_job(payload: &[u8]) -> Result<Incoming, String> {
@@ -320,10 +334,26 @@ mod tests {
             at: "t".into(),
         };
         let out = c.report_job("r1-ws-001", &status);
-        assert_eq!(out.topic, "$aws/things/ws-001/jobs/r1-ws-001/update");
-        let body: Value = serde_json::from_slice(&out.payload).expect("json");
+        assert_eq!(out[0].topic, "$aws/things/ws-001/jobs/r1-ws-001/update");
+        let body: Value = serde_json::from_slice(&out[0].payload).expect("json");
         assert_eq!(body["status"], "FAILED");
         assert_eq!(body["statusDetails"]["reason"], "rolled_back");
-        assert!(!out.retain, "IoT Core refuses retained $aws publishes");
+        assert!(!out[0].retain, "IoT Core refuses retained $aws publishes");
+        assert_eq!(out[1].topic, "ferry/v1/ws-001/jobs/r1-ws-001/status");
+
+        // ferry-cloud's version rides beside the settings and is taken out of them.
+        let got = c
+            .parse(
+                &topics[0],
+                br#"{"state":{"desired":{"log_level":"warn","ferry":{"version":12}}},"version":40}"#,
+            )
+            .expect("shadow");
+        let Incoming::Desired(d) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(d.version, 12);
+        assert!(!d.config.contains_key("ferry"), "{:?}", d.config);
+        // And ferry-cloud's rollouts reach a device on IoT Core.
+        assert_eq!(topics[4], "ferry/v1/ws-001/jobs");
     }
 }

@@ -164,6 +164,12 @@ impl Fleet {
         }
     }
 
+    fn send_all(&self, messages: Vec<Outgoing>) {
+        for m in messages {
+            self.send(m);
+        }
+    }
+
     fn on_event(&mut self, event: FleetIn) {
         match event {
             FleetIn::Connected => {
@@ -174,7 +180,7 @@ impl Fleet {
                     self.send(self.channel.report_config(&answer, &self.running()));
                 }
                 if let Some((job, status)) = self.updater.last() {
-                    self.send(self.channel.report_job(job, status));
+                    self.send_all(self.channel.report_job(job, status));
                 }
             }
             FleetIn::ConfigApplied => {
@@ -183,7 +189,7 @@ impl Fleet {
                 }
             }
             FleetIn::StatusDelivered => match self.updater.passed() {
-                Ok(Some((job, status))) => self.send(self.channel.report_job(&job, &status)),
+                Ok(Some((job, status))) => self.send_all(self.channel.report_job(&job, &status)),
                 Ok(None) => {}
                 Err(e) => error!(error = format!("{e:#}"), "cannot record the passed trial"),
             },
@@ -258,7 +264,9 @@ impl Fleet {
     fn on_job(&mut self, doc: ferry_shared::fleet::JobDocument) {
         match self.updater.on_job(doc) {
             Ok(JobStep::Nothing) => {}
-            Ok(JobStep::Report(job, status)) => self.send(self.channel.report_job(&job, &status)),
+            Ok(JobStep::Report(job, status)) => {
+                self.send_all(self.channel.report_job(&job, &status))
+            }
             Ok(JobStep::Fetch {
                 job,
                 version,
@@ -267,7 +275,7 @@ impl Fleet {
                 key,
             }) => {
                 if let Some((job, status)) = self.updater.last() {
-                    self.send(self.channel.report_job(job, status));
+                    self.send_all(self.channel.report_job(job, status));
                 }
                 let stop = self.stop_downloads.clone();
                 // Its own task: telemetry keeps flowing while it downloads.
@@ -296,7 +304,7 @@ impl Fleet {
             // Stopped with the pipeline: the job resumes at the next start.
             Err(f) if f.reason == update::download::STOPPED => {}
             Err(failure) => match self.updater.failed(job, &failure) {
-                Ok(status) => self.send(self.channel.report_job(job, &status)),
+                Ok(status) => self.send_all(self.channel.report_job(job, &status)),
                 Err(e) => error!(error = format!("{e:#}"), "cannot record the failed job"),
             },
         }

@@ -12,7 +12,7 @@ use ferry_shared::fleet::{Artifact, check_remote_keys};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::link::{self, Link};
+use super::link::Link;
 use super::store::{self, ConfigView, FleetStore, RolloutView};
 use crate::http::{ApiError, Caller};
 
@@ -102,7 +102,7 @@ pub async fn put_config(
         .await
         .map_err(unavailable)?;
     api.link
-        .publish(link::desired_message(&id, version, config))
+        .publish_desired(&id, version, config)
         .await
         .map_err(ApiError::Internal)?;
     let view = api
@@ -227,12 +227,7 @@ pub async fn create_rollout(
     for (device, job_id) in &jobs {
         let device = device_id(device)?;
         api.link
-            .publish(link::job_message(
-                &device,
-                job_id,
-                &body.version,
-                &artifacts,
-            ))
+            .publish_job(&device, job_id, &body.version, &artifacts)
             .await
             .map_err(ApiError::Internal)?;
     }

@@ -1,5 +1,9 @@
 //! The fleet's MQTT connection, as `{mqtt.client_id}-fleet` with a session of its own:
-//! publishes desired documents and jobs retained, and keeps the devices' answers.
+//! publishes desired documents and jobs retained, and keeps the devices' answers. On AWS IoT
+//! Core (a `*.amazonaws.com` broker) a desired document goes to the device's named shadow
+//! `ferry-config` instead, with the version beside the settings, and the answers are read
+//! from the shadow's `update/documents`; jobs go retained on Ferry's topic, which agents
+//! there read too.
 //!
 //! Every stored desired document and every job not yet answered is published again on
 //! each connection: they are retained, so this changes nothing at the broker when it had
@@ -17,25 +21,57 @@ use tracing::{debug, warn};
 use super::store::{self, FleetStore};
 use crate::config::MqttConfig;
 
-/// One retained message to publish.
+/// One message to publish.
 #[derive(Debug, Clone)]
-pub struct Retained {
+pub struct Message {
     pub topic: String,
     pub payload: Vec<u8>,
+    pub retain: bool,
 }
 
 #[derive(Clone)]
 pub struct Link {
     client: AsyncClient,
+    /// The broker is IoT Core: desired documents go to the shadow.
+    aws: bool,
 }
 
 impl Link {
-    pub async fn publish(&self, message: Retained) -> anyhow::Result<()> {
-        self.client
-            .publish(message.topic, QoS::AtLeastOnce, true, message.payload)
-            .await?;
-        Ok(())
+    pub async fn publish_desired(
+        &self,
+        device: &DeviceId,
+        version: u64,
+        config: serde_json::Map<String, Value>,
+    ) -> anyhow::Result<()> {
+        publish(
+            &self.client,
+            desired_messages(self.aws, device, version, config),
+        )
+        .await
     }
+
+    pub async fn publish_job(
+        &self,
+        device: &DeviceId,
+        job_id: &str,
+        version: &str,
+        artifacts: &Value,
+    ) -> anyhow::Result<()> {
+        publish(
+            &self.client,
+            vec![job_message(device, job_id, version, artifacts)],
+        )
+        .await
+    }
+}
+
+async fn publish(client: &AsyncClient, messages: Vec<Message>) -> anyhow::Result<()> {
+    for m in messages {
+        client
+            .publish(m.topic, QoS::AtLeastOnce, m.retain, m.payload)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Connects and starts the task that keeps answers; returns the handle to publish with.
@@ -48,9 +84,11 @@ pub fn start(
     // Its own session: the ingest's id would end the ingest's.
     own.client_id = format!("{}-fleet", cfg.client_id);
     own.share_group = None;
+    let aws = fleet::is_iot_core(&cfg.broker()?.host);
     let (client, mut eventloop) = crate::ingest::mqtt::client(&own)?;
     let link = Link {
         client: client.clone(),
+        aws,
     };
     let task = tokio::spawn(async move {
         loop {
@@ -63,21 +101,23 @@ pub fn start(
             };
             match polled {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    for filter in [
-                        fleet::REPORTED_FILTER,
-                        fleet::JOB_STATUS_FILTER,
-                        "ferry/v1/+/status",
-                    ] {
+                    let answers = if aws {
+                        fleet::SHADOW_DOCUMENTS_FILTER
+                    } else {
+                        fleet::REPORTED_FILTER
+                    };
+                    for filter in [answers, fleet::JOB_STATUS_FILTER, "ferry/v1/+/status"] {
                         if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
                             warn!(error = %e, filter, "fleet subscription not queued");
                         }
                     }
-                    match store.run(everything_outstanding).await {
+                    match store
+                        .run(move |conn| everything_outstanding(conn, aws))
+                        .await
+                    {
                         Ok(all) => {
-                            for m in all {
-                                let _ = client
-                                    .publish(m.topic, QoS::AtLeastOnce, true, m.payload)
-                                    .await;
+                            if let Err(e) = publish(&client, all).await {
+                                debug!(error = %e, "fleet documents not queued; again on the next connection");
                             }
                         }
                         Err(e) => warn!(error = format!("{e:#}"), "cannot read the fleet store"),
@@ -130,6 +170,10 @@ fn keep(conn: &mut rusqlite::Connection, topic: &str, payload: &[u8]) -> rusqlit
                 Ok(())
             }
         },
+        Some(Answer::ShadowDocuments(device)) => match shadow_answer(payload) {
+            Some(answer) => store::put_reported(conn, device.as_str(), &answer),
+            None => Ok(()),
+        },
         Some(Answer::JobStatus { device, job_id }) => {
             match serde_json::from_slice::<JobStatus>(payload) {
                 Ok(status) => {
@@ -145,8 +189,19 @@ fn keep(conn: &mut rusqlite::Connection, topic: &str, payload: &[u8]) -> rusqlit
     }
 }
 
+/// The device's answer in a shadow's `update/documents`: `current.state.reported.ferry`;
+/// `None` when the update was not the device's answer.
+fn shadow_answer(payload: &[u8]) -> Option<ReportedConfig> {
+    let doc: Value = serde_json::from_slice(payload).ok()?;
+    let answer = doc.pointer(&format!("/current/state/reported/{}", fleet::SHADOW_META))?;
+    serde_json::from_value(answer.clone()).ok()
+}
+
 /// Every desired document, and the job document of every job no device has answered.
-fn everything_outstanding(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<Retained>> {
+fn everything_outstanding(
+    conn: &mut rusqlite::Connection,
+    aws: bool,
+) -> rusqlite::Result<Vec<Message>> {
     let mut out = Vec::new();
     let mut stmt =
         conn.prepare("SELECT device, version, desired FROM device_config WHERE version > 0")?;
@@ -160,7 +215,7 @@ fn everything_outstanding(conn: &mut rusqlite::Connection) -> rusqlite::Result<V
     for row in rows {
         let (device, version, desired) = row?;
         if let (Ok(id), Ok(config)) = (DeviceId::new(&device), serde_json::from_str(&desired)) {
-            out.push(desired_message(&id, version, config));
+            out.extend(desired_messages(aws, &id, version, config));
         }
     }
     let mut stmt = conn.prepare(
@@ -185,22 +240,83 @@ fn everything_outstanding(conn: &mut rusqlite::Connection) -> rusqlite::Result<V
     Ok(out)
 }
 
-pub fn desired_message(
+/// A desired document: retained on Ferry's topic, or on IoT Core the shadow's desired state
+/// cleared and set whole (an update merges keys, so one left out would otherwise stay),
+/// with the version under [`fleet::SHADOW_META`].
+fn desired_messages(
+    aws: bool,
     device: &DeviceId,
     version: u64,
-    config: serde_json::Map<String, Value>,
-) -> Retained {
-    let doc = fleet::DesiredConfig { version, config };
-    Retained {
-        topic: fleet::config_topic(device),
+    mut config: serde_json::Map<String, Value>,
+) -> Vec<Message> {
+    if !aws {
+        let doc = fleet::DesiredConfig { version, config };
+        return vec![Message {
+            topic: fleet::config_topic(device),
+            payload: serde_json::to_vec(&doc).unwrap_or_default(),
+            retain: true,
+        }];
+    }
+    config.insert(
+        fleet::SHADOW_META.into(),
+        serde_json::json!({"version": version}),
+    );
+    let update = fleet::shadow_topic(device.as_str(), "update");
+    [
+        serde_json::json!({"state": {"desired": null}}),
+        serde_json::json!({"state": {"desired": config}}),
+    ]
+    .into_iter()
+    .map(|doc| Message {
+        topic: update.clone(),
         payload: serde_json::to_vec(&doc).unwrap_or_default(),
+        retain: false,
+    })
+    .collect()
+}
+
+fn job_message(device: &DeviceId, job_id: &str, version: &str, artifacts: &Value) -> Message {
+    let doc = serde_json::json!({"job_id": job_id, "version": version, "artifacts": artifacts});
+    Message {
+        topic: fleet::jobs_topic(device),
+        payload: serde_json::to_vec(&doc).unwrap_or_default(),
+        retain: true,
     }
 }
 
-pub fn job_message(device: &DeviceId, job_id: &str, version: &str, artifacts: &Value) -> Retained {
-    let doc = serde_json::json!({"job_id": job_id, "version": version, "artifacts": artifacts});
-    Retained {
-        topic: fleet::jobs_topic(device),
-        payload: serde_json::to_vec(&doc).unwrap_or_default(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shadow service's documents, as IoT Core documents them.
+    #[test]
+    fn on_iot_core_the_desired_state_is_replaced_whole_and_answers_come_from_reported() {
+        let dev = DeviceId::new("ws-001").expect("id");
+        let config: serde_json::Map<String, Value> =
+            serde_json::from_str(r#"{"log_level": "debug"}"#).expect("json");
+        let ferry = desired_messages(false, &dev, 3, config.clone());
+        assert_eq!(ferry.len(), 1);
+        assert!(ferry[0].retain && ferry[0].topic == "ferry/v1/ws-001/config");
+        let aws = desired_messages(true, &dev, 3, config);
+        assert_eq!(aws.len(), 2);
+        assert!(
+            aws.iter()
+                .all(|m| !m.retain
+                    && m.topic == "$aws/things/ws-001/shadow/name/ferry-config/update")
+        );
+        let set: Value = serde_json::from_slice(&aws[1].payload).expect("json");
+        assert_eq!(set["state"]["desired"]["ferry"]["version"], 3);
+        assert_eq!(set["state"]["desired"]["log_level"], "debug");
+
+        let documents = br#"{"previous": null, "current": {"state": {"desired": {},
+            "reported": {"log_level": "debug", "ferry": {"version": 3, "applied_at": "2026-12-02T00:00:00.000Z"}}},
+            "metadata": {}, "version": 9}, "timestamp": 1}"#;
+        let answer = shadow_answer(documents).expect("an answer");
+        assert_eq!((answer.version, answer.error), (3, None));
+        assert_eq!(
+            shadow_answer(br#"{"current": {"state": {"desired": {"a": 1}}}}"#),
+            None,
+            "the cloud's own update is no answer"
+        );
     }
 }
