@@ -522,10 +522,8 @@ async fn run(
         });
         public = Some(routes.page);
         // Fleet operations ride with the dashboards: the same people, one process.
-        if let Some(fleet) = ferry_cloud::fleet::start(&cfg, &tasks, shutdown.clone())? {
-            info!("fleet operations on");
-            apis = apis.map(|a| a.merge(fleet));
-        }
+        let fleet = ferry_cloud::fleet::start(&cfg, &tasks, shutdown.clone())?;
+        apis = apis.map(|a| a.merge(fleet));
     }
     if role.runs_ingest() {
         metrics.register(ingest_metrics.clone());

@@ -31,6 +31,19 @@ pub fn routes(api: FleetApi) -> Router {
         .with_state(api)
 }
 
+/// Without `[mqtt]`: the same routes, each answering 503 with what is missing, so that a
+/// caller learns why rather than finding no such route.
+pub fn unconfigured() -> Router {
+    let missing = || async {
+        ApiError::NotConfigured("fleet operations need [mqtt] in this process's config".into())
+    };
+    Router::new()
+        .route("/v1/configs", get(missing))
+        .route("/v1/devices/{id}/config", get(missing).put(missing))
+        .route("/v1/rollouts", post(missing).get(missing))
+        .route("/v1/rollouts/{id}", get(missing))
+}
+
 fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Unavailable(e.into())
 }

@@ -6,7 +6,8 @@
 //! - [`link`]: the MQTT connection that publishes and keeps the answers;
 //! - [`api`]: `PUT`/`GET /v1/devices/{id}/config`, `POST`/`GET /v1/rollouts`.
 //!
-//! Runs with the dashboard role when `[mqtt]` is configured.
+//! Runs with the dashboard role when `[mqtt]` is configured; without it its routes answer
+//! 503.
 
 pub mod api;
 mod link;
@@ -19,19 +20,20 @@ use crate::config::CloudConfig;
 
 pub use store::{ConfigView, DesiredView, JobView, RolloutView};
 
-/// Opens the store, connects, and returns the routes; `None` without `[mqtt]`.
+/// Opens the store, connects, and returns the routes; without `[mqtt]`, routes that say
+/// so (503).
 pub fn start(
     cfg: &CloudConfig,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
-) -> anyhow::Result<Option<axum::Router>> {
+) -> anyhow::Result<axum::Router> {
     let Some(mqtt) = &cfg.mqtt else {
-        return Ok(None);
+        return Ok(api::unconfigured());
     };
     let store = store::FleetStore::open(&cfg.data_dir)?;
     let (link, task) = link::start(mqtt, store.clone(), shutdown)?;
     tasks.spawn(async move {
         let _ = task.await;
     });
-    Ok(Some(api::routes(api::FleetApi { store, link })))
+    Ok(api::routes(api::FleetApi { store, link }))
 }
