@@ -59,7 +59,10 @@ pub async fn run(file: ConfigFile, shutdown: CancellationToken) -> anyhow::Resul
         }
         logging::set_level(&cfg.log_level);
         match run_pipeline(cfg, &file, shutdown.clone()).await? {
-            None => return Ok(Stopped::Shutdown),
+            None => {
+                info!("agent stopped");
+                return Ok(Stopped::Shutdown);
+            }
             Some(Action::Reconfigure) => {
                 info!("restarting the pipeline with the new configuration")
             }

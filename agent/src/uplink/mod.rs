@@ -189,6 +189,7 @@ pub async fn run(
                     SHUTDOWN_GRACE
                 };
                 grace = Some(Instant::now() + allowed);
+                debug!(drained = up.drained, stashed = up.stashed.is_some(), in_flight = up.tracker.in_flight(), "stopping: delivering what is pending");
             }
             _ = sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {}
             event = events.recv() => match event {
@@ -200,7 +201,12 @@ pub async fn run(
                     Ok(Next::Batch(batch)) => up.stashed = Some(batch),
                     // A drain that raced an append does not count: the builder is reading
                     // those records already.
-                    Ok(Next::Drained { seen }) => up.drained = seen == *appended.borrow(),
+                    // Marked seen here: otherwise `changed()` would fire for an append the
+                    // builder had already read, and the uplink would wait on a builder with
+                    // nothing to build until the next append (5 s at shutdown).
+                    Ok(Next::Drained { seen }) => {
+                        up.drained = seen == *appended.borrow_and_update();
+                    }
                     Err(e) => break Some(anyhow::Error::new(e).context("reading the spool")),
                 }
             }
