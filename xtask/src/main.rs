@@ -37,6 +37,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("ferry-agent", "spool"),
     ("ferry-agent", "drain"),
     ("ferry-agent", "pos"),
+    ("ferry-agent", "update"),
     ("ferry-cloud", "ingest"),
     ("ferry-cloud", "ledger"),
     ("ferry-cloud", "dashboard"),

@@ -38,3 +38,45 @@ pub fn simulator(profile: &str, interval_ms: u64, count: u64) -> String {
 
 /// Quotas far above what the tests need, where pacing is not under test.
 pub const FAST: &str = "publishes_per_s = 10000\nbytes_per_s = 1000000000";
+
+/// Drains `data_dir`'s spool with a stock agent that has no sources (in `dir/drain`), and
+/// checks that every seq from 1 to the spool's last reached `collector`; returns the last.
+pub async fn drain_and_check_every_seq(
+    dir: &Path,
+    data_dir: &Path,
+    device: &str,
+    broker_url: &str,
+    collector: &ferry_tests::collector::Collector,
+) -> u64 {
+    use std::time::Duration;
+    let drain_dir = dir.join("drain");
+    std::fs::create_dir_all(&drain_dir).expect("drain dir");
+    let mut drain = AgentProc::new(
+        BIN,
+        &drain_dir,
+        &format!(
+            "device_id = \"{device}\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{broker_url}\"\n{FAST}\n",
+            data_dir.display()
+        ),
+    );
+    drain.start();
+    ferry_tests::wait_until(Duration::from_secs(60), "the drain", || {
+        drain.status_u64("pending") == 0
+    })
+    .await;
+    let last = drain.status_u64("last_seq");
+    ferry_tests::wait_until(
+        Duration::from_secs(30),
+        "every seq at the subscriber",
+        || collector.seen().seqs_of(device).len() as u64 >= last,
+    )
+    .await;
+    let seqs = collector.seen().seqs_of(device);
+    assert_eq!(seqs.len() as u64, last, "a gap in 1..={last}");
+    assert_eq!(
+        (seqs.first().copied(), seqs.last().copied()),
+        (Some(1), Some(last))
+    );
+    drain.terminate();
+    last
+}

@@ -163,23 +163,12 @@ async fn desired_config_is_applied_without_a_gap_refused_by_key_and_kept_offline
     agent.terminate();
     // The drain runs the file alone: the stored document would start the simulator again.
     std::fs::remove_file(dir.path().join("data/fleet/desired.json")).expect("stored document");
-    let mut drain = crate::agent(dir.path(), name, &broker.url(), FAST, "");
-    drain.start();
-    wait_until(Duration::from_secs(60), "the drain", || {
-        drain.status_u64("pending") == 0
-    })
-    .await;
-    let last = drain.status_u64("last_seq");
-    wait_until(
-        Duration::from_secs(30),
-        "every seq at the subscriber",
-        || collector.seen().seqs_of(name).len() as u64 >= last,
+    crate::drain_and_check_every_seq(
+        dir.path(),
+        &dir.path().join("data"),
+        name,
+        &broker.url(),
+        &collector,
     )
     .await;
-    let seqs = collector.seen().seqs_of(name);
-    assert_eq!(seqs.len() as u64, last, "a gap in 1..={last}");
-    assert_eq!(
-        (seqs.first().copied(), seqs.last().copied()),
-        (Some(1), Some(last))
-    );
 }

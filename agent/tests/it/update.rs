@@ -8,7 +8,6 @@ use std::time::Duration;
 use ferry_shared::DeviceId;
 use ferry_shared::fleet::{self, this_arch};
 use ferry_shared::signing::{Sha256, SigningKey};
-use ferry_tests::agent::AgentProc;
 use ferry_tests::broker::Mosquitto;
 use ferry_tests::collector::Collector;
 use ferry_tests::fleet::{
@@ -149,36 +148,15 @@ impl Device {
     /// from 1 to the spool's last arrived.
     async fn every_record_arrived(&self, mut supervisor: Supervisor) {
         supervisor.stop();
-        let drain_dir = self.dir.path().join("drain");
-        std::fs::create_dir_all(&drain_dir).expect("drain dir");
-        let mut drain = AgentProc::new(
-            BIN,
-            &drain_dir,
-            &format!(
-                "device_id = \"{}\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n{FAST}\n",
-                self.id,
-                self.dir.path().join("data").display(),
-                self.broker.url()
-            ),
-        );
-        drain.start();
-        wait_until(Duration::from_secs(60), "the drain", || {
-            drain.status_u64("pending") == 0
-        })
-        .await;
-        let last = drain.status_u64("last_seq");
-        wait_until(
-            Duration::from_secs(30),
-            "every seq at the subscriber",
-            || self.delivered() as u64 >= last,
+        let last = crate::drain_and_check_every_seq(
+            self.dir.path(),
+            &self.dir.path().join("data"),
+            self.id.as_str(),
+            &self.broker.url(),
+            &self.collector,
         )
         .await;
-        let seqs = self.collector.seen().seqs_of(self.id.as_str());
-        assert_eq!(seqs.len() as u64, last, "gaps in 1..={last}");
-        assert_eq!(seqs.first().copied(), Some(1));
-        assert_eq!(seqs.last().copied(), Some(last));
         assert!(last > 100, "the simulator wrote only {last}");
-        drain.terminate();
     }
 }
 
