@@ -91,6 +91,8 @@ struct Fleet {
     actions: mpsc::Sender<Action>,
     downloads: JoinSet<(String, String, Result<(), Failure>)>,
     stop_downloads: CancellationToken,
+    /// The newest job that arrived while another update was under way.
+    later: Option<ferry_shared::fleet::JobDocument>,
 }
 
 /// Starts the fleet task for one run of the pipeline.
@@ -116,6 +118,7 @@ pub fn start(
         actions,
         downloads: JoinSet::new(),
         stop_downloads: CancellationToken::new(),
+        later: None,
     };
     let link = FleetLink {
         subscriptions: channel.subscriptions(),
@@ -189,7 +192,10 @@ impl Fleet {
                 }
             }
             FleetIn::StatusDelivered => match self.updater.passed() {
-                Ok(Some((job, status))) => self.send_all(self.channel.report_job(&job, &status)),
+                Ok(Some((job, status))) => {
+                    self.send_all(self.channel.report_job(&job, &status));
+                    self.take_up_later();
+                }
                 Ok(None) => {}
                 Err(e) => error!(error = format!("{e:#}"), "cannot record the passed trial"),
             },
@@ -264,6 +270,7 @@ impl Fleet {
     fn on_job(&mut self, doc: ferry_shared::fleet::JobDocument) {
         match self.updater.on_job(doc) {
             Ok(JobStep::Nothing) => {}
+            Ok(JobStep::Later(doc)) => self.later = Some(doc),
             Ok(JobStep::Report(job, status)) => {
                 self.send_all(self.channel.report_job(&job, &status))
             }
@@ -295,6 +302,12 @@ impl Fleet {
         }
     }
 
+    fn take_up_later(&mut self) {
+        if let Some(doc) = self.later.take() {
+            self.on_job(doc);
+        }
+    }
+
     async fn downloaded(&mut self, job: &str, version: &str, outcome: Result<(), Failure>) {
         let outcome = outcome.and_then(|()| self.updater.install(job, version));
         match outcome {
@@ -303,10 +316,13 @@ impl Fleet {
             }
             // Stopped with the pipeline: the job resumes at the next start.
             Err(f) if f.reason == update::download::STOPPED => {}
-            Err(failure) => match self.updater.failed(job, &failure) {
-                Ok(status) => self.send_all(self.channel.report_job(job, &status)),
-                Err(e) => error!(error = format!("{e:#}"), "cannot record the failed job"),
-            },
+            Err(failure) => {
+                match self.updater.failed(job, &failure) {
+                    Ok(status) => self.send_all(self.channel.report_job(job, &status)),
+                    Err(e) => error!(error = format!("{e:#}"), "cannot record the failed job"),
+                }
+                self.take_up_later();
+            }
         }
     }
 }

@@ -40,6 +40,8 @@ pub fn injected_fault() -> Option<String> {
 #[derive(Debug)]
 pub enum JobStep {
     Nothing,
+    /// Another update is under way: ask again when it has ended.
+    Later(JobDocument),
     /// Say this about the job.
     Report(String, JobStatus),
     /// Download and verify this, then [`Updater::install`] it.
@@ -173,6 +175,11 @@ impl Updater {
         {
             return Ok(JobStep::Nothing);
         }
+        // One update at a time: another job waits for this binary's trial or the download
+        // under way.
+        if self.on_trial.is_some() || self.active.is_some() {
+            return Ok(JobStep::Later(doc));
+        }
         self.dir.forget_downloads_except(Some(&job));
         if doc.version == VERSION {
             let done = status(JobState::Succeeded, None);
@@ -257,5 +264,95 @@ impl Updater {
             .map_err(|e| Failure::new("install_failed", format!("{}: {e}", binary.display())))?;
         info!(job, version, binary = %binary.display(), "update installed; restarting into it");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(data_dir: &std::path::Path, update: &str) -> AgentConfig {
+        AgentConfig::parse(
+            &format!(
+                "device_id = \"d\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[update]\n{update}\n",
+                data_dir.display()
+            ),
+            [],
+        )
+        .expect("config")
+    }
+
+    fn trial(version: &str) -> Trial {
+        Trial {
+            job: "j1".into(),
+            version: version.into(),
+            previous_version: "0.0.1".into(),
+            started: unix_now(),
+            trial_s: 120,
+            previous_spool_format: crate::spool::FORMAT,
+        }
+    }
+
+    /// What each crash point of an install leaves, read by the next start.
+    #[test]
+    fn the_next_start_reads_what_an_interrupted_update_left() {
+        // Killed after the trial was recorded, before the rename: the old binary starts,
+        // drops the trial and runs the job again.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cfg = config(tmp.path(), "");
+        UpdateDir::open(tmp.path())
+            .and_then(|d| d.begin_trial(&trial("9.9.9")))
+            .expect("trial");
+        let up = Updater::open(&cfg).expect("open");
+        assert_eq!(up.trial_deadline(), None);
+        assert_eq!(up.dir().trial(), None, "dropped");
+        assert!(up.dir().final_status("j1").is_none(), "the job runs again");
+
+        // The new binary started (the guard counted it) and the guard put the old one back
+        // but was killed before its verdict: the job failed, rolled back.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cfg = config(tmp.path(), "");
+        let dir = UpdateDir::open(tmp.path()).expect("dir");
+        dir.begin_trial(&trial("9.9.9")).expect("trial");
+        std::fs::write(tmp.path().join("update/starts"), "1\n").expect("starts");
+        let up = Updater::open(&cfg).expect("open");
+        let done = up.dir().final_status("j1").expect("recorded");
+        assert_eq!(
+            (done.status, done.reason.as_deref()),
+            (JobState::Failed, Some("rolled_back"))
+        );
+
+        // This binary is the one on trial: the trial goes on until its status is delivered.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cfg = config(tmp.path(), "");
+        UpdateDir::open(tmp.path())
+            .and_then(|d| d.begin_trial(&trial(VERSION)))
+            .expect("trial");
+        let mut up = Updater::open(&cfg).expect("open");
+        assert!(up.trial_deadline().is_some());
+        let (job, passed) = up.passed().expect("record").expect("passed");
+        assert_eq!((job.as_str(), passed.status), ("j1", JobState::Succeeded));
+        assert_eq!(up.dir().trial(), None);
+        assert!(up.passed().expect("again").is_none(), "once");
+    }
+
+    #[test]
+    fn jobs_are_refused_without_a_key_and_never_run_twice() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut up = Updater::open(&config(tmp.path(), "")).expect("open");
+        let doc = JobDocument {
+            job_id: "j2".into(),
+            version: "9.9.9".into(),
+            artifacts: Default::default(),
+        };
+        let JobStep::Report(_, st) = up.on_job(doc.clone()).expect("step") else {
+            panic!("refused")
+        };
+        assert_eq!(st.reason.as_deref(), Some("updates_disabled"));
+        // The retained job again (a reconnect): the recorded answer, nothing run.
+        let JobStep::Report(_, again) = up.on_job(doc).expect("step") else {
+            panic!("answered")
+        };
+        assert_eq!(again.reason.as_deref(), Some("updates_disabled"));
     }
 }

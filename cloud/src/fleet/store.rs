@@ -166,7 +166,10 @@ pub fn config_view(conn: &mut Connection, device: &str) -> rusqlite::Result<Conf
             },
         )
         .optional()?;
-    let Some((version, desired, updated_at, updated_by, reported, reported_at)) = row else {
+    // Version 0: an answer kept for a device this cloud never asked anything of.
+    let Some((version, desired, updated_at, updated_by, reported, reported_at)) =
+        row.filter(|r| r.0 > 0)
+    else {
         return Ok(ConfigView {
             device: device.to_owned(),
             desired: None,
