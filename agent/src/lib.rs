@@ -46,7 +46,8 @@ pub enum Stopped {
 }
 
 /// Runs the agent from `file` until `shutdown` is cancelled or an update needs the process
-/// restarted. A new desired configuration rebuilds the pipeline in place: sources, uplink
+/// restarted. A new desired configuration is applied in place where it can be
+/// ([`needs_rebuild`]); otherwise the pipeline is rebuilt in the process: sources, uplink
 /// and spool writer stop in that order, so every accepted record is committed, and start
 /// again with the new settings.
 pub async fn run(file: ConfigFile, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
@@ -199,11 +200,12 @@ async fn run_pipeline(
     }
 }
 
-/// Whether `wanted` needs the pipeline rebuilt: the envelope builder's gzip level and the
-/// spool writer's cap are fixed for their lifetime; sources, pacing, the status interval
-/// and the log level change in place.
+/// Whether `wanted` needs the pipeline rebuilt: the envelope builder's gzip level, the MQTT
+/// client's in-flight window and the spool writer's cap are fixed for their lifetime;
+/// sources, pacing, the status interval and the log level change in place.
 fn needs_rebuild(running: &AgentConfig, wanted: &AgentConfig) -> bool {
     running.mqtt.gzip_level() != wanted.mqtt.gzip_level()
+        || running.mqtt.max_inflight != wanted.mqtt.max_inflight
         || running.spool.max_bytes != wanted.spool.max_bytes
 }
 

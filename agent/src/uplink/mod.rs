@@ -200,10 +200,10 @@ pub async fn run(
                 match next {
                     Ok(Next::Batch(batch)) => up.stashed = Some(batch),
                     // A drain that raced an append does not count: the builder is reading
-                    // those records already.
-                    // Marked seen here: otherwise `changed()` would fire for an append the
-                    // builder had already read, and the uplink would wait on a builder with
-                    // nothing to build until the next append (5 s at shutdown).
+                    // those records already. The last seq is marked seen here, or
+                    // `changed()` would fire for an append the builder had read, and the
+                    // uplink would wait on a builder with nothing to build until the next
+                    // append (at shutdown, out the whole grace).
                     Ok(Next::Drained { seen }) => {
                         up.drained = seen == *appended.borrow_and_update();
                     }
@@ -223,8 +223,8 @@ pub async fn run(
                 up.drained = false;
             }
             _ = status_every.tick(), if up.connected => up.publish_status(true),
-            // A desired configuration re-paces the connection; the rest of `[mqtt]` that
-            // may change remotely takes a new pipeline (`run`).
+            // A desired configuration re-paces the connection in place; a new gzip level
+            // or in-flight window takes a new pipeline (`needs_rebuild`).
             Ok(()) = settings.changed() => {
                 let m = settings.borrow_and_update().clone();
                 up.pacer = Pacer::new(m.publishes_per_s, m.bytes_per_s);
@@ -232,7 +232,7 @@ pub async fn run(
                     let period = Duration::from_secs(m.status_interval_s);
                     status_every = tokio::time::interval_at(Instant::now() + period, period);
                 }
-                info!(publishes_per_s = m.publishes_per_s, bytes_per_s = m.bytes_per_s, max_inflight = m.max_inflight, "uplink re-paced");
+                info!(publishes_per_s = m.publishes_per_s, bytes_per_s = m.bytes_per_s, "uplink re-paced");
                 up.cfg.mqtt = m;
             }
             Some(out) = up.fleet.outgoing.recv(), if up.connected => {
