@@ -352,15 +352,23 @@ impl Supervisor {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM to the agent, and no more restarts.
+    /// SIGTERM to the agent, and no more restarts; SIGKILL if it has not stopped in 20 s.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(c) = self.child.lock().expect("child").as_ref() {
             crate::process::signal(c, "TERM");
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
         }
+        if !thread.is_finished() {
+            self.kill9();
+        }
+        let _ = thread.join();
     }
 }
 
