@@ -3,7 +3,7 @@
 //! the agent the way the packaged unit does, and a second build of the agent to update to.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -420,17 +420,11 @@ pub fn variant_agent() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let bin = target.join("debug/ferry-agent");
-    let mut version = String::new();
-    Command::new(&bin)
+    let said = Command::new(&bin)
         .arg("--version")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the variant runs")
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut version)
-        .expect("version");
+        .output()
+        .expect("the variant runs");
+    let version = String::from_utf8_lossy(&said.stdout);
     assert!(
         version.contains(VARIANT_VERSION),
         "the variant says {version:?}"
