@@ -689,6 +689,7 @@ const every = (ms, route, job) => setInterval(() => {
   if (signedIn() && may(route)) job().catch(() => {});
 }, ms);
 every(10000, "GET /v1/devices", loadFleet);
+every(15000, "GET /v1/rollouts", loadRollouts);
 every(60000, "GET /v1/stations", () => Promise.all([loadStations(), loadCompare()]));
 every(30000, "GET /v1/loyalty", () => Promise.all([loadLoyalty(), loadTraffic()]));
 

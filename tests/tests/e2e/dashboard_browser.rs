@@ -149,7 +149,9 @@ fn page_state(c: &Session) -> Value {
            busiest: text(document.querySelector('#busiest')),
            fleet: q('#fleet li[data-device]').map(li => ({
              device: li.dataset.device, state: li.dataset.state, trouble: Number(li.dataset.trouble),
+             notes: text(li.querySelector('.notes')),
            })),
+           rollouts: q('#rollouts li[data-rollout]').map(li => li.textContent),
            feed: document.querySelector('#feed').dataset.state,
            login_open: document.querySelector('#login').open,
            login_error: document.querySelector('#login-error').textContent,
@@ -355,6 +357,49 @@ async fn the_dashboard_answers_at_a_glance_on_a_desktop_and_a_phone() {
         },
     )
     .await;
+    // Fleet operations: a desired configuration ws-1 refuses shows as drift, and a rollout
+    // ws-2 refuses (it has no [update] public_key) in the updates panel.
+    let (status, body) = ferry_tests::http::request(
+        http,
+        "PUT",
+        "/v1/devices/ws-1/config",
+        TOKEN,
+        &json!({"mqtt": {"gzip_level": 12}}).to_string(),
+    )
+    .expect("a desired configuration");
+    assert_eq!(status, 202, "{body}");
+    let artifact = json!({"url": "http://127.0.0.1:9/a", "sha256": "ab".repeat(32), "size": 1,
+                          "signature": "c2ln"});
+    let rollout = json!({"version": "9.9.9", "devices": ["ws-2"],
+                         "artifacts": {ferry_shared::fleet::this_arch(): artifact}});
+    let (status, body) =
+        ferry_tests::http::post_json(http, "/v1/rollouts", TOKEN, &rollout.to_string())
+            .expect("a rollout");
+    assert_eq!(status, 201, "{body}");
+    wait_for(
+        &c,
+        "ws-1's drift and the failed rollout",
+        Duration::from_secs(40),
+        |s| {
+            let drift = s["fleet"].as_array().is_some_and(|f| {
+                f.iter().any(|d| {
+                    d["device"] == "ws-1"
+                        && d["notes"]
+                            .as_str()
+                            .is_some_and(|n| n.contains("refused") && n.contains("gzip_level"))
+                })
+            });
+            let rolled = s["rollouts"].as_array().is_some_and(|r| {
+                r.iter().any(|r| {
+                    r.as_str()
+                        .is_some_and(|r| r.contains("1 failed") && r.contains("updates_disabled"))
+                })
+            });
+            drift && rolled
+        },
+    )
+    .await;
+
     let state = page_state(&c);
     assert_eq!(state["feed"], "live", "{state}");
     assert_eq!(state["role"], "admin", "{state}");
