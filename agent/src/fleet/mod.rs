@@ -221,11 +221,9 @@ impl Fleet {
     fn on_desired(&mut self, doc: DesiredConfig) {
         let answered = self.store.reported();
         let applied = self.store.desired();
-        let already = answered.as_ref().is_some_and(|a| {
-            a.version == doc.version
-                || (a.error.is_none() && applied.as_ref().is_some_and(|d| d.config == doc.config))
-        });
-        if already {
+        // Answered already (a retained document comes again on every connection). A
+        // document already running under another version is answered, not applied again.
+        if answered.as_ref().is_some_and(|a| a.version == doc.version) {
             return;
         }
         let (answer, reconfigure) = match desired::apply(&self.file, &doc.config) {
