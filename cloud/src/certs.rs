@@ -25,7 +25,9 @@ pub enum CertsError {
     },
     #[error("certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
-    #[error("{0} exists already; a new CA would orphan every certificate it signed")]
+    #[error(
+        "{0} exists already and is not overwritten: a new key would orphan what the old one signed or is trusted for"
+    )]
     Exists(PathBuf),
     #[error("{0}")]
     Invalid(String),
@@ -45,7 +47,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertsError + '_ {
 
 /// Writes `text` to `path`, readable by its owner only when `private`; never over an
 /// existing file.
-fn write_new(path: &Path, text: &str, private: bool) -> Result<(), CertsError> {
+pub(crate) fn write_new(path: &Path, text: &str, private: bool) -> Result<(), CertsError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

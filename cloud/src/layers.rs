@@ -6,7 +6,8 @@
 /// Bottom up. Within a layer, modules do not use each other, except as listed lower.
 const LAYERS: &[&[&str]] = &[
     &["config"],
-    &["http", "db", "certs", "sign"],
+    &["http", "db", "certs"],
+    &["sign"],
     &["pool"],
     &["lake", "loyalty", "hot"],
     &["ingest", "curated"],

@@ -1,8 +1,6 @@
 //! `ferry-cloud sign` (README: updates): the release key, and the `artifacts` entry of a
 //! rollout for a binary, signed with it.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -13,15 +11,7 @@ use ferry_shared::signing::{Sha256, SigningKey};
 /// public key, for the agents' `[update] public_key`.
 pub fn keygen(out: &Path) -> anyhow::Result<String> {
     let (key, stored) = SigningKey::generate()?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| format!("{}: not overwriting a key", out.display()))?;
-    file.write_all(stored.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
+    crate::certs::write_new(out, &format!("{stored}\n"), true)?;
     Ok(key.public_key())
 }
 

@@ -186,34 +186,28 @@ impl Updater {
             self.finish(&job, done.clone())?;
             return Ok(JobStep::Report(job, done));
         }
-        let refuse = |failure: Failure| -> anyhow::Result<JobStep> {
-            warn!(job = %job, reason = failure.reason, detail = %failure.detail, "update refused");
-            let st = status(JobState::Failed, Some(&failure));
+        // Refused before anything is fetched, and recorded as a failed download would be.
+        let refused = |up: &mut Self, failure: Failure| -> anyhow::Result<JobStep> {
+            let st = up.failed(&job, &failure)?;
             Ok(JobStep::Report(job.clone(), st))
         };
         let Some(key) = self.key.clone() else {
-            let step = refuse(Failure::new(
-                "updates_disabled",
-                "no [update] public_key in the config",
-            ))?;
-            return self.finished(step);
+            let no_key = Failure::new("updates_disabled", "no [update] public_key in the config");
+            return refused(self, no_key);
         };
         let Some(artifact) = doc.artifacts.get(this_arch()).cloned() else {
-            let step = refuse(Failure::new(
-                "no_artifact",
-                format!("no artifact for {}", this_arch()),
-            ))?;
-            return self.finished(step);
+            let none = Failure::new("no_artifact", format!("no artifact for {}", this_arch()));
+            return refused(self, none);
         };
         if artifact.size > self.max_bytes {
-            let step = refuse(Failure::new(
+            let big = Failure::new(
                 "too_large",
                 format!(
                     "{} bytes, above update.max_bytes {}",
                     artifact.size, self.max_bytes
                 ),
-            ))?;
-            return self.finished(step);
+            );
+            return refused(self, big);
         }
         info!(job = %job, version = %doc.version, url = %artifact.url, size = artifact.size, "update: downloading");
         self.active = Some(job.clone());
@@ -227,14 +221,7 @@ impl Updater {
         })
     }
 
-    fn finished(&mut self, step: JobStep) -> anyhow::Result<JobStep> {
-        if let JobStep::Report(job, st) = &step {
-            self.finish(job, st.clone())?;
-        }
-        Ok(step)
-    }
-
-    /// A download ended in failure.
+    /// The job failed: refused, or its download or checks failed.
     pub fn failed(&mut self, job: &str, failure: &Failure) -> anyhow::Result<JobStatus> {
         warn!(job, reason = failure.reason, detail = %failure.detail, "update refused");
         self.active = None;

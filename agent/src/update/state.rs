@@ -47,11 +47,7 @@ impl Trial {
     }
 
     fn parse(text: &str) -> Option<Self> {
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .map(str::to_owned)
-        };
+        let get = |key: &str| value_of(text, key).map(str::to_owned);
         Some(Self {
             job: get("job")?,
             version: get("version")?,
@@ -66,6 +62,12 @@ impl Trial {
     pub fn deadline(&self) -> u64 {
         self.started.saturating_add(self.trial_s)
     }
+}
+
+/// The value of `key=` in the plain `key=value` lines the guard script reads and writes.
+fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// What the guard decided at the last start, for this binary to report.
@@ -135,12 +137,7 @@ impl UpdateDir {
     pub fn verdict(&self) -> Option<Verdict> {
         VERDICTS.iter().find_map(|(file, reason)| {
             let text = std::fs::read_to_string(self.dir.join(file)).ok()?;
-            let get = |key: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            let get = |key: &str| value_of(&text, key).unwrap_or_default().to_owned();
             Some(Verdict {
                 job: get("job"),
                 reason,

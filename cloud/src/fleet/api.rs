@@ -49,7 +49,7 @@ fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
 }
 
 fn device_id(id: &str) -> Result<DeviceId, ApiError> {
-    DeviceId::new(id).map_err(|e| ApiError::invalid("bad_device", e.to_string()))
+    DeviceId::new(id).map_err(|e| ApiError::invalid("invalid_device", e.to_string()))
 }
 
 /// The desired configuration and the device's last answer; `in_sync` is false while they

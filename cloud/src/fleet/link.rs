@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use ferry_shared::DeviceId;
 use ferry_shared::fleet::{self, Answer, JobStatus, ReportedConfig};
+use ferry_shared::{DeviceId, Stream, Topic};
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -152,13 +152,11 @@ pub fn start(
 /// Stores what a device said; anything unreadable is logged and dropped (it is the
 /// device's to say again).
 fn keep(conn: &mut rusqlite::Connection, topic: &str, payload: &[u8]) -> rusqlite::Result<()> {
-    if let Some(device) = topic
-        .strip_prefix(ferry_shared::topic::TOPIC_PREFIX)
-        .and_then(|t| t.strip_suffix("/status"))
-        .filter(|d| !d.contains('/'))
+    if let Ok(t) = Topic::parse(topic)
+        && t.stream == Stream::Status
     {
-        if DeviceId::new(device).is_ok() && !payload.is_empty() {
-            store::saw_device(conn, device)?;
+        if !payload.is_empty() {
+            store::saw_device(conn, t.device.as_str())?;
         }
         return Ok(());
     }
