@@ -1,6 +1,8 @@
 //! `ferry-agent status`: its JSON object, read from the spool while `run` may be running.
 
-use serde::Serialize;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::AgentConfig;
 use crate::spool::{Spool, SpoolError, SpoolReader, SpoolStatus};
@@ -10,6 +12,47 @@ pub struct AgentStatus {
     pub device_id: String,
     #[serde(flatten)]
     pub spool: SpoolStatus,
+    /// What the link carried when `run` last measured it; absent before its first PUBACKs.
+    #[serde(flatten)]
+    pub link: Option<LinkStatus>,
+}
+
+/// `{data_dir}/link.json`: the uplink's measure of the link, written with each status
+/// message for `status` to read. A hint for people, not state: it is written without an
+/// fsync, and a missing or torn file reads as no measure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LinkStatus {
+    /// Payload bytes per second the broker acknowledged, at best over the last seconds.
+    pub link_bytes_per_s: u64,
+    pub link_measured_at: String,
+}
+
+const LINK_FILE: &str = "link.json";
+
+impl LinkStatus {
+    pub fn measured(bytes_per_s: u64) -> Self {
+        Self {
+            link_bytes_per_s: bytes_per_s,
+            link_measured_at: ferry_shared::Timestamp::now().to_string(),
+        }
+    }
+
+    /// Replaces the file whole (a rename), so a reader never sees half of it.
+    pub fn save(&self, data_dir: &Path) {
+        let tmp = data_dir.join("link.json.tmp");
+        let written = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, data_dir.join(LINK_FILE)));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "link measure not saved");
+        }
+    }
+
+    pub fn load(data_dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(data_dir.join(LINK_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
 }
 
 pub fn read(cfg: &AgentConfig) -> Result<AgentStatus, SpoolError> {
@@ -17,5 +60,6 @@ pub fn read(cfg: &AgentConfig) -> Result<AgentStatus, SpoolError> {
     Ok(AgentStatus {
         device_id: cfg.device_id.to_string(),
         spool: reader.status()?,
+        link: LinkStatus::load(&cfg.data_dir),
     })
 }

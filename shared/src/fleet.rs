@@ -211,7 +211,7 @@ pub struct JobStatus {
     pub status: JobState,
     /// Why it failed, as a stable code: `rolled_back`, `signature_mismatch`, `sha256_mismatch`,
     /// `truncated`, `too_large`, `download_failed`, `no_artifact`, `updates_disabled`,
-    /// `install_failed`, `rollback_refused`, `bad_job`.
+    /// `install_failed`, `rollback_refused`, `guard_bad_state`, `bad_job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The detail behind `reason`, for people.
@@ -220,6 +220,69 @@ pub struct JobStatus {
     /// The version the device runs as it reports.
     pub running: String,
     pub at: String,
+}
+
+/// The architectures an artifact may be built for, in Debian's names.
+pub const ARCHES: [&str; 3] = ["amd64", "arm64", "armhf"];
+
+/// A version is written into the trial file that `ferry-update-guard` reads and into topic
+/// payloads: 1 to 64 of `[0-9A-Za-z.+-]`, so it can carry no line break, quote or `$(…)`.
+pub fn check_version(version: &str) -> Result<(), String> {
+    if version.is_empty()
+        || version.len() > 64
+        || !version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'))
+    {
+        return Err(format!(
+            "version {:?} must be 1 to 64 of A-Z, a-z, 0-9, '.', '+' and '-'",
+            version.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+impl Artifact {
+    /// Checks every field where it enters, before anything is stored or fetched: the URL
+    /// parses as http(s) with a host, the digest is 64 hex digits, the size is above 0 and
+    /// at most `max_bytes`, the signature is there. The error names the field under `at`.
+    pub fn check(&self, at: &str, max_bytes: u64) -> Result<(), String> {
+        match url::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => return Err(format!("{at}.url must be an http(s) URL with a host")),
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{at}.sha256 must be 64 hex digits"));
+        }
+        if self.size == 0 || self.size > max_bytes {
+            return Err(format!("{at}.size must be 1 to {max_bytes}"));
+        }
+        if self.signature.trim().is_empty() || self.signature.len() > 4096 {
+            return Err(format!("{at}.signature must be 1 to 4096 characters"));
+        }
+        Ok(())
+    }
+}
+
+impl JobDocument {
+    /// The one check of a job document, wherever it came from (the cloud's API, a retained
+    /// message, an IoT Jobs document): the id, the version, and every artifact's fields.
+    pub fn check(&self, max_bytes: u64) -> Result<(), String> {
+        check_job_id(&self.job_id)?;
+        check_version(&self.version)?;
+        if self.artifacts.is_empty() {
+            return Err("artifacts must name at least one architecture".into());
+        }
+        for (arch, artifact) in &self.artifacts {
+            if !ARCHES.contains(&arch.as_str()) {
+                return Err(format!(
+                    "artifacts.{arch}: the architectures are {ARCHES:?}"
+                ));
+            }
+            artifact.check(&format!("artifacts.{arch}"), max_bytes)?;
+        }
+        Ok(())
+    }
 }
 
 /// A job id names a topic level and a file: 1 to 128 of `[A-Za-z0-9_-]`.
@@ -279,6 +342,49 @@ mod tests {
         ] {
             assert_eq!(Answer::parse(&other), None, "{other}");
         }
+    }
+
+    fn job(version: &str, url: &str) -> JobDocument {
+        let artifact = Artifact {
+            url: url.into(),
+            sha256: "ab".repeat(32),
+            size: 10,
+            signature: "c2ln".into(),
+        };
+        JobDocument {
+            job_id: "r1-pi".into(),
+            version: version.into(),
+            artifacts: [("amd64".to_string(), artifact)].into(),
+        }
+    }
+
+    #[test]
+    fn job_documents_are_checked_field_by_field() {
+        assert_eq!(
+            job("1.2.3-rc.1+g7", "https://example.com/a").check(100),
+            Ok(())
+        );
+        for (version, url, want) in [
+            ("1.0\nstarted=now", "https://h/a", "version"),
+            ("now[$(id>&2)]", "https://h/a", "version"),
+            ("", "https://h/a", "version"),
+            (&"9".repeat(65), "https://h/a", "version"),
+            ("1.0 beta", "https://h/a", "version"),
+            ("1.0", "ftp://h/a", "url"),
+            ("1.0", "https://", "url"),
+            ("1.0", "file:///etc/passwd", "url"),
+            ("1.0", "not a url", "url"),
+        ] {
+            let err = job(version, url).check(100).expect_err(version);
+            assert!(err.contains(want), "{version} {url}: {err}");
+        }
+        let mut big = job("1.0", "https://h/a");
+        assert!(big.check(9).expect_err("size").contains("size"));
+        big.artifacts
+            .insert("sparc".into(), big.artifacts["amd64"].clone());
+        assert!(big.check(100).expect_err("arch").contains("sparc"));
+        let unknown = r#"{"job_id":"j","version":"1","artifacts":{},"run":"x"}"#;
+        assert!(serde_json::from_str::<JobDocument>(unknown).is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`s3::S3Server`]: a real S3-protocol server (s3s-fs) in-process, to stop and resume.
 //! - [`fleet`]: retained fleet topics watched and published, an artifact server, the
 //!   unit's start loop with the update guard, and a second agent build to update to.
+//! - [`netns::Link`]: a veth link of the test's own into a network namespace for the agent,
+//!   to cap with a token bucket or silence (packets dropped, no RST).
 //! - [`oidc::Provider`]: an OpenID Connect provider (discovery, JWKS, code flow with PKCE)
 //!   with keys made at test time.
 //!
@@ -31,6 +33,7 @@ pub mod fleet;
 pub mod http;
 pub mod lake;
 pub mod loyalty;
+pub mod netns;
 pub mod oidc;
 pub mod postgres;
 pub mod process;

@@ -93,6 +93,12 @@ pub const TEST: &[Prereq] = &[
         source: Source::Apt(&["strace"]),
     },
     Prereq {
+        name: "ip and tc (iproute2)",
+        why: "the agent's link tests: a network namespace, a veth pair, a token-bucket cap",
+        probe: Probe::AnyFile(&["/usr/sbin/tc", "/sbin/tc"]),
+        source: Source::Apt(&["iproute2"]),
+    },
+    Prereq {
         name: "openssl (the command)",
         why: "RSA keys for the signed-in users' tests, made at test time (ferry links no OpenSSL)",
         probe: Probe::Command("openssl"),

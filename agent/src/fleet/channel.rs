@@ -241,6 +241,7 @@ fn next_job(payload: &[u8]) -> Result<Incoming, String> {
         job_document: Document,
     }
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Document {
         version: String,
         artifacts: BTreeMap<String, Artifact>,

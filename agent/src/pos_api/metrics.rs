@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::{ApiError, PosState};
 use crate::spool::{SpoolReader, SpoolStatus};
-use crate::status::AgentStatus;
+use crate::status::{AgentStatus, LinkStatus};
 
 async fn spool_status(state: &PosState) -> Result<SpoolStatus, ApiError> {
     state.read(SpoolReader::status).await
@@ -18,9 +18,11 @@ async fn spool_status(state: &PosState) -> Result<SpoolStatus, ApiError> {
 
 pub async fn status(State(state): State<PosState>) -> Result<Json<AgentStatus>, ApiError> {
     let spool = spool_status(&state).await?;
+    let rate = state.uplink.link_bytes_per_s.load(Ordering::Relaxed);
     Ok(Json(AgentStatus {
         device_id: state.device.to_string(),
         spool,
+        link: (rate > 0).then(|| LinkStatus::measured(rate)),
     }))
 }
 
@@ -81,6 +83,12 @@ pub async fn prometheus(State(state): State<PosState>) -> Result<String, ApiErro
         "Records deleted on PUBACK.",
         "counter",
         u.records_acked.load(Ordering::Relaxed) as f64,
+    );
+    gauge(
+        "ferry_uplink_link_bytes_per_second",
+        "Payload bytes per second the link carries, as measured from PUBACKs (0 until measured).",
+        "gauge",
+        u.link_bytes_per_s.load(Ordering::Relaxed) as f64,
     );
     let src = &state.sources;
     for (name, help, counter) in [

@@ -101,7 +101,10 @@ impl Updater {
         if let Some(verdict) = up.dir.verdict() {
             warn!(job = %verdict.job, reason = verdict.reason, detail = %verdict.detail, "the update was not kept");
             let failure = Failure::new(verdict.reason, verdict.detail);
-            up.finish(&verdict.job, status(JobState::Failed, Some(&failure)))?;
+            // A damaged trial file may leave no job to answer.
+            if check_job_id(&verdict.job).is_ok() {
+                up.finish(&verdict.job, status(JobState::Failed, Some(&failure)))?;
+            }
             up.dir.verdict_reported()?;
         }
         if let Some(trial) = up.dir.trial() {
@@ -181,16 +184,21 @@ impl Updater {
             return Ok(JobStep::Later(doc));
         }
         self.dir.forget_downloads_except(Some(&job));
-        if doc.version == VERSION {
-            let done = status(JobState::Succeeded, None);
-            self.finish(&job, done.clone())?;
-            return Ok(JobStep::Report(job, done));
-        }
         // Refused before anything is fetched, and recorded as a failed download would be.
         let refused = |up: &mut Self, failure: Failure| -> anyhow::Result<JobStep> {
             let st = up.failed(&job, &failure)?;
             Ok(JobStep::Report(job.clone(), st))
         };
+        // Every field is checked before any of it is stored: the version goes into the trial
+        // file the guard script reads.
+        if let Err(problem) = doc.check(u64::MAX) {
+            return refused(self, Failure::new("bad_job", problem));
+        }
+        if doc.version == VERSION {
+            let done = status(JobState::Succeeded, None);
+            self.finish(&job, done.clone())?;
+            return Ok(JobStep::Report(job, done));
+        }
         let Some(key) = self.key.clone() else {
             let no_key = Failure::new("updates_disabled", "no [update] public_key in the config");
             return refused(self, no_key);
@@ -323,15 +331,49 @@ mod tests {
         assert!(up.passed().expect("again").is_none(), "once");
     }
 
+    fn job(id: &str, version: &str) -> JobDocument {
+        let artifact = Artifact {
+            url: "https://updates.example/ferry-agent".into(),
+            sha256: "ab".repeat(32),
+            size: 10,
+            signature: "c2ln".into(),
+        };
+        JobDocument {
+            job_id: id.into(),
+            version: version.into(),
+            artifacts: [(this_arch().to_string(), artifact)].into(),
+        }
+    }
+
+    /// A signed job can still carry a hostile version: it is refused before the trial file
+    /// (which the guard script reads) is written, and answered once.
+    #[test]
+    fn a_version_that_could_reach_the_guard_is_refused_first() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let key = "public_key = \"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"";
+        let mut up = Updater::open(&config(tmp.path(), key)).expect("open");
+        for (i, version) in ["1.0\nstarted=now[$(id>&2)]", "now[$(id>&2)]", "1 0"]
+            .iter()
+            .enumerate()
+        {
+            let id = format!("evil-{i}");
+            let JobStep::Report(_, st) = up.on_job(job(&id, version)).expect("step") else {
+                panic!("{version:?} must be refused")
+            };
+            assert_eq!(st.reason.as_deref(), Some("bad_job"), "{version:?}");
+            assert_eq!(up.dir().trial(), None);
+            assert!(
+                up.dir().final_status(&id).is_some(),
+                "answered once, recorded"
+            );
+        }
+    }
+
     #[test]
     fn jobs_are_refused_without_a_key_and_never_run_twice() {
         let tmp = tempfile::tempdir().expect("tmp");
         let mut up = Updater::open(&config(tmp.path(), "")).expect("open");
-        let doc = JobDocument {
-            job_id: "j2".into(),
-            version: "9.9.9".into(),
-            artifacts: Default::default(),
-        };
+        let doc = job("j2", "9.9.9");
         let JobStep::Report(_, st) = up.on_job(doc.clone()).expect("step") else {
             panic!("refused")
         };

@@ -6,7 +6,7 @@
 //!   present while a new binary is on trial. The guard reads `job`, `started`, `trial_s`
 //!   and `previous_spool_format`.
 //! - `starts`: the guard appends a line per start during a trial.
-//! - `rolled_back`, `rollback_refused`: the guard's verdict (`job=...` and `detail=...`),
+//! - `rolled_back`, `rollback_refused`, `guard_bad_state`: the guard's verdict (`job=...` and `detail=...`),
 //!   for the binary that runs next to report.
 //! - `spool_readable_by`: the oldest spool format a binary must read to use this spool,
 //!   written by the agent when it opens the spool; the guard refuses to roll back past it.
@@ -74,7 +74,7 @@ fn value_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub job: String,
-    /// `rolled_back` or `rollback_refused`.
+    /// `rolled_back`, `rollback_refused` or `guard_bad_state`.
     pub reason: &'static str,
     pub detail: String,
 }
@@ -86,9 +86,10 @@ pub struct UpdateDir {
 
 const TRIAL: &str = "trial";
 const STARTS: &str = "starts";
-const VERDICTS: [(&str, &str); 2] = [
+const VERDICTS: [(&str, &str); 3] = [
     ("rolled_back", "rolled_back"),
     ("rollback_refused", "rollback_refused"),
+    ("guard_bad_state", "guard_bad_state"),
 ];
 
 impl UpdateDir {
@@ -116,6 +117,11 @@ impl UpdateDir {
     /// Begins a trial: the old count of starts goes first, so that it cannot count against
     /// the new trial.
     pub fn begin_trial(&self, trial: &Trial) -> std::io::Result<()> {
+        // The guard refuses a file it cannot read strictly; never hand it one.
+        ferry_shared::fleet::check_job_id(&trial.job)
+            .and_then(|()| ferry_shared::fleet::check_version(&trial.version))
+            .and_then(|()| ferry_shared::fleet::check_version(&trial.previous_version))
+            .map_err(std::io::Error::other)?;
         durable_file::remove(&self.dir.join(STARTS))?;
         durable_file::write(
             &self.dir.join(TRIAL),

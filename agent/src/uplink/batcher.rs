@@ -1,5 +1,9 @@
 //! Builds envelopes from the spool: transactions first, as many records as fit in one
-//! payload of at most 128 KiB, gzipped when that is smaller.
+//! payload of about the size the link asks for (`link`), never above 128 KiB, gzipped when
+//! that is smaller.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_shared::limits::MAX_PAYLOAD_BYTES;
 use ferry_shared::{DeviceId, EnvelopeWriter, Gzipper, SpoolId, Stream, Timestamp, Topic};
@@ -35,10 +39,18 @@ pub struct Batcher {
     writer: EnvelopeWriter,
     /// The seq and body length of each record in `writer`.
     rows: Vec<(u64, u64)>,
+    /// The payload size to aim for, set by the uplink from what the link carries.
+    target: Arc<AtomicUsize>,
 }
 
 impl Batcher {
-    pub fn new(reader: SpoolReader, device: DeviceId, spool: SpoolId, gzip_level: u32) -> Self {
+    pub fn new(
+        reader: SpoolReader,
+        device: DeviceId,
+        spool: SpoolId,
+        gzip_level: u32,
+        target: Arc<AtomicUsize>,
+    ) -> Self {
         let writer = EnvelopeWriter::new(&device, &spool, Timestamp::now());
         Self {
             reader,
@@ -49,6 +61,7 @@ impl Batcher {
             ratio: 4.0,
             writer,
             rows: Vec::new(),
+            target,
         }
     }
 
@@ -59,9 +72,13 @@ impl Batcher {
 
     /// The next envelope, or `None` when everything has been sent on this connection.
     pub fn next(&mut self) -> Result<Option<Batch>, SpoolError> {
+        let target = self
+            .target
+            .load(Ordering::Relaxed)
+            .clamp(1, MAX_PAYLOAD_BYTES);
         for class in Class::DRAIN_ORDER {
             let raw_target =
-                ((MAX_PAYLOAD_BYTES as f64 * self.ratio * TARGET_FILL) as usize).min(MAX_RAW_BYTES);
+                ((target as f64 * self.ratio * TARGET_FILL) as usize).min(MAX_RAW_BYTES);
             let Self {
                 reader,
                 writer,

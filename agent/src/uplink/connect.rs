@@ -20,8 +20,6 @@ const PACKET_OVERHEAD: usize = 1024;
 /// wait behind a full window of envelopes.
 const STATUS_SLOTS: u16 = 4;
 
-const CONNECT_TIMEOUT_S: u64 = 10;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("mqtt settings: {0}")]
@@ -102,8 +100,12 @@ pub async fn client(
             client_auth,
         }));
     }
+    // rumqttc bounds every socket flush by this. On a slow link one full envelope may take
+    // many seconds to leave, and a flush cut short drops the connection and resends all that
+    // is unacknowledged; so flushes get as long as the keep-alive, within which a silent link
+    // is noticed anyway. The driver bounds connect attempts itself.
     eventloop
         .network_options
-        .set_connection_timeout(CONNECT_TIMEOUT_S);
+        .set_connection_timeout(cfg.mqtt.keep_alive_s);
     Ok((client, eventloop))
 }

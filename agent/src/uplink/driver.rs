@@ -7,16 +7,34 @@
 //! that were still queued are purged, the driver backs off with jitter, and only then
 //! reconnects. The uplink therefore never has a publish of an old connection in flight when
 //! it sees the next `ConnAck`.
+//!
+//! Two timeouts that rumqttc keeps as one are split here. rumqttc bounds both the connect
+//! and every socket flush by its connection timeout; on a slow link a flush of a large
+//! packet legitimately takes longer than a connect should, so rumqttc's is set to the
+//! keep-alive (`connect`), and a connect attempt is bounded by [`CONNECT_TIMEOUT`] here.
+//!
+//! After a network failure the back-off grows to [`BACKOFF_MAX`], but a link that comes
+//! back should not wait that out: while backing off, the driver probes the broker's port
+//! with a bare TCP connect (no MQTT CONNECT, so IoT Core's one-CONNECT-per-second limit is
+//! not touched) and reconnects as soon as one succeeds. A broker that refuses the MQTT
+//! CONNECT itself, or a TLS failure, gets the full back-off: the port answers, and probing
+//! it would only hammer a broker that said no.
 
 use std::time::Duration;
 
-use rumqttc::{Event, EventLoop, Incoming, Outgoing};
+use rumqttc::{ConnectionError, Event, EventLoop, Incoming, Outgoing};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A TCP and TLS handshake and a CONNACK: a few round trips, even on a GPRS-class link.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the port is probed while backing off, and how long one probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub enum DriverEvent {
@@ -39,15 +57,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
+    let mut connected = false;
     loop {
         let polled = tokio::select! {
-            polled = eventloop.poll() => polled,
+            polled = poll(&mut eventloop, connected) => polled,
             // Without this the driver would keep reconnecting after the uplink has gone.
             _ = events.closed() => return,
         };
         let event = match polled {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 failures = 0;
+                connected = true;
                 DriverEvent::Connected
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => DriverEvent::Published(pkid),
@@ -59,6 +79,7 @@ pub async fn run(
             }
             Ok(_) => continue,
             Err(e) => {
+                connected = false;
                 let (resume, resumed) = oneshot::channel();
                 let error = e.to_string();
                 if events
@@ -76,14 +97,56 @@ pub async fn run(
                 let delay = backoff(failures);
                 failures = failures.saturating_add(1);
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
+                let network = is_network(&e);
+                let broker = eventloop.mqtt_options.broker_address();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    () = answers(&broker), if network && delay > PROBE_EVERY => {
+                        info!(host = %broker.0, port = broker.1, "the broker's port answers again; reconnecting now");
+                        failures = 0;
+                    }
                     _ = shutdown.cancelled() => return,
                 }
                 continue;
             }
         };
         if events.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One turn of the event loop; a connect attempt is bounded by [`CONNECT_TIMEOUT`] here,
+/// while rumqttc's own timeout (the keep-alive) bounds flushes.
+async fn poll(eventloop: &mut EventLoop, connected: bool) -> Result<Event, ConnectionError> {
+    if connected {
+        return eventloop.poll().await;
+    }
+    tokio::time::timeout(CONNECT_TIMEOUT, eventloop.poll())
+        .await
+        .unwrap_or(Err(ConnectionError::NetworkTimeout))
+}
+
+/// Whether the failure was the network's (a dead or silent link), not the broker's word.
+fn is_network(e: &ConnectionError) -> bool {
+    matches!(
+        e,
+        ConnectionError::Io(_)
+            | ConnectionError::NetworkTimeout
+            | ConnectionError::FlushTimeout
+            | ConnectionError::MqttState(_)
+    )
+}
+
+/// Returns once a bare TCP connect to the broker succeeds, at least [`PROBE_EVERY`] from
+/// now (IoT Core takes one CONNECT per second per client id).
+async fn answers(broker: &(String, u16)) {
+    let mut next = Instant::now() + PROBE_EVERY;
+    loop {
+        tokio::time::sleep_until(next).await;
+        next = Instant::now() + PROBE_EVERY;
+        let probe = tokio::net::TcpStream::connect((broker.0.as_str(), broker.1));
+        if let Ok(Ok(_stream)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
             return;
         }
     }

@@ -10,11 +10,12 @@ mod ahead;
 mod batcher;
 mod connect;
 mod driver;
+mod link;
 mod pacer;
 mod tracker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,6 +33,7 @@ use crate::spool::{AckRange, Spool};
 use ahead::{Ahead, Next};
 use batcher::{Batch, Batcher};
 use driver::DriverEvent;
+use link::Link;
 use pacer::Pacer;
 use tracker::{Carries, Tracker};
 
@@ -56,6 +58,8 @@ pub struct UplinkMetrics {
     pub publishes: AtomicU64,
     pub payload_bytes: AtomicU64,
     pub records_acked: AtomicU64,
+    /// What the link carries, in payload bytes per second; 0 until measured.
+    pub link_bytes_per_s: AtomicU64,
 }
 
 /// The retained message on `ferry/v1/{device}/status`; the will sends it with `online: false`.
@@ -67,6 +71,9 @@ struct StatusMessage<'a> {
     /// Absent in the will, which the broker sends long after it was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     at: Option<String>,
+    /// What the link carries, in payload bytes per second, once measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link_bytes_per_s: Option<u64>,
     #[serde(flatten)]
     spool: Option<crate::spool::SpoolStatus>,
 }
@@ -78,6 +85,7 @@ impl<'a> StatusMessage<'a> {
             device,
             agent_version: crate::VERSION,
             at: online.then(|| ferry_shared::Timestamp::now().to_string()),
+            link_bytes_per_s: None,
             spool,
         }
     }
@@ -93,6 +101,9 @@ struct Uplink {
     spool: Spool,
     tracker: Tracker,
     pacer: Pacer,
+    link: Link,
+    /// The envelope size the builder aims for, from `link`.
+    envelope_target: Arc<AtomicUsize>,
     ahead: Ahead,
     /// The next envelope to publish, waiting for the pacer, the in-flight window or room in
     /// rumqttc's request channel.
@@ -136,11 +147,14 @@ pub async fn run(
     let (acks, ack_rx) = mpsc::channel(1024);
     let acker = tokio::spawn(run_acker(spool.clone(), ack_rx, metrics.clone()));
 
+    let link = Link::default();
+    let envelope_target = Arc::new(AtomicUsize::new(link.envelope()));
     let batcher = Batcher::new(
         spool.reader().context("opening the spool for reading")?,
         cfg.device_id.clone(),
         spool.id().clone(),
         cfg.mqtt.gzip_level(),
+        envelope_target.clone(),
     );
     let ahead = Ahead::start(batcher, spool.last_seq()).context("starting the envelope builder")?;
     let mut up = Uplink {
@@ -149,6 +163,8 @@ pub async fn run(
         client,
         spool,
         tracker: Tracker::default(),
+        link,
+        envelope_target,
         ahead,
         stashed: None,
         connected: false,
@@ -179,7 +195,10 @@ pub async fn run(
             }
         }
         let can_send = up.connected
-            && up.stashed.is_some()
+            && up
+                .stashed
+                .as_ref()
+                .is_some_and(|b| up.link.has_room(b.payload.len()))
             && up.tracker.in_flight() < usize::from(up.cfg.mqtt.max_inflight);
         tokio::select! {
             _ = shutdown.token.cancelled(), if grace.is_none() => {
@@ -237,7 +256,7 @@ pub async fn run(
             }
             Some(out) = up.fleet.outgoing.recv(), if up.connected => {
                 match up.client.try_publish(&out.topic, QoS::AtLeastOnce, out.retain, out.payload) {
-                    Ok(()) => up.tracker.requested(Carries::Other),
+                    Ok(()) => up.tracker.requested(Carries::Other, 0),
                     // The fleet says it again on the next connection.
                     Err(e) => debug!(error = %e, topic = %out.topic, "fleet message not published"),
                 }
@@ -276,6 +295,7 @@ impl Uplink {
                 self.connected = true;
                 self.drained = false;
                 self.tracker.reset();
+                self.link.reset();
                 self.stashed = None;
                 self.ahead.rewind();
                 self.metrics.connects.fetch_add(1, Ordering::Relaxed);
@@ -290,15 +310,29 @@ impl Uplink {
                 self.publish_status(true);
                 self.tell_fleet(FleetIn::Connected);
             }
-            DriverEvent::Published(pkid) => self.tracker.published(pkid),
+            DriverEvent::Published(pkid) => {
+                if let Some(bytes) = self.tracker.published(pkid) {
+                    self.link.published(pkid, bytes as u64);
+                }
+            }
             DriverEvent::PubAck(pkid) => match self.tracker.acked(pkid) {
-                Some(Carries::Records(range)) if self.acks.try_send(range).is_err() => {
-                    // The records stay spooled and go again after the next reconnect.
-                    warn!(
-                        first = range.first,
-                        last = range.last,
-                        "ack queue full; records will be resent"
-                    );
+                Some(Carries::Records(range)) => {
+                    self.link.acked(pkid);
+                    self.envelope_target
+                        .store(self.link.envelope(), Ordering::Relaxed);
+                    if let Some(rate) = self.link.rate() {
+                        self.metrics
+                            .link_bytes_per_s
+                            .store(rate as u64, Ordering::Relaxed);
+                    }
+                    if self.acks.try_send(range).is_err() {
+                        // The records stay spooled and go again after the next reconnect.
+                        warn!(
+                            first = range.first,
+                            last = range.last,
+                            "ack queue full; records will be resent"
+                        );
+                    }
                 }
                 Some(Carries::Status) if self.status_pending => {
                     self.status_pending = false;
@@ -327,6 +361,7 @@ impl Uplink {
                 debug!(%error, "uplink paused until reconnect");
                 self.connected = false;
                 self.tracker.reset();
+                self.link.reset();
                 self.stashed = None;
                 let _ = resume.send(());
             }
@@ -345,7 +380,8 @@ impl Uplink {
             self.stashed = Some(batch);
             return false;
         }
-        self.tracker.requested(Carries::Records(batch.records));
+        self.tracker
+            .requested(Carries::Records(batch.records), batch.payload.len());
         self.pacer.sent(batch.payload.len());
         self.metrics.publishes.fetch_add(1, Ordering::Relaxed);
         self.metrics
@@ -361,12 +397,17 @@ impl Uplink {
 
     fn publish_status(&mut self, online: bool) {
         let figures = Some(self.spool.status());
-        let payload = StatusMessage::new(online, self.cfg.device_id.as_str(), figures).to_vec();
+        let mut message = StatusMessage::new(online, self.cfg.device_id.as_str(), figures);
+        message.link_bytes_per_s = self.link.rate().map(|r| r as u64);
+        if let Some(rate) = message.link_bytes_per_s {
+            crate::status::LinkStatus::measured(rate).save(&self.cfg.data_dir);
+        }
+        let payload = message.to_vec();
         match self
             .client
             .try_publish(&self.status_topic, QoS::AtLeastOnce, true, payload)
         {
-            Ok(()) => self.tracker.requested(Carries::Status),
+            Ok(()) => self.tracker.requested(Carries::Status, 0),
             Err(e) => debug!(error = %e, "status not published this time"),
         }
     }

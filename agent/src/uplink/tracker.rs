@@ -20,23 +20,27 @@ pub enum Carries {
 
 #[derive(Debug, Default)]
 pub struct Tracker {
-    /// Requested but not yet given a packet id.
-    requested: VecDeque<Carries>,
+    /// Requested but not yet given a packet id, with the payload size of records.
+    requested: VecDeque<(Carries, usize)>,
     awaiting_ack: HashMap<u16, Carries>,
 }
 
 impl Tracker {
-    pub fn requested(&mut self, carries: Carries) {
-        self.requested.push_back(carries);
+    /// A publish was requested of rumqttc; `bytes` is its payload's size.
+    pub fn requested(&mut self, carries: Carries, bytes: usize) {
+        self.requested.push_back((carries, bytes));
     }
 
-    pub fn published(&mut self, pkid: u16) {
-        if let Some(records) = self.requested.pop_front() {
-            // QoS 0 publishes have pkid 0 and get no PubAck; we send none of those.
-            if pkid != 0 {
-                self.awaiting_ack.insert(pkid, records);
-            }
+    /// The oldest request went out as `pkid`; returns its payload size if it carries
+    /// records, which is what the link's measure counts.
+    pub fn published(&mut self, pkid: u16) -> Option<usize> {
+        let (carries, bytes) = self.requested.pop_front()?;
+        // QoS 0 publishes have pkid 0 and get no PubAck; we send none of those.
+        if pkid == 0 {
+            return None;
         }
+        self.awaiting_ack.insert(pkid, carries);
+        matches!(carries, Carries::Records(_)).then_some(bytes)
     }
 
     /// What a PubAck acknowledges; `None` for a repeated or unknown one.
@@ -73,13 +77,13 @@ mod tests {
     #[test]
     fn pairs_in_request_order_and_acks_out_of_order() {
         let mut t = Tracker::default();
-        t.requested(range(1));
-        t.requested(Carries::Status);
-        t.requested(range(11));
-        t.published(7);
-        t.published(8);
+        t.requested(range(1), 100);
+        t.requested(Carries::Status, 10);
+        t.requested(range(11), 200);
+        assert_eq!(t.published(7), Some(100));
+        assert_eq!(t.published(8), None, "a status is not the link's measure");
         assert_eq!(t.in_flight(), 3);
-        t.published(9);
+        assert_eq!(t.published(9), Some(200));
         assert_eq!(t.acked(9), Some(range(11)));
         assert_eq!(t.acked(8), Some(Carries::Status));
         assert_eq!(t.acked(7), Some(range(1)));
@@ -90,9 +94,9 @@ mod tests {
     #[test]
     fn reset_forgets_everything() {
         let mut t = Tracker::default();
-        t.requested(range(1));
+        t.requested(range(1), 1);
         t.published(1);
-        t.requested(range(2));
+        t.requested(range(2), 1);
         t.reset();
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.acked(1), None);

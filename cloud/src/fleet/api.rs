@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_shared::DeviceId;
-use ferry_shared::fleet::{Artifact, check_remote_keys};
+use ferry_shared::fleet::{Artifact, JobDocument, check_remote_keys};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -144,37 +144,15 @@ pub struct NewRollout {
     pub percent: Option<u8>,
 }
 
-const ARCHES: [&str; 3] = ["amd64", "arm64", "armhf"];
-
 fn check_rollout(r: &NewRollout) -> Result<(), ApiError> {
     let bad = |m: String| ApiError::invalid("bad_rollout", m);
-    if r.version.is_empty() || r.version.len() > 64 || r.version.chars().any(char::is_control) {
-        return Err(bad("version must be 1 to 64 characters".into()));
-    }
-    if r.artifacts.is_empty() {
-        return Err(bad("artifacts must name at least one architecture".into()));
-    }
-    for (arch, a) in &r.artifacts {
-        if !ARCHES.contains(&arch.as_str()) {
-            return Err(bad(format!(
-                "artifacts.{arch}: the architectures are {ARCHES:?}"
-            )));
-        }
-        if !(a.url.starts_with("https://") || a.url.starts_with("http://")) {
-            return Err(bad(format!("artifacts.{arch}.url must be http(s)")));
-        }
-        if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad(format!(
-                "artifacts.{arch}.sha256 must be 64 hex digits"
-            )));
-        }
-        if a.size == 0 {
-            return Err(bad(format!("artifacts.{arch}.size must be above 0")));
-        }
-        if a.signature.trim().is_empty() {
-            return Err(bad(format!("artifacts.{arch}.signature is empty")));
-        }
-    }
+    // The devices check the same document with the same function (and their own size cap).
+    let doc = JobDocument {
+        job_id: "rollout".into(),
+        version: r.version.clone(),
+        artifacts: r.artifacts.clone(),
+    };
+    doc.check(u64::MAX).map_err(bad)?;
     match (&r.devices, r.percent) {
         (Some(_), Some(_)) | (None, None) => Err(bad("give devices or percent, not both".into())),
         (None, Some(p)) if !(1..=100).contains(&p) => Err(bad("percent must be 1 to 100".into())),

@@ -315,7 +315,11 @@ async fn submit(
         match serde_json::from_value::<Txn>(item) {
             Ok(txn) => {
                 results.push(None);
-                txns.push(Submitted { txn, device });
+                txns.push(Submitted {
+                    txn,
+                    device,
+                    admin: caller.role == ApiRole::Admin,
+                });
             }
             Err(_) => results.push(Some(Outcome {
                 tx_id,

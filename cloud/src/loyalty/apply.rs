@@ -112,6 +112,10 @@ pub struct Registered {
 pub struct Submitted {
     pub txn: Txn,
     pub device: Option<String>,
+    /// Posted by an admin, who alone may reverse another store's entry or a system entry
+    /// (`expire:*`); everyone else's reversal names an entry of the reversal's own store,
+    /// which the API has checked is the caller's.
+    pub admin: bool,
 }
 
 /// A ledger row.
@@ -150,20 +154,14 @@ pub fn apply_rules<T: LedgerTx + ?Sized>(
     keys.sort_unstable();
     keys.dedup();
     tx.lock(&keys)?;
-    batch
-        .iter()
-        .map(|s| apply_one(tx, &s.txn, s.device.as_deref()))
-        .collect()
+    batch.iter().map(|s| apply_one(tx, s)).collect()
 }
 
 /// Judges one transaction, and keeps the list of held ones: a transaction from a device is
 /// on it while held, and off it once judged otherwise.
-fn apply_one<T: LedgerTx + ?Sized>(
-    tx: &mut T,
-    txn: &Txn,
-    device: Option<&str>,
-) -> Result<Outcome, LedgerError> {
-    let outcome = judge_one(tx, txn, device)?;
+fn apply_one<T: LedgerTx + ?Sized>(tx: &mut T, s: &Submitted) -> Result<Outcome, LedgerError> {
+    let (txn, device) = (&s.txn, s.device.as_deref());
+    let outcome = judge_one(tx, txn, device, s.admin)?;
     if let Some(device) = device {
         let tx_id = txn.tx_id.as_str();
         if outcome.status == Status::Held {
@@ -179,6 +177,7 @@ fn judge_one<T: LedgerTx + ?Sized>(
     tx: &mut T,
     txn: &Txn,
     device: Option<&str>,
+    admin: bool,
 ) -> Result<Outcome, LedgerError> {
     let outcome = |status, reason| Outcome {
         tx_id: txn.tx_id.to_string(),
@@ -247,7 +246,8 @@ fn judge_one<T: LedgerTx + ?Sized>(
                     reversed_by: Some(_),
                     ..
                 }) => return rejected("already_reversed"),
-                Some(t) if device.is_some() && t.store != txn.store => {
+                Some(t) if !admin && t.store.is_empty() => return rejected("system_entry"),
+                Some(t) if !admin && t.store != txn.store => {
                     return rejected("reversal_other_store");
                 }
                 Some(t) => match t.delta.checked_neg() {

@@ -157,13 +157,15 @@ impl Ledger {
             .collect()
     }
 
-    /// Applies a batch, each transaction on its own: one outcome per input, in order.
+    /// Applies a batch, each transaction on its own: one outcome per input, in order, with
+    /// an admin's rights (the in-process callers: tests, imports).
     pub fn apply(&mut self, txns: &[Txn]) -> Result<Vec<Outcome>, LedgerError> {
         let batch: Vec<Submitted> = txns
             .iter()
             .map(|t| Submitted {
                 txn: t.clone(),
                 device: None,
+                admin: true,
             })
             .collect();
         self.apply_submitted(&batch)

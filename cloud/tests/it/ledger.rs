@@ -62,6 +62,7 @@ fn from(device: &str, txn: Txn) -> Submitted {
     Submitted {
         txn,
         device: Some(device.into()),
+        admin: false,
     }
 }
 

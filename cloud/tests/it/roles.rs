@@ -261,6 +261,37 @@ fn a_store_token_is_kept_to_its_stores() {
         body["totals"]["transactions"], 4,
         "a viewer sees every store: {body}"
     );
+    // Reversals: a store's token undoes its own store's sale only, by
+    // tx_id; another store's, whose tx_id a receipt may show, only an admin undoes.
+    let reverse = |id: &str, of: &str, card: &str, store: &str| {
+        json!({"tx_id": id, "op": "reverse", "program": "coffee", "card": card,
+               "store": store, "qty": 1, "reverses": of})
+        .to_string()
+    };
+    for (caller, id, of, card, want) in [
+        (STORE, "r1", "c", "C-1", json!("reversal_other_store")),
+        (STORE, "r3", "a", "C-1", Value::Null),
+        (TOKEN, "r4", "c", "C-1", Value::Null),
+    ] {
+        let (status, body) = core.call_as(
+            caller,
+            "POST",
+            "/v1/transactions",
+            &reverse(id, of, card, "S-01"),
+        );
+        assert_eq!(status, 200, "{id}: {body}");
+        let got = &body["results"][0];
+        let want_status = if want.is_null() {
+            "applied"
+        } else {
+            "rejected"
+        };
+        assert_eq!(
+            (&got["status"], &got["reason"]),
+            (&json!(want_status), &want),
+            "{id}: {body}"
+        );
+    }
 }
 
 #[test]
