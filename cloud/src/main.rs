@@ -566,7 +566,7 @@ async fn run(
             axum::routing::get(|| async {
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    ferry_cloud::openapi::json(),
+                    ferry_cloud::openapi::served(),
                 )
             }),
         );

@@ -415,6 +415,13 @@ pub fn json() -> String {
     document().to_pretty_json().unwrap_or_default()
 }
 
+/// [`json`] rendered once: the route is open to anyone, and building the document for each
+/// of many clients would cost the CPU every other request needs.
+pub fn served() -> &'static str {
+    static JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(json);
+    JSON.as_str()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

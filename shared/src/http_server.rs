@@ -4,6 +4,12 @@
 //! - a request's head must arrive within [`Limits::header_read_timeout`], and a kept-alive
 //!   connection is closed once idle that long between requests (hyper starts the same timer
 //!   while it waits for the next request);
+//! - a request's body must keep coming (each frame within [`Limits::body_read_timeout`]),
+//!   and the whole of a request's handling ends within [`Limits::request_deadline`]
+//!   (tower-http's timeouts): a slow body answers 408 and frees its connection;
+//! - an answer the client stops reading fails its write after [`Limits::write_stall`]
+//!   without progress, and the connection is dropped ([`WriteStall`]); a stream that the
+//!   client keeps reading (the dashboards' events) lives on;
 //! - at most [`Limits::max_connections`] at once: the next waits in the kernel's backlog;
 //! - at shutdown the listener closes, idle and half-sent connections close at once,
 //!   requests in flight get [`Limits::drain`] to finish, and then every connection still
@@ -11,21 +17,31 @@
 //!
 //! Only with the `http-server` feature: the wire itself knows nothing of tokio.
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub request_deadline: Duration,
+    pub write_stall: Duration,
     pub max_connections: usize,
     pub drain: Duration,
 }
@@ -34,9 +50,97 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
-            max_connections: 256,
+            body_read_timeout: Duration::from_secs(10),
+            request_deadline: Duration::from_secs(30),
+            write_stall: Duration::from_secs(10),
+            // Each costs a task and its buffers, a few KiB: enough that a few hundred slow
+            // clients, each cut off within the timeouts above, leave room for the rest.
+            max_connections: 1024,
             drain: Duration::from_secs(3),
         }
+    }
+}
+
+/// A socket whose writes fail once they have made no progress for `stall`: hyper would
+/// otherwise wait forever on a client that never reads its answer.
+pub struct WriteStall<T> {
+    io: T,
+    stall: Duration,
+    pending_since: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> WriteStall<T> {
+    pub fn new(io: T, stall: Duration) -> Self {
+        Self {
+            io,
+            stall,
+            pending_since: None,
+        }
+    }
+
+    fn check<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.pending_since = None;
+            return polled;
+        }
+        let stall = self.stall;
+        let timer = self
+            .pending_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading its answer",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteStall<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -47,6 +151,12 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    let app = app
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            limits.request_deadline,
+        ));
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -76,6 +186,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let stream = WriteStall::new(stream, limits.write_stall);
         let conn =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);

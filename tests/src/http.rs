@@ -113,3 +113,91 @@ pub fn closed_by_server(streams: &mut [TcpStream]) -> usize {
         })
         .count()
 }
+
+/// Clients that hold a server's connections as an attacker would: `slow_bodies` that
+/// declare a 1 MB body and send one byte of it, and `non_readers` that pipeline requests
+/// for `big_path` and never read an answer. Kept open until dropped.
+pub struct SlowClients {
+    streams: Vec<TcpStream>,
+}
+
+impl SlowClients {
+    pub fn open(
+        port: u16,
+        token: &str,
+        slow_bodies: usize,
+        non_readers: usize,
+        big_path: &str,
+    ) -> Self {
+        let mut streams = Vec::with_capacity(slow_bodies + non_readers);
+        for _ in 0..slow_bodies {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("slow client connects");
+            let _ = write!(
+                s,
+                "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{"
+            );
+            streams.push(s);
+        }
+        let get = format!(
+            "GET {big_path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        for _ in 0..non_readers {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("non-reader connects");
+            // Many answers asked for at once, so that they outgrow the socket buffers.
+            let _ = s.write_all(get.repeat(64).as_bytes());
+            streams.push(s);
+        }
+        Self { streams }
+    }
+
+    /// How many of them the server has closed by now (a read returns EOF, an answer such
+    /// as 408, or an error rather than waiting).
+    pub fn closed_by_server(&mut self) -> usize {
+        let mut closed = 0;
+        for s in &mut self.streams {
+            let _ = s.set_nonblocking(true);
+            let mut buf = [0u8; 65536];
+            let gone = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break true,
+                    // An answer (a 408, or part of what a non-reader asked for): drain on.
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            closed += usize::from(gone);
+        }
+        closed
+    }
+
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+}
+
+/// Asks `/healthz` every 250 ms for `span` while `during` runs between asks; every answer
+/// must be 200 within `within`. Returns how many answers came.
+pub fn healthz_answers_throughout(
+    port: u16,
+    span: Duration,
+    within: Duration,
+    mut during: impl FnMut(),
+) -> usize {
+    let end = std::time::Instant::now() + span;
+    let mut answers = 0;
+    while std::time::Instant::now() < end {
+        match request_within(port, "GET", "/healthz", "", "", within) {
+            Ok((200, _)) => answers += 1,
+            other => panic!("/healthz on {port} did not answer 200 within {within:?}: {other:?}"),
+        }
+        during();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    answers
+}

@@ -75,7 +75,7 @@ pub fn router(state: PosState) -> Router {
             get(|| async {
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    openapi::json(),
+                    openapi::served(),
                 )
             }),
         )

@@ -14,6 +14,7 @@ mod pacing;
 mod pos_crash;
 mod remote_config;
 mod serial;
+mod slow_clients;
 mod spool_full;
 mod update;
 

@@ -52,12 +52,21 @@ fn respond(content_type: &'static str, body: &'static str) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // The page may only talk to where it came from.
+    // The page may only talk to where it came from, may not be framed (clickjacking of the
+    // token-holding page), is never sniffed as another type, and sends no referrer.
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
         ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
@@ -73,4 +82,25 @@ async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         .find(|(n, ..)| *n == name)
         .map(|(_, kind, body)| respond(kind, body))
         .ok_or_else(|| ApiError::not_found("not_found", format!("no asset {name:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_page_cannot_be_framed_sniffed_or_leak_a_referrer() {
+        for path in ["/", "/assets/uPlot.min.css"] {
+            let request = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let response = routes().oneshot(request).await.expect("answer");
+            let h = response.headers();
+            let csp = h[header::CONTENT_SECURITY_POLICY].to_str().expect("csp");
+            assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+            assert_eq!(h[header::REFERRER_POLICY], "no-referrer", "{path}");
+        }
+    }
 }

@@ -86,11 +86,18 @@ struct Exchange {
 }
 
 /// The page's authorization code for the user's ID token, checked.
+/// Three fields of at most 2 KiB each, and their JSON.
+const EXCHANGE_MAX_BYTES: usize = 8 * 1024;
+
 async fn exchange(
     State(oidc): State<Option<Arc<oidc::Oidc>>>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
+    // Refused before a byte of the body is read: this route is open to anyone.
     let oidc = oidc.ok_or_else(|| ApiError::not_found("not_found", "no [http.oidc] here"))?;
+    let body = axum::body::to_bytes(body, EXCHANGE_MAX_BYTES)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("at most {EXCHANGE_MAX_BYTES} bytes")))?;
     let ask: Exchange = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("invalid_request", e.to_string()))?;
     // What goes to the provider is bounded like any other input.

@@ -20,6 +20,7 @@ mod poison;
 mod roles;
 mod round_trip;
 mod shared_subscription;
+mod slow_clients;
 
 use std::path::Path;
 
