@@ -35,7 +35,53 @@ pub fn apply(file: &ConfigFile, desired: &Map<String, Value>) -> Result<AgentCon
         }
     }
     let text = toml::to_string(&base).map_err(|e| e.to_string())?;
-    AgentConfig::parse(&text, std::env::vars()).map_err(|e| e.to_string())
+    let desired_cfg = AgentConfig::parse(&text, std::env::vars()).map_err(|e| e.to_string())?;
+    let own = AgentConfig::parse(&file.text, std::env::vars()).map_err(|e| e.to_string())?;
+    check_bounds(&own, &desired_cfg)?;
+    Ok(desired_cfg)
+}
+
+/// IoT Core's per-connection quotas: a remote document may raise the rates up to these, or
+/// to what the file itself says, whichever is higher.
+const QUOTA_PUBLISHES_PER_S: u32 = 100;
+const QUOTA_BYTES_PER_S: u32 = 512 * 1024;
+const QUOTA_INFLIGHT: u16 = 100;
+/// The most spool a remote document may ask for, unless the file asks for more.
+const SPOOL_CEILING: u64 = 16 * 1024 * 1024 * 1024;
+
+/// A remote document can only tune a device within what its owner allowed: the file's own
+/// values, or IoT Core's quotas and a spool ceiling where those are higher. So a fleet
+/// message cannot push a device past its broker's quotas or fill its disk.
+fn check_bounds(own: &AgentConfig, desired: &AgentConfig) -> Result<(), String> {
+    let (m, d) = (&own.mqtt, &desired.mqtt);
+    let over = |key: &str, value: u64, limit: u64| {
+        (value > limit).then(|| {
+            format!("config key {key}: {value} is above {limit}, the most a remote document may set here")
+        })
+    };
+    let found = [
+        over(
+            "mqtt.publishes_per_s",
+            d.publishes_per_s.into(),
+            m.publishes_per_s.max(QUOTA_PUBLISHES_PER_S).into(),
+        ),
+        over(
+            "mqtt.bytes_per_s",
+            d.bytes_per_s.into(),
+            m.bytes_per_s.max(QUOTA_BYTES_PER_S).into(),
+        ),
+        over(
+            "mqtt.max_inflight",
+            d.max_inflight.into(),
+            m.max_inflight.max(QUOTA_INFLIGHT).into(),
+        ),
+        over(
+            "spool.max_bytes",
+            desired.spool.max_bytes,
+            own.spool.max_bytes.max(SPOOL_CEILING),
+        ),
+    ];
+    found.into_iter().flatten().next().map_or(Ok(()), Err)
 }
 
 /// JSON has null and TOML has not: a null is refused by name rather than dropped.
@@ -187,6 +233,19 @@ interval_ms = 1000
                 "sources[0].baud",
             ),
             (r#"{"sources": [{"type": "teleport"}]}"#, "teleport"),
+            (
+                r#"{"mqtt": {"publishes_per_s": 101}}"#,
+                "mqtt.publishes_per_s",
+            ),
+            (
+                r#"{"mqtt": {"bytes_per_s": 1000000000}}"#,
+                "mqtt.bytes_per_s",
+            ),
+            (r#"{"mqtt": {"max_inflight": 1000}}"#, "mqtt.max_inflight"),
+            (
+                r#"{"spool": {"max_bytes": 1099511627776}}"#,
+                "spool.max_bytes",
+            ),
         ];
         for (json, key) in cases {
             let err = apply(&file(), &doc(json)).expect_err(json);

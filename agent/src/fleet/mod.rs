@@ -89,7 +89,7 @@ struct Fleet {
     updater: Updater,
     out: mpsc::Sender<Outgoing>,
     actions: mpsc::Sender<Action>,
-    downloads: JoinSet<(String, String, Result<(), Failure>)>,
+    downloads: JoinSet<(String, String, Result<update::download::Verified, Failure>)>,
     stop_downloads: CancellationToken,
     /// The newest job that arrived while another update was under way.
     later: Option<ferry_shared::fleet::JobDocument>,
@@ -306,8 +306,13 @@ impl Fleet {
         }
     }
 
-    async fn downloaded(&mut self, job: &str, version: &str, outcome: Result<(), Failure>) {
-        let outcome = outcome.and_then(|()| self.updater.install(job, version));
+    async fn downloaded(
+        &mut self,
+        job: &str,
+        version: &str,
+        outcome: Result<update::download::Verified, Failure>,
+    ) {
+        let outcome = outcome.and_then(|verified| self.updater.install(job, version, &verified));
         match outcome {
             Ok(()) => {
                 let _ = self.actions.send(Action::Updated).await;

@@ -193,7 +193,19 @@ fn resumes_at(response: &reqwest::Response, have: u64) -> bool {
 }
 
 /// Checks a complete download against the job: size, then SHA-256, then the signature.
-pub fn verify(part: &Path, artifact: &Artifact, key: &PublicKey) -> Result<(), Failure> {
+/// Bytes whose size, digest and signature were checked: what is installed is these, never
+/// the file re-read by its path, which another writer of the folder could have changed in
+/// between.
+#[derive(Debug)]
+pub struct Verified(pub(super) Vec<u8>);
+
+impl Verified {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+pub fn verify(part: &Path, artifact: &Artifact, key: &PublicKey) -> Result<Verified, Failure> {
     let mut bytes = Vec::with_capacity(usize::try_from(artifact.size).unwrap_or(0));
     std::fs::File::open(part)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -212,5 +224,6 @@ pub fn verify(part: &Path, artifact: &Artifact, key: &PublicKey) -> Result<(), F
         ));
     }
     key.verify(&bytes, &artifact.signature)
-        .map_err(|e| Failure::new("signature_mismatch", e.to_string()))
+        .map_err(|e| Failure::new("signature_mismatch", e.to_string()))?;
+    Ok(Verified(bytes))
 }

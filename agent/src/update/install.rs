@@ -1,8 +1,9 @@
 //! Putting a verified binary in place so that at every instant, crash or not, the path the
 //! unit runs holds a whole, runnable binary:
 //!
-//! 1. the artifact is copied to `ferry-agent.new` beside the binary, made executable and
-//!    fsynced;
+//! 1. the verified bytes (held in memory since their check, never re-read from the
+//!    download's path) are written to `ferry-agent.new` beside the binary, made executable
+//!    and fsynced;
 //! 2. the running binary is hard-linked as `ferry-agent.previous` (through a temp name and
 //!    a rename, so an older `.previous` is replaced whole);
 //! 3. the trial is recorded (`update/trial`);
@@ -15,6 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::download::Verified;
 use super::state::{Trial, UpdateDir};
 use crate::durable_file;
 
@@ -28,7 +30,12 @@ pub fn previous_of(binary: &Path) -> PathBuf {
     with_suffix(binary, ".previous")
 }
 
-pub fn install(part: &Path, binary: &Path, trial: &Trial, dir: &UpdateDir) -> std::io::Result<()> {
+pub fn install(
+    verified: &Verified,
+    binary: &Path,
+    trial: &Trial,
+    dir: &UpdateDir,
+) -> std::io::Result<()> {
     let new = with_suffix(binary, ".new");
     let _ = std::fs::remove_file(&new);
     {
@@ -37,8 +44,7 @@ pub fn install(part: &Path, binary: &Path, trial: &Trial, dir: &UpdateDir) -> st
             .create_new(true)
             .mode(0o755)
             .open(&new)?;
-        let mut input = std::fs::File::open(part)?;
-        std::io::copy(&mut input, &mut out)?;
+        out.write_all(verified.bytes())?;
         out.flush()?;
         out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         out.sync_all()?;
@@ -52,7 +58,6 @@ pub fn install(part: &Path, binary: &Path, trial: &Trial, dir: &UpdateDir) -> st
     dir.begin_trial(trial)?;
     std::fs::rename(&new, binary)?;
     durable_file::sync_dir(durable_file::parent(binary))?;
-    let _ = std::fs::remove_file(part);
     Ok(())
 }
 
@@ -66,8 +71,7 @@ mod tests {
         let bin = tmp.path().join("ferry-agent");
         std::fs::write(&bin, b"old").expect("old");
         std::fs::write(previous_of(&bin), b"older").expect("older");
-        let part = tmp.path().join("a.part");
-        std::fs::write(&part, b"new").expect("new");
+        let verified = Verified(b"new".to_vec());
         let dir = UpdateDir::open(tmp.path()).expect("dir");
         let trial = Trial {
             job: "j".into(),
@@ -77,7 +81,7 @@ mod tests {
             trial_s: 120,
             previous_spool_format: 4,
         };
-        install(&part, &bin, &trial, &dir).expect("installed");
+        install(&verified, &bin, &trial, &dir).expect("installed");
         assert_eq!(std::fs::read(&bin).expect("bin"), b"new");
         assert_eq!(std::fs::read(previous_of(&bin)).expect("prev"), b"old");
         let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -85,6 +89,6 @@ mod tests {
         );
         assert_eq!(mode & 0o777, 0o755);
         assert_eq!(dir.trial(), Some(trial));
-        assert!(!part.exists() && !with_suffix(&bin, ".new").exists());
+        assert!(!with_suffix(&bin, ".new").exists());
     }
 }

@@ -240,7 +240,12 @@ impl Updater {
     }
 
     /// Puts the verified download of `job` in place; the caller then exits.
-    pub fn install(&mut self, job: &str, version: &str) -> Result<(), Failure> {
+    pub fn install(
+        &mut self,
+        job: &str,
+        version: &str,
+        verified: &download::Verified,
+    ) -> Result<(), Failure> {
         self.active = None;
         let binary = match &self.binary {
             Some(b) => b.clone(),
@@ -255,8 +260,9 @@ impl Updater {
             trial_s: self.trial_s,
             previous_spool_format: crate::spool::FORMAT,
         };
-        install::install(&self.dir.part(job), &binary, &trial, &self.dir)
+        install::install(verified, &binary, &trial, &self.dir)
             .map_err(|e| Failure::new("install_failed", format!("{}: {e}", binary.display())))?;
+        let _ = std::fs::remove_file(self.dir.part(job));
         info!(job, version, binary = %binary.display(), "update installed; restarting into it");
         Ok(())
     }

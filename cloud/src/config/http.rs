@@ -159,7 +159,7 @@ impl HttpConfig {
                 }
             }
             let url = oidc.jwks_url.as_deref().unwrap_or(&oidc.issuer);
-            if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1")) {
+            if !secure_or_loopback(url) {
                 return Err(invalid(
                     if oidc.jwks_url.is_some() {
                         "http.oidc.jwks_url"
@@ -244,5 +244,45 @@ impl HttpConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `https://`, or plain `http://` to a loopback address, judged by the parsed host (a
+/// prefix would let `http://127.0.0.1.evil.example` through).
+fn secure_or_loopback(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secure_or_loopback;
+
+    #[test]
+    fn loopback_is_judged_by_the_parsed_host() {
+        for ok in [
+            "https://idp.example/x",
+            "http://127.0.0.1:9000/",
+            "http://[::1]:80/",
+        ] {
+            assert!(secure_or_loopback(ok), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1.evil.example/",
+            "http://127.0.0.1@evil.example/",
+            "http://localhost.evil.example/",
+            "http://10.0.0.1/",
+            "ftp://127.0.0.1/",
+            "not a url",
+        ] {
+            assert!(!secure_or_loopback(bad), "{bad}");
+        }
     }
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::link::Link;
 use super::store::{self, ConfigView, FleetStore, RolloutView};
+use crate::config::ApiRole;
 use crate::http::{ApiError, Caller};
 
 #[derive(Clone)]
@@ -104,6 +105,14 @@ pub async fn put_config(
         ));
     };
     check_remote_keys(&config).map_err(|e| ApiError::invalid("bad_config", e))?;
+    // A card reader's `on_scan` rule makes transactions, which is minting by configuration:
+    // an admin's to set, not an operator's.
+    if caller.role != ApiRole::Admin && sets_scan_rules(&config) {
+        return Err(ApiError::Forbidden(format!(
+            "sources with an on_scan rule need role admin; this token ({}) is {:?}",
+            caller.name, caller.role
+        )));
+    }
     let (device, stored, by) = (
         id.clone(),
         Value::Object(config.clone()),
@@ -124,6 +133,14 @@ pub async fn put_config(
         .await
         .map_err(unavailable)?;
     Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// Whether a desired configuration's sources carry an `on_scan` rule.
+fn sets_scan_rules(config: &serde_json::Map<String, Value>) -> bool {
+    config
+        .get("sources")
+        .and_then(Value::as_array)
+        .is_some_and(|sources| sources.iter().any(|s| s.get("on_scan").is_some()))
 }
 
 /// `POST /v1/rollouts`.

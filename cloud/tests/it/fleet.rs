@@ -140,6 +140,17 @@ async fn desired_config_and_rollouts_round_trip_through_a_real_agent() {
         &desired,
     );
     assert_eq!(status, 403, "a viewer may look, not change");
+    // A card reader that stamps on every scan mints by configuration: an admin's call.
+    let minting = json!({"sources": [{"type": "card_reader", "path": "/dev/ttyUSB0",
+        "on_scan": {"op": "stamp", "program": "coffee", "qty": 1, "store": "S-01"}}]});
+    let (status, body) = call(
+        http,
+        "PUT",
+        "/v1/devices/fleet-dev/config",
+        OPERATOR,
+        &minting,
+    );
+    assert_eq!(status, 403, "an operator may not set on_scan rules: {body}");
 
     // 3. A rollout: only the admin may start one; the device answers its job. This agent
     // has no [update] public_key, so it refuses, which the rollout shows.
