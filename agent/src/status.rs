@@ -12,15 +12,34 @@ pub struct AgentStatus {
     pub device_id: String,
     #[serde(flatten)]
     pub spool: SpoolStatus,
-    /// What the link carried when `run` last measured it; absent before its first PUBACKs.
-    #[serde(flatten)]
-    pub link: Option<LinkStatus>,
+    /// Payload bytes per second the link carried when `run` last measured it (from
+    /// PUBACKs); absent before the first measure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_bytes_per_s: Option<u64>,
+    /// When that was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_measured_at: Option<String>,
+}
+
+impl AgentStatus {
+    pub fn new(device_id: String, spool: SpoolStatus, link: Option<LinkStatus>) -> Self {
+        let (link_bytes_per_s, link_measured_at) = match link {
+            Some(l) => (Some(l.link_bytes_per_s), Some(l.link_measured_at)),
+            None => (None, None),
+        };
+        Self {
+            device_id,
+            spool,
+            link_bytes_per_s,
+            link_measured_at,
+        }
+    }
 }
 
 /// `{data_dir}/link.json`: the uplink's measure of the link, written with each status
 /// message for `status` to read. A hint for people, not state: it is written without an
 /// fsync, and a missing or torn file reads as no measure.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkStatus {
     /// Payload bytes per second the broker acknowledged, at best over the last seconds.
     pub link_bytes_per_s: u64,
@@ -57,9 +76,9 @@ impl LinkStatus {
 
 pub fn read(cfg: &AgentConfig) -> Result<AgentStatus, SpoolError> {
     let reader = SpoolReader::open(&Spool::path_in(&cfg.data_dir))?;
-    Ok(AgentStatus {
-        device_id: cfg.device_id.to_string(),
-        spool: reader.status()?,
-        link: LinkStatus::load(&cfg.data_dir),
-    })
+    Ok(AgentStatus::new(
+        cfg.device_id.to_string(),
+        reader.status()?,
+        LinkStatus::load(&cfg.data_dir),
+    ))
 }

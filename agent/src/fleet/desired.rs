@@ -54,34 +54,32 @@ const SPOOL_CEILING: u64 = 16 * 1024 * 1024 * 1024;
 /// message cannot push a device past its broker's quotas or fill its disk.
 fn check_bounds(own: &AgentConfig, desired: &AgentConfig) -> Result<(), String> {
     let (m, d) = (&own.mqtt, &desired.mqtt);
-    let over = |key: &str, value: u64, limit: u64| {
-        (value > limit).then(|| {
-            format!("config key {key}: {value} is above {limit}, the most a remote document may set here")
-        })
-    };
-    let found = [
-        over(
+    let bounds: [(&str, u64, u64); 4] = [
+        (
             "mqtt.publishes_per_s",
             d.publishes_per_s.into(),
             m.publishes_per_s.max(QUOTA_PUBLISHES_PER_S).into(),
         ),
-        over(
+        (
             "mqtt.bytes_per_s",
             d.bytes_per_s.into(),
             m.bytes_per_s.max(QUOTA_BYTES_PER_S).into(),
         ),
-        over(
+        (
             "mqtt.max_inflight",
             d.max_inflight.into(),
             m.max_inflight.max(QUOTA_INFLIGHT).into(),
         ),
-        over(
+        (
             "spool.max_bytes",
             desired.spool.max_bytes,
             own.spool.max_bytes.max(SPOOL_CEILING),
         ),
     ];
-    found.into_iter().flatten().next().map_or(Ok(()), Err)
+    let found = bounds.into_iter().filter(|&(_, value, limit)| value > limit).map(|(key, value, limit)| {
+        format!("config key {key}: {value} is above {limit}, the most a remote document may set here")
+    });
+    found.into_iter().next().map_or(Ok(()), Err)
 }
 
 /// JSON has null and TOML has not: a null is refused by name rather than dropped.

@@ -19,11 +19,11 @@ async fn spool_status(state: &PosState) -> Result<SpoolStatus, ApiError> {
 pub async fn status(State(state): State<PosState>) -> Result<Json<AgentStatus>, ApiError> {
     let spool = spool_status(&state).await?;
     let rate = state.uplink.link_bytes_per_s.load(Ordering::Relaxed);
-    Ok(Json(AgentStatus {
-        device_id: state.device.to_string(),
+    Ok(Json(AgentStatus::new(
+        state.device.to_string(),
         spool,
-        link: (rate > 0).then(|| LinkStatus::measured(rate)),
-    }))
+        (rate > 0).then(|| LinkStatus::measured(rate)),
+    )))
 }
 
 pub async fn prometheus(State(state): State<PosState>) -> Result<String, ApiError> {

@@ -113,8 +113,9 @@ pub struct Submitted {
     pub txn: Txn,
     pub device: Option<String>,
     /// Posted by an admin, who alone may reverse another store's entry or a system entry
-    /// (`expire:*`); everyone else's reversal names an entry of the reversal's own store,
-    /// which the API has checked is the caller's.
+    /// (`expire:*`) — unless it names a `device`, which is then judged as that device's;
+    /// everyone else's reversal names an entry of the reversal's own store, which the API
+    /// has checked is the caller's.
     pub admin: bool,
 }
 
@@ -246,8 +247,12 @@ fn judge_one<T: LedgerTx + ?Sized>(
                     reversed_by: Some(_),
                     ..
                 }) => return rejected("already_reversed"),
-                Some(t) if !admin && t.store.is_empty() => return rejected("system_entry"),
-                Some(t) if !admin && t.store != txn.store => {
+                // A device's transaction is the device's, whoever relays it: an admin's
+                // token in the router does not widen what a till may reverse.
+                Some(t) if (device.is_some() || !admin) && t.store.is_empty() => {
+                    return rejected("system_entry");
+                }
+                Some(t) if (device.is_some() || !admin) && t.store != txn.store => {
                     return rejected("reversal_other_store");
                 }
                 Some(t) => match t.delta.checked_neg() {
