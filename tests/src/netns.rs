@@ -66,7 +66,8 @@ impl Link {
             subnet: format!("{base}.{fourth}/30"),
         };
         // First of all: nothing for this subnet may take the default route.
-        ip(&["route", "add", "blackhole", &link.subnet, "metric", "4000"])?;
+        // `replace`: a run killed before its cleanup may have left the same route behind.
+        ip(&["route", "replace", "blackhole", &link.subnet, "metric", "4000"])?;
         let made = (|| {
             ip(&["netns", "add", &link.ns])?;
             ip(&[
