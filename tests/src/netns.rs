@@ -67,7 +67,14 @@ impl Link {
         };
         // First of all: nothing for this subnet may take the default route.
         // `replace`: a run killed before its cleanup may have left the same route behind.
-        ip(&["route", "replace", "blackhole", &link.subnet, "metric", "4000"])?;
+        ip(&[
+            "route",
+            "replace",
+            "blackhole",
+            &link.subnet,
+            "metric",
+            "4000",
+        ])?;
         let made = (|| {
             ip(&["netns", "add", &link.ns])?;
             ip(&[

@@ -79,7 +79,7 @@ pub async fn run(
             }
             Ok(_) => continue,
             Err(e) => {
-                connected = false;
+                let connected_before = std::mem::replace(&mut connected, false);
                 let (resume, resumed) = oneshot::channel();
                 let error = e.to_string();
                 if events
@@ -97,7 +97,7 @@ pub async fn run(
                 let delay = backoff(failures);
                 failures = failures.saturating_add(1);
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
-                let network = is_network(&e);
+                let network = is_network(&e, connected_before);
                 let broker = eventloop.mqtt_options.broker_address();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -127,15 +127,24 @@ async fn poll(eventloop: &mut EventLoop, connected: bool) -> Result<Event, Conne
         .unwrap_or(Err(ConnectionError::NetworkTimeout))
 }
 
-/// Whether the failure was the network's (a dead or silent link), not the broker's word.
-fn is_network(e: &ConnectionError) -> bool {
-    matches!(
-        e,
-        ConnectionError::Io(_)
-            | ConnectionError::NetworkTimeout
-            | ConnectionError::FlushTimeout
-            | ConnectionError::MqttState(_)
-    )
+/// Whether the failure was the network's (a dead or silent link), so that a probe of the
+/// port tells when it is back. A connect that reached the broker and was dropped (IoT Core
+/// closes the socket on a CONNECT its policy denies) is the broker's word: its port
+/// answers, and probing would reconnect every second.
+fn is_network(e: &ConnectionError, while_connected: bool) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, HostUnreachable, NetworkUnreachable, TimedOut};
+    match e {
+        ConnectionError::NetworkTimeout => true,
+        ConnectionError::Io(io) => {
+            while_connected
+                || matches!(
+                    io.kind(),
+                    TimedOut | ConnectionRefused | HostUnreachable | NetworkUnreachable
+                )
+        }
+        ConnectionError::FlushTimeout | ConnectionError::MqttState(_) => while_connected,
+        _ => false,
+    }
 }
 
 /// Returns once a bare TCP connect to the broker succeeds, at least [`PROBE_EVERY`] from

@@ -206,8 +206,10 @@ async fn a_silent_link_is_noticed_and_resumed_within_seconds() {
         noticed <= Duration::from_secs(2 * 30 + 5),
         "{test}: noticed only after {noticed:?}, beyond two keep-alives"
     );
+    // A connect attempt under way when the link returns waits for its next SYN
+    // retransmission (up to 4 s apart by then); never a back-off of up to 30 s.
     assert!(
-        resumed <= Duration::from_secs(5),
+        resumed <= Duration::from_secs(8),
         "{test}: the first delivery came {resumed:?} after the link returned"
     );
 
