@@ -123,13 +123,28 @@ enum SignAction {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Sign BINARY with the key; prints its `artifacts` entry as JSON.
+    /// Sign the manifest of BINARY with the key; prints its `artifacts` entry as JSON.
     Artifact {
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
         /// Where the devices will download it from.
         #[arg(long)]
         url: String,
+        /// The version BINARY says it is (`ferry-agent --version`), in semver.
+        #[arg(long)]
+        version: String,
+        /// `amd64`, `arm64` or `armhf`; by default the one BINARY's ELF header names.
+        #[arg(long)]
+        arch: Option<String>,
+        /// The earliest running version it may replace.
+        #[arg(long, default_value = "0.0.0")]
+        min_version: String,
+        /// Sign it as a rollback: it may replace versions newer than itself.
+        #[arg(long)]
+        rollback_to: bool,
+        /// Devices refuse the manifest after this many days.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in_days: u32,
         binary: PathBuf,
     },
 }
@@ -254,8 +269,24 @@ fn main() -> ExitCode {
         Command::Sign { action } => {
             let done = match action {
                 SignAction::Keygen { out } => ferry_cloud::sign::keygen(&out),
-                SignAction::Artifact { key, url, binary } => {
-                    ferry_cloud::sign::artifact(&key, &binary, &url)
+                SignAction::Artifact {
+                    key,
+                    url,
+                    version,
+                    arch,
+                    min_version,
+                    rollback_to,
+                    expires_in_days,
+                    binary,
+                } => {
+                    let release = ferry_cloud::sign::Release {
+                        version,
+                        arch,
+                        min_version,
+                        rollback_to,
+                        expires_in_days,
+                    };
+                    ferry_cloud::sign::artifact(&key, &binary, &url, &release)
                         .and_then(|a| Ok(serde_json::to_string_pretty(&a)?))
                 }
             };

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::DeviceId;
+pub use crate::manifest::Manifest;
 use crate::topic::TOPIC_PREFIX;
 
 /// The named shadow that carries the desired configuration on AWS IoT Core.
@@ -168,15 +169,14 @@ pub struct JobDocument {
     pub artifacts: BTreeMap<String, Artifact>,
 }
 
-/// A binary to download: where, how big, and what it must hash and verify to.
+/// A binary to download: where, and the signed manifest that says what it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
     pub url: String,
-    /// Lower-case hex of the SHA-256 of the bytes.
-    pub sha256: String,
-    pub size: u64,
-    /// The ed25519 signature of the bytes (`ferry-cloud sign`, or a legacy minisign one).
+    /// The [`Manifest`]'s exact text, which is what is signed.
+    pub manifest: String,
+    /// The ed25519 signature of `manifest` (`ferry-cloud sign`, or a legacy minisign one).
     pub signature: String,
 }
 
@@ -243,31 +243,33 @@ pub fn check_version(version: &str) -> Result<(), String> {
 }
 
 impl Artifact {
-    /// Checks every field where it enters, before anything is stored or fetched: the URL
-    /// parses as http(s) with a host, the digest is 64 hex digits, the size is above 0 and
-    /// at most `max_bytes`, the signature is there. The error names the field under `at`.
-    pub fn check(&self, at: &str, max_bytes: u64) -> Result<(), String> {
+    /// Checks every field's form where it enters, before anything is stored or fetched: the
+    /// URL parses as http(s) with a host, the manifest parses (its fields checked by
+    /// [`Manifest::parse`]) and names `version`, the signature is there. The error names the
+    /// field under `at`. The signature itself is the device's to verify, with its key.
+    pub fn check(&self, at: &str, version: &str) -> Result<Manifest, String> {
         match url::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             _ => return Err(format!("{at}.url must be an http(s) URL with a host")),
         }
-        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("{at}.sha256 must be 64 hex digits"));
-        }
-        if self.size == 0 || self.size > max_bytes {
-            return Err(format!("{at}.size must be 1 to {max_bytes}"));
+        let manifest = Manifest::parse(&self.manifest).map_err(|e| format!("{at}: {e}"))?;
+        if manifest.version != version {
+            return Err(format!(
+                "{at}: the manifest is signed for version {}, the job says {version}",
+                manifest.version
+            ));
         }
         if self.signature.trim().is_empty() || self.signature.len() > 4096 {
             return Err(format!("{at}.signature must be 1 to 4096 characters"));
         }
-        Ok(())
+        Ok(manifest)
     }
 }
 
 impl JobDocument {
     /// The one check of a job document, wherever it came from (the cloud's API, a retained
     /// message, an IoT Jobs document): the id, the version, and every artifact's fields.
-    pub fn check(&self, max_bytes: u64) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         check_job_id(&self.job_id)?;
         check_version(&self.version)?;
         if self.artifacts.is_empty() {
@@ -279,7 +281,7 @@ impl JobDocument {
                     "artifacts.{arch}: the architectures are {ARCHES:?}"
                 ));
             }
-            artifact.check(&format!("artifacts.{arch}"), max_bytes)?;
+            artifact.check(&format!("artifacts.{arch}"), &self.version)?;
         }
         Ok(())
     }
@@ -344,11 +346,22 @@ mod tests {
         }
     }
 
+    fn manifest(version: &str) -> Manifest {
+        Manifest {
+            version: version.into(),
+            arch: "amd64".into(),
+            sha256: "ab".repeat(32),
+            size: 10,
+            min_version: "0.1.0".into(),
+            rollback_to: false,
+            expires: crate::Timestamp::parse("2030-01-01T00:00:00Z").expect("ts"),
+        }
+    }
+
     fn job(version: &str, url: &str) -> JobDocument {
         let artifact = Artifact {
             url: url.into(),
-            sha256: "ab".repeat(32),
-            size: 10,
+            manifest: manifest(version).to_text(),
             signature: "c2ln".into(),
         };
         JobDocument {
@@ -361,7 +374,7 @@ mod tests {
     #[test]
     fn job_documents_are_checked_field_by_field() {
         assert_eq!(
-            job("1.2.3-rc.1+g7", "https://example.com/a").check(100),
+            job("1.2.3-rc.1+g7", "https://example.com/a").check(),
             Ok(())
         );
         for (version, url, want) in [
@@ -370,19 +383,25 @@ mod tests {
             ("", "https://h/a", "version"),
             (&"9".repeat(65), "https://h/a", "version"),
             ("1.0 beta", "https://h/a", "version"),
-            ("1.0", "ftp://h/a", "url"),
-            ("1.0", "https://", "url"),
-            ("1.0", "file:///etc/passwd", "url"),
-            ("1.0", "not a url", "url"),
+            ("1.0.0", "ftp://h/a", "url"),
+            ("1.0.0", "https://", "url"),
+            ("1.0.0", "file:///etc/passwd", "url"),
+            ("1.0.0", "not a url", "url"),
+            ("1.0", "https://h/a", "semver"),
         ] {
-            let err = job(version, url).check(100).expect_err(version);
+            let err = job(version, url).check().expect_err(version);
             assert!(err.contains(want), "{version} {url}: {err}");
         }
-        let mut big = job("1.0", "https://h/a");
-        assert!(big.check(9).expect_err("size").contains("size"));
-        big.artifacts
-            .insert("sparc".into(), big.artifacts["amd64"].clone());
-        assert!(big.check(100).expect_err("arch").contains("sparc"));
+        // The job's version and the signed one are the same, or the job is mislabelled.
+        let mut mislabelled = job("1.0.0", "https://h/a");
+        mislabelled.version = "2.0.0".into();
+        let err = mislabelled.check().expect_err("mislabelled");
+        assert!(err.contains("signed for version 1.0.0"), "{err}");
+        let mut other = job("1.0.0", "https://h/a");
+        other
+            .artifacts
+            .insert("sparc".into(), other.artifacts["amd64"].clone());
+        assert!(other.check().expect_err("arch").contains("sparc"));
         let unknown = r#"{"job_id":"j","version":"1","artifacts":{},"run":"x"}"#;
         assert!(serde_json::from_str::<JobDocument>(unknown).is_err());
     }

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod http_server;
 pub mod ids;
 pub mod limits;
+pub mod manifest;
 #[cfg(feature = "mqtt-probe")]
 pub mod mqtt_probe;
 pub mod openapi;

@@ -431,3 +431,30 @@ pub fn variant_agent() -> PathBuf {
     );
     bin
 }
+
+/// The manifest of `bytes` as `version` for this machine, as `ferry-cloud sign artifact`
+/// makes it: replacing any version, expiring in a day. Tests change fields from here.
+pub fn manifest(bytes: &[u8], version: &str) -> ferry_shared::fleet::Manifest {
+    ferry_shared::fleet::Manifest {
+        version: version.into(),
+        arch: ferry_shared::fleet::this_arch().into(),
+        sha256: ferry_shared::signing::Sha256::hex_of(bytes),
+        size: bytes.len() as u64,
+        min_version: "0.0.0".into(),
+        rollback_to: false,
+        expires: ferry_shared::Timestamp::from_unix_millis(
+            ferry_shared::Timestamp::now().unix_millis() + 86_400_000,
+        )
+        .expect("a day from now"),
+    }
+}
+
+/// An `artifacts` entry: `manifest` signed with `key`, served from `url`.
+pub fn signed_artifact(
+    key: &ferry_shared::signing::SigningKey,
+    url: &str,
+    manifest: &ferry_shared::fleet::Manifest,
+) -> serde_json::Value {
+    let text = manifest.to_text();
+    serde_json::json!({"url": url, "signature": key.sign(text.as_bytes()), "manifest": text})
+}

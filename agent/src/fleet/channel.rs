@@ -312,7 +312,7 @@ mod tests {
                 &topics[2],
                 br#"{"timestamp":1,"execution":{"jobId":"r1-ws-001","status":"QUEUED","queuedAt":1,
                      "versionNumber":1,"executionNumber":1,"jobDocument":{"version":"0.2.0",
-                     "artifacts":{"arm64":{"url":"https://x/a","sha256":"00","size":3,"signature":"s"}}}}}"#,
+                     "artifacts":{"arm64":{"url":"https://x/a","manifest":"{}","signature":"s"}}}}}"#,
             )
             .expect("job");
         let Incoming::Job(j) = job else {

@@ -58,6 +58,12 @@ pub enum Action {
     TrialFailed,
 }
 
+/// A download's end: its job, and the signed version with the verified bytes, or why not.
+type DownloadEnd = (
+    String,
+    Result<(String, update::download::Verified), Failure>,
+);
+
 /// The uplink's side.
 pub struct FleetLink {
     pub subscriptions: Vec<String>,
@@ -89,7 +95,7 @@ struct Fleet {
     updater: Updater,
     out: mpsc::Sender<Outgoing>,
     actions: mpsc::Sender<Action>,
-    downloads: JoinSet<(String, String, Result<update::download::Verified, Failure>)>,
+    downloads: JoinSet<DownloadEnd>,
     stop_downloads: CancellationToken,
     /// The newest job that arrived while another update was under way.
     later: Option<ferry_shared::fleet::JobDocument>,
@@ -144,7 +150,7 @@ impl Fleet {
                     None => break,
                 },
                 Some(done) = self.downloads.join_next() => match done {
-                    Ok((job, version, outcome)) => self.downloaded(&job, &version, outcome).await,
+                    Ok((job, outcome)) => self.downloaded(&job, outcome).await,
                     Err(e) => error!(error = %e, "update download task failed"),
                 },
                 _ = tokio::time::sleep_until(trial_end.unwrap_or_else(tokio::time::Instant::now)),
@@ -274,10 +280,9 @@ impl Fleet {
             }
             Ok(JobStep::Fetch {
                 job,
-                version,
-                artifact,
+                url,
+                manifest,
                 part,
-                key,
             }) => {
                 if let Some((job, status)) = self.updater.last() {
                     self.send_all(self.channel.report_job(job, status));
@@ -285,15 +290,17 @@ impl Fleet {
                 let stop = self.stop_downloads.clone();
                 // Its own task: telemetry keeps flowing while it downloads.
                 self.downloads.spawn(async move {
-                    let outcome = match update::download::fetch(&artifact, &part, &stop).await {
+                    let fetched = update::download::fetch(&url, manifest.size, &part, &stop).await;
+                    let outcome = match fetched {
                         Ok(()) => tokio::task::spawn_blocking(move || {
-                            update::download::verify(&part, &artifact, &key)
+                            update::download::verify(&part, &manifest)
+                                .map(|verified| (manifest.version, verified))
                         })
                         .await
                         .unwrap_or_else(|e| Err(Failure::new("download_failed", e.to_string()))),
                         Err(f) => Err(f),
                     };
-                    (job, version, outcome)
+                    (job, outcome)
                 });
             }
             Err(e) => error!(error = format!("{e:#}"), "cannot record the job's state"),
@@ -309,10 +316,10 @@ impl Fleet {
     async fn downloaded(
         &mut self,
         job: &str,
-        version: &str,
-        outcome: Result<update::download::Verified, Failure>,
+        outcome: Result<(String, update::download::Verified), Failure>,
     ) {
-        let outcome = outcome.and_then(|verified| self.updater.install(job, version, &verified));
+        let outcome =
+            outcome.and_then(|(version, verified)| self.updater.install(job, &version, &verified));
         match outcome {
             Ok(()) => {
                 let _ = self.actions.send(Action::Updated).await;

@@ -1,13 +1,13 @@
 //! Fetching an artifact: resumable (a `Range` request from what the `.part` file holds),
-//! capped at the size the job declares, retried with backoff; then checked for its size,
-//! SHA-256 and signature before anything is installed.
+//! capped at the size its signed manifest declares, retried with backoff; then checked for
+//! that size and SHA-256 before anything is installed.
 
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use ferry_shared::fleet::Artifact;
-use ferry_shared::signing::{PublicKey, Sha256};
+use ferry_shared::fleet::Manifest;
+use ferry_shared::signing::Sha256;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use tokio_util::sync::CancellationToken;
@@ -38,13 +38,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A stalled server does not hold a job forever.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Downloads `artifact` into `part`, resuming what is there. Returns once `part` holds
-/// exactly `artifact.size` bytes; cancelled with `stop`.
+/// Downloads `url` into `part`, resuming what is there. Returns once `part` holds exactly
+/// `size` bytes; cancelled with `stop`.
 pub async fn fetch(
-    artifact: &Artifact,
+    url: &str,
+    size: u64,
     part: &Path,
     stop: &CancellationToken,
 ) -> Result<(), Failure> {
+    let artifact = Wanted { url, size };
     ferry_shared::tls::use_ring();
     let client = reqwest::Client::builder()
         .read_timeout(READ_TIMEOUT)
@@ -56,7 +58,7 @@ pub async fn fetch(
     loop {
         let before = part_len(part);
         let outcome = tokio::select! {
-            outcome = fetch_once(&client, artifact, part) => outcome,
+            outcome = fetch_once(&client, &artifact, part) => outcome,
             _ = stop.cancelled() => return Err(Failure::new(STOPPED, "the agent is stopping")),
         };
         let after = part_len(part);
@@ -90,6 +92,11 @@ pub async fn fetch(
     }
 }
 
+struct Wanted<'a> {
+    url: &'a str,
+    size: u64,
+}
+
 enum Attempt {
     Retry(String),
     Fatal(Failure),
@@ -101,11 +108,11 @@ fn part_len(part: &Path) -> u64 {
 
 async fn fetch_once(
     client: &reqwest::Client,
-    artifact: &Artifact,
+    artifact: &Wanted<'_>,
     part: &Path,
 ) -> Result<(), Attempt> {
     let have = part_len(part);
-    let mut request = client.get(&artifact.url);
+    let mut request = client.get(artifact.url);
     if have > 0 {
         request = request.header(RANGE, format!("bytes={have}-"));
     }
@@ -192,10 +199,9 @@ fn resumes_at(response: &reqwest::Response, have: u64) -> bool {
         == Some(have)
 }
 
-/// Checks a complete download against the job: size, then SHA-256, then the signature.
-/// Bytes whose size, digest and signature were checked: what is installed is these, never
-/// the file re-read by its path, which another writer of the folder could have changed in
-/// between.
+/// Bytes whose size and digest were checked against a verified manifest: what is installed
+/// is these, never the file re-read by its path, which another writer of the folder could
+/// have changed in between.
 #[derive(Debug)]
 pub struct Verified(pub(super) Vec<u8>);
 
@@ -205,7 +211,9 @@ impl Verified {
     }
 }
 
-pub fn verify(part: &Path, artifact: &Artifact, key: &PublicKey) -> Result<Verified, Failure> {
+/// Checks a complete download against its manifest, whose signature was checked before the
+/// download: size, then SHA-256.
+pub fn verify(part: &Path, artifact: &Manifest) -> Result<Verified, Failure> {
     let mut bytes = Vec::with_capacity(usize::try_from(artifact.size).unwrap_or(0));
     std::fs::File::open(part)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -220,10 +228,11 @@ pub fn verify(part: &Path, artifact: &Artifact, key: &PublicKey) -> Result<Verif
     if !sha.eq_ignore_ascii_case(&artifact.sha256) {
         return Err(Failure::new(
             "sha256_mismatch",
-            format!("the bytes hash to {sha}, the job says {}", artifact.sha256),
+            format!(
+                "the bytes hash to {sha}, the manifest says {}",
+                artifact.sha256
+            ),
         ));
     }
-    key.verify(&bytes, &artifact.signature)
-        .map_err(|e| Failure::new("signature_mismatch", e.to_string()))?;
     Ok(Verified(bytes))
 }

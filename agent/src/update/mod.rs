@@ -1,8 +1,10 @@
 //! Signed updates with a trial and a rollback (README: updates).
 //!
-//! A job names a version and an artifact per architecture. This binary downloads its own
-//! ([`download`]), checks size, SHA-256 and the ed25519 signature, puts it in place beside
-//! the running binary ([`install`]) and exits; the service manager starts the new binary,
+//! A job names a version and an artifact per architecture, each described by a signed
+//! manifest (`ferry_shared::manifest`). This binary checks its own architecture's manifest
+//! (signature, architecture, version order, expiry), downloads the artifact ([`download`]),
+//! checks its size and SHA-256 against the manifest, puts it in place beside the running
+//! binary once it says the signed version ([`install`]) and exits; the service manager starts the new binary,
 //! which is on trial until it has opened the spool, connected and delivered its status.
 //! What decides a failed trial is `ferry-update-guard`, a shell script the unit runs before
 //! every start, so a binary that cannot start at all is still rolled back ([`state`]).
@@ -14,7 +16,9 @@ pub mod state;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_shared::fleet::{Artifact, JobDocument, JobState, JobStatus, check_job_id, this_arch};
+use ferry_shared::fleet::{
+    Artifact, JobDocument, JobState, JobStatus, Manifest, check_job_id, this_arch,
+};
 use ferry_shared::signing::PublicKey;
 use tracing::{info, warn};
 
@@ -44,14 +48,37 @@ pub enum JobStep {
     Later(JobDocument),
     /// Say this about the job.
     Report(String, JobStatus),
-    /// Download and verify this, then [`Updater::install`] it.
+    /// Download this into `part` and check it against the verified manifest, then
+    /// [`Updater::install`] it.
     Fetch {
         job: String,
-        version: String,
-        artifact: Artifact,
+        url: String,
+        manifest: Manifest,
         part: PathBuf,
-        key: PublicKey,
     },
+}
+
+/// Checks the manifest's signature, then whether this device may install what it describes:
+/// its architecture, a version newer than the running one (or signed as `rollback_to`), a
+/// running version it may replace, not expired, within `update.max_bytes`. All before a
+/// byte is downloaded.
+fn admit(artifact: &Artifact, key: &PublicKey, max_bytes: u64) -> Result<Manifest, Failure> {
+    key.verify(artifact.manifest.as_bytes(), &artifact.signature)
+        .map_err(|e| Failure::new("signature_mismatch", e.to_string()))?;
+    let manifest = Manifest::parse(&artifact.manifest).map_err(|e| Failure::new("bad_job", e))?;
+    manifest
+        .admits(this_arch(), VERSION, ferry_shared::Timestamp::now())
+        .map_err(|r| Failure::new(r.reason, r.detail))?;
+    if manifest.size > max_bytes {
+        return Err(Failure::new(
+            "too_large",
+            format!(
+                "{} bytes, above update.max_bytes {max_bytes}",
+                manifest.size
+            ),
+        ));
+    }
+    Ok(manifest)
 }
 
 pub struct Updater {
@@ -191,7 +218,7 @@ impl Updater {
         };
         // Every field is checked before any of it is stored: the version goes into the trial
         // file the guard script reads.
-        if let Err(problem) = doc.check(u64::MAX) {
+        if let Err(problem) = doc.check() {
             return refused(self, Failure::new("bad_job", problem));
         }
         if doc.version == VERSION {
@@ -207,25 +234,18 @@ impl Updater {
             let none = Failure::new("no_artifact", format!("no artifact for {}", this_arch()));
             return refused(self, none);
         };
-        if artifact.size > self.max_bytes {
-            let big = Failure::new(
-                "too_large",
-                format!(
-                    "{} bytes, above update.max_bytes {}",
-                    artifact.size, self.max_bytes
-                ),
-            );
-            return refused(self, big);
-        }
-        info!(job = %job, version = %doc.version, url = %artifact.url, size = artifact.size, "update: downloading");
+        let manifest = match admit(&artifact, &key, self.max_bytes) {
+            Ok(manifest) => manifest,
+            Err(failure) => return refused(self, failure),
+        };
+        info!(job = %job, version = %doc.version, url = %artifact.url, size = manifest.size, "update: downloading");
         self.active = Some(job.clone());
         self.last = Some((job.clone(), status(JobState::InProgress, None)));
         Ok(JobStep::Fetch {
             part: self.dir.part(&job),
             job,
-            version: doc.version,
-            artifact,
-            key,
+            url: artifact.url,
+            manifest,
         })
     }
 
@@ -260,8 +280,12 @@ impl Updater {
             trial_s: self.trial_s,
             previous_spool_format: crate::spool::FORMAT,
         };
-        install::install(verified, &binary, &trial, &self.dir)
-            .map_err(|e| Failure::new("install_failed", format!("{}: {e}", binary.display())))?;
+        install::install(verified, &binary, &trial, &self.dir).map_err(|e| match e {
+            install::InstallError::Version(detail) => Failure::new("version_mismatch", detail),
+            install::InstallError::Io(e) => {
+                Failure::new("install_failed", format!("{}: {e}", binary.display()))
+            }
+        })?;
         let _ = std::fs::remove_file(self.dir.part(job));
         info!(job, version, binary = %binary.display(), "update installed; restarting into it");
         Ok(())
@@ -271,6 +295,7 @@ impl Updater {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_shared::signing::SigningKey;
 
     fn config(data_dir: &std::path::Path, update: &str) -> AgentConfig {
         AgentConfig::parse(
@@ -337,17 +362,133 @@ mod tests {
         assert!(up.passed().expect("again").is_none(), "once");
     }
 
-    fn job(id: &str, version: &str) -> JobDocument {
-        let artifact = Artifact {
-            url: "https://updates.example/ferry-agent".into(),
+    fn manifest(version: &str) -> Manifest {
+        Manifest {
+            version: version.into(),
+            arch: this_arch().into(),
             sha256: "ab".repeat(32),
             size: 10,
-            signature: "c2ln".into(),
+            min_version: "0.0.1".into(),
+            rollback_to: false,
+            expires: ferry_shared::Timestamp::parse("2100-01-01T00:00:00Z").expect("ts"),
+        }
+    }
+
+    fn signed_job(id: &str, manifest: &Manifest, key: &SigningKey) -> JobDocument {
+        let text = manifest.to_text();
+        let artifact = Artifact {
+            url: "https://updates.example/ferry-agent".into(),
+            signature: key.sign(text.as_bytes()),
+            manifest: text,
         };
         JobDocument {
             job_id: id.into(),
-            version: version.into(),
+            version: manifest.version.clone(),
             artifacts: [(this_arch().to_string(), artifact)].into(),
+        }
+    }
+
+    fn job(id: &str, version: &str) -> JobDocument {
+        let (key, _) = SigningKey::generate().expect("key");
+        signed_job(id, &manifest(version), &key)
+    }
+
+    /// Each check of the signed manifest refuses before a byte is downloaded, with its code.
+    #[test]
+    fn a_manifest_is_admitted_only_for_this_arch_a_newer_version_and_before_it_expires() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (key, _) = SigningKey::generate().expect("key");
+        let (other, _) = SigningKey::generate().expect("key");
+        let setting = format!("public_key = \"{}\"\nmax_bytes = 1048576", key.public_key());
+        let mut up = Updater::open(&config(tmp.path(), &setting)).expect("open");
+        let older = |m: Manifest| Manifest {
+            version: "0.0.1-old".into(),
+            min_version: "0.0.0".into(),
+            ..m
+        };
+        let cases = [
+            (
+                "other-arch",
+                Manifest {
+                    arch: if this_arch() == "arm64" {
+                        "armhf"
+                    } else {
+                        "arm64"
+                    }
+                    .into(),
+                    ..manifest("9.9.9")
+                },
+                &key,
+                Some("wrong_arch"),
+            ),
+            (
+                "downgrade",
+                older(manifest("9.9.9")),
+                &key,
+                Some("downgrade"),
+            ),
+            (
+                "expired",
+                Manifest {
+                    expires: ferry_shared::Timestamp::parse("2001-01-01T00:00:00Z").expect("ts"),
+                    ..manifest("9.9.9")
+                },
+                &key,
+                Some("expired"),
+            ),
+            (
+                "too-old",
+                Manifest {
+                    min_version: "9.0.0".into(),
+                    ..manifest("9.9.9")
+                },
+                &key,
+                Some("too_old"),
+            ),
+            (
+                "too-big",
+                Manifest {
+                    size: 1_048_577,
+                    ..manifest("9.9.9")
+                },
+                &key,
+                Some("too_large"),
+            ),
+            (
+                "other-key",
+                manifest("9.9.9"),
+                &other,
+                Some("signature_mismatch"),
+            ),
+            (
+                "rollback",
+                Manifest {
+                    rollback_to: true,
+                    ..older(manifest("9.9.9"))
+                },
+                &key,
+                None,
+            ),
+        ];
+        // A manifest changed after signing (here: made a rollback) no longer verifies.
+        let mut tampered = signed_job("tampered", &older(manifest("9.9.9")), &key);
+        let a = tampered.artifacts.get_mut(this_arch()).expect("artifact");
+        a.manifest = a
+            .manifest
+            .replace("\"rollback_to\":false", "\"rollback_to\":true");
+        let JobStep::Report(_, st) = up.on_job(tampered).expect("step") else {
+            panic!("refused")
+        };
+        assert_eq!(st.reason.as_deref(), Some("signature_mismatch"));
+        // The one it admits is last: it stays the job under way.
+        for (id, m, signer, want) in cases {
+            match (up.on_job(signed_job(id, &m, signer)).expect("step"), want) {
+                (JobStep::Report(_, st), Some(reason)) => {
+                    assert_eq!(st.reason.as_deref(), Some(reason), "{id}: {st:?}")
+                }
+                (JobStep::Fetch { manifest, .. }, None) => assert_eq!(manifest, m),
+                (step, _) => panic!("{id}: {step:?}"),
+            }
         }
     }
 

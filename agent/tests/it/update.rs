@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_shared::DeviceId;
-use ferry_shared::fleet::{self, this_arch};
+use ferry_shared::fleet::{self, Manifest, this_arch};
 use ferry_shared::signing::{Sha256, SigningKey};
 use ferry_tests::broker::Mosquitto;
 use ferry_tests::collector::Collector;
 use ferry_tests::fleet::{
-    ArtifactServer, Serve, Supervisor, VARIANT_VERSION, Watcher, variant_agent,
+    ArtifactServer, Serve, Supervisor, VARIANT_VERSION, Watcher, manifest, signed_artifact,
+    variant_agent,
 };
 use ferry_tests::wait_until;
 use rand::Rng;
@@ -91,14 +92,16 @@ impl Device {
         )
     }
 
-    /// Serves `bytes` as `name` and describes them truthfully, signed with the device's key.
-    fn artifact(&self, name: &str, bytes: Vec<u8>, how: Serve) -> Value {
-        let described = json!({
-            "url": self.server.url(name),
-            "sha256": Sha256::hex_of(&bytes),
-            "size": bytes.len(),
-            "signature": self.key.sign(&bytes),
-        });
+    /// Serves `bytes` as `name` and describes them truthfully as `version`, signed with the
+    /// device's key.
+    fn artifact(&self, name: &str, bytes: Vec<u8>, how: Serve, version: &str) -> Value {
+        let m = manifest(&bytes, version);
+        self.serve_as(name, bytes, how, &m)
+    }
+
+    /// Serves `bytes` as `name`, described by `m` signed with the device's key.
+    fn serve_as(&self, name: &str, bytes: Vec<u8>, how: Serve, m: &Manifest) -> Value {
+        let described = signed_artifact(&self.key, &self.server.url(name), m);
         self.server.put(name, bytes, how);
         described
     }
@@ -172,7 +175,12 @@ async fn a_signed_update_is_installed_passes_its_trial_and_is_kept() {
     dev.running_version(STOCK_VERSION, Duration::from_secs(30))
         .await;
 
-    let artifact = dev.artifact("agent-v2", bytes_of(&variant), Serve::Whole);
+    let artifact = dev.artifact(
+        "agent-v2",
+        bytes_of(&variant),
+        Serve::Whole,
+        VARIANT_VERSION,
+    );
     dev.publish_job("rollout1-upd-good", VARIANT_VERSION, artifact)
         .await;
     let done = dev
@@ -210,39 +218,224 @@ async fn a_signed_update_is_installed_passes_its_trial_and_is_kept() {
         .await;
     assert_eq!(again["status"], "SUCCEEDED");
 
+    // Back to the stock build, which is older: only as a manifest signed `rollback_to`.
+    let stock = bytes_of(Path::new(BIN));
+    let back = Manifest {
+        rollback_to: true,
+        ..manifest(&stock, STOCK_VERSION)
+    };
+    let artifact = dev.serve_as("agent-back", stock.clone(), Serve::Whole, &back);
+    dev.publish_job("rollback1-upd-good", STOCK_VERSION, artifact)
+        .await;
+    let done = dev
+        .job_ends("rollback1-upd-good", Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}\n{}", agent.log());
+    assert_eq!(done["running"], STOCK_VERSION);
+    assert_eq!(bytes_of(&dev.binary), stock, "the stock binary is back");
+    dev.keeps_delivering().await;
+
     dev.every_record_arrived(agent).await;
 }
 
+/// One hostile or broken job: what it is, the document's artifact and version, and the
+/// reason the device must answer with.
+struct Hostile {
+    name: &'static str,
+    version: String,
+    artifact: Value,
+    reason: &'static str,
+}
+
+/// The hostile-fleet suite: jobs an attacker who holds a signed build, a retained topic or a
+/// mirror could send, against the real agent on real Mosquitto, started under the unit's
+/// guard. Each is answered `FAILED` with its reason, nothing is installed, the agent never
+/// restarts and keeps delivering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_signature_sha256_truncation_and_size_are_refused_and_delivery_goes_on() {
-    let dev = Device::new("upd-bad", "max_bytes = 2097152").await;
+async fn hostile_fleet_jobs_are_refused_with_their_reason_and_delivery_goes_on() {
+    let dev = Device::new("upd-bad", "max_bytes = 1073741824").await;
     let agent = dev.supervise(&[]);
     dev.running_version(STOCK_VERSION, Duration::from_secs(30))
         .await;
     let payload = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 % 251) as u8).collect() };
     let (other, _) = SigningKey::generate().expect("key");
+    let stock = bytes_of(Path::new(BIN));
+    let next = "9.9.8";
+    let m = |bytes: &[u8]| manifest(bytes, next);
+    let hostile = |name, version: &str, artifact, reason| Hostile {
+        name,
+        version: version.to_owned(),
+        artifact,
+        reason,
+    };
 
-    let mut signed_by_other = dev.artifact("a-sig", payload(50_000), Serve::Whole);
-    signed_by_other["signature"] = json!(other.sign(&payload(50_000)));
-    let mut wrong_sha = dev.artifact("a-sha", payload(50_000), Serve::Whole);
-    wrong_sha["sha256"] = json!(Sha256::hex_of(b"something else"));
-    let truncated = dev.artifact("a-trunc", payload(50_000), Serve::Truncated(20_000));
-    let declared_too_big = dev.artifact("a-big", payload(3 * 1024 * 1024), Serve::Whole);
-    let mut sends_too_much = dev.artifact("a-more", payload(50_000), Serve::Whole);
-    sends_too_much["size"] = json!(10_000);
+    let mut tampered = dev.artifact("a-tamper", payload(50_000), Serve::Whole, next);
+    let text = tampered["manifest"]
+        .as_str()
+        .expect("text")
+        .replace("\"rollback_to\":false", "\"rollback_to\":true");
+    tampered["manifest"] = json!(text);
+    let injected = |version: &str| {
+        let mut a = dev.artifact("a-inject", payload(1000), Serve::Whole, next);
+        // Signed with the version too, so only the check of its form stops it.
+        let mut inj = m(&payload(1000));
+        inj.version = version.to_owned();
+        a["manifest"] = json!(inj.to_text());
+        a["signature"] = json!(dev.key.sign(inj.to_text().as_bytes()));
+        a
+    };
+    let other_arch = if this_arch() == "arm64" {
+        "armhf"
+    } else {
+        "arm64"
+    };
     let cases = [
-        ("bad-sig", signed_by_other, "signature_mismatch"),
-        ("bad-sha", wrong_sha, "sha256_mismatch"),
-        ("bad-trunc", truncated, "truncated"),
-        ("bad-big", declared_too_big, "too_large"),
-        ("bad-more", sends_too_much, "too_large"),
+        hostile(
+            "a version with a newline and a started= line",
+            "1.0\nstarted=now[$(id>&2)]",
+            injected("1.0\nstarted=now[$(id>&2)]"),
+            "bad_job",
+        ),
+        hostile(
+            "a $(…) payload as the version",
+            "now[$(id>&2)]",
+            injected("now[$(id>&2)]"),
+            "bad_job",
+        ),
+        hostile(
+            "signed by another key",
+            next,
+            signed_artifact(&other, &dev.server.url("a-inject"), &m(&payload(1000))),
+            "signature_mismatch",
+        ),
+        hostile(
+            "a manifest changed after signing",
+            next,
+            tampered,
+            "signature_mismatch",
+        ),
+        hostile(
+            "a signed older build replayed as a downgrade",
+            "0.0.1",
+            dev.artifact("a-old", stock.clone(), Serve::Whole, "0.0.1"),
+            "downgrade",
+        ),
+        hostile(
+            "a manifest for another architecture",
+            next,
+            dev.serve_as(
+                "a-arch",
+                payload(1000),
+                Serve::Whole,
+                &Manifest {
+                    arch: other_arch.into(),
+                    ..m(&payload(1000))
+                },
+            ),
+            "wrong_arch",
+        ),
+        hostile(
+            "an expired manifest (a frozen mirror)",
+            next,
+            dev.serve_as(
+                "a-exp",
+                payload(1000),
+                Serve::Whole,
+                &Manifest {
+                    expires: ferry_shared::Timestamp::parse("2020-01-01T00:00:00Z").expect("ts"),
+                    ..m(&payload(1000))
+                },
+            ),
+            "expired",
+        ),
+        hostile(
+            "a build that needs a newer running version first",
+            next,
+            dev.serve_as(
+                "a-min",
+                payload(1000),
+                Serve::Whole,
+                &Manifest {
+                    min_version: "9.0.0".into(),
+                    ..m(&payload(1000))
+                },
+            ),
+            "too_old",
+        ),
+        hostile(
+            "the job's version is not the signed one",
+            "9.9.7",
+            dev.artifact("a-label", payload(1000), Serve::Whole, next),
+            "bad_job",
+        ),
+        hostile(
+            "a binary signed under another version's label",
+            next,
+            dev.artifact("a-mislabel", stock.clone(), Serve::Whole, next),
+            "version_mismatch",
+        ),
+        hostile(
+            "bytes other than the signed digest",
+            next,
+            dev.serve_as(
+                "a-sha",
+                payload(50_000),
+                Serve::Whole,
+                &Manifest {
+                    sha256: Sha256::hex_of(b"something else"),
+                    ..m(&payload(50_000))
+                },
+            ),
+            "sha256_mismatch",
+        ),
+        hostile(
+            "a server that ends short",
+            next,
+            dev.artifact("a-trunc", payload(50_000), Serve::Truncated(20_000), next),
+            "truncated",
+        ),
+        hostile(
+            "a declared size above update.max_bytes",
+            next,
+            dev.serve_as(
+                "a-big",
+                payload(1000),
+                Serve::Whole,
+                &Manifest {
+                    size: 2 << 30,
+                    ..m(&payload(1000))
+                },
+            ),
+            "too_large",
+        ),
+        hostile(
+            "a server that sends more than signed",
+            next,
+            dev.serve_as(
+                "a-more",
+                payload(50_000),
+                Serve::Whole,
+                &Manifest {
+                    size: 10_000,
+                    ..m(&payload(50_000))
+                },
+            ),
+            "too_large",
+        ),
     ];
-    for (job, artifact, reason) in cases {
-        dev.publish_job(job, VARIANT_VERSION, artifact).await;
-        let done = dev.job_ends(job, Duration::from_secs(60)).await;
-        assert_eq!(done["status"], "FAILED", "{job}: {done}");
-        assert_eq!(done["reason"], reason, "{job}: {done}");
-        assert_eq!(done["running"], STOCK_VERSION);
+    for (i, case) in cases.into_iter().enumerate() {
+        let job = format!("hostile-{i}");
+        dev.publish_job(&job, &case.version, case.artifact).await;
+        let done = dev.job_ends(&job, Duration::from_secs(60)).await;
+        println!("{:<50} -> {} {}", case.name, done["reason"], done["detail"]);
+        assert_eq!(done["status"], "FAILED", "{}: {done}", case.name);
+        assert_eq!(done["reason"], case.reason, "{}: {done}", case.name);
+        assert_eq!(done["running"], STOCK_VERSION, "{}", case.name);
+        assert!(
+            !dev.dir.path().join("data/update/trial").exists(),
+            "{}",
+            case.name
+        );
         dev.keeps_delivering().await;
     }
     assert_eq!(
@@ -260,6 +453,26 @@ async fn wrong_signature_sha256_truncation_and_size_are_refused_and_delivery_goe
         "{:?}",
         dev.server.requests()
     );
+
+    // A trial file with a non-digit (as a version injected before the guard read strictly
+    // would have left): the guard's verdict, a start of the binary, the job answered.
+    std::fs::write(
+        dev.dir.path().join("data/update/trial"),
+        format!(
+            "job=hostile-trial\nversion={next}\nprevious_version={STOCK_VERSION}\nstarted=17x\ntrial_s=60\nprevious_spool_format=4\n"
+        ),
+    )
+    .expect("trial file");
+    agent.kill9();
+    let done = dev.job_ends("hostile-trial", Duration::from_secs(30)).await;
+    println!(
+        "{:<50} -> {} {}",
+        "a non-digit in the trial file", done["reason"], done["detail"]
+    );
+    assert_eq!(done["reason"], "guard_bad_state", "{done}\n{}", agent.log());
+    dev.running_version(STOCK_VERSION, Duration::from_secs(30))
+        .await;
+    dev.keeps_delivering().await;
     // A job without a key configured is refused too: see the unit tests of `update`.
     dev.every_record_arrived(agent).await;
 }
@@ -272,7 +485,7 @@ async fn a_binary_that_exits_at_once_or_never_connects_is_rolled_back() {
         let agent = dev.supervise(&[("AGENT_TEST_FAULT", fault)]);
         dev.running_version(STOCK_VERSION, Duration::from_secs(30))
             .await;
-        let artifact = dev.artifact(job, bytes_of(&variant), Serve::Whole);
+        let artifact = dev.artifact(job, bytes_of(&variant), Serve::Whole, VARIANT_VERSION);
         dev.publish_job(job, VARIANT_VERSION, artifact).await;
         let done = dev.job_ends(job, Duration::from_secs(90)).await;
         assert_eq!(done["status"], "FAILED", "{fault}: {done}\n{}", agent.log());
@@ -315,6 +528,7 @@ async fn sigkill_during_download_swap_and_trial_leaves_a_runnable_agent_and_ever
         "chaos",
         bytes_of(&variant),
         Serve::Throttled(Duration::from_millis(2)),
+        VARIANT_VERSION,
     );
     dev.publish_job("chaos-1", VARIANT_VERSION, artifact).await;
     let stock = bytes_of(Path::new(BIN));

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_shared::DeviceId;
-use ferry_shared::fleet::{Artifact, JobDocument, check_remote_keys};
+use ferry_shared::fleet::{Artifact, JobDocument, Manifest, check_remote_keys};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -148,8 +148,8 @@ fn sets_scan_rules(config: &serde_json::Map<String, Value>) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct NewRollout {
     pub version: String,
-    /// Per architecture (`amd64`, `arm64`, `armhf`): `url`, `sha256`, `size`, `signature`
-    /// (`ferry-cloud sign` prints these).
+    /// Per architecture (`amd64`, `arm64`, `armhf`): `url`, `manifest` (the signed text)
+    /// and `signature` (`ferry-cloud sign artifact` prints these).
     #[schema(value_type = Object)]
     pub artifacts: BTreeMap<String, Artifact>,
     /// These devices...
@@ -169,7 +169,23 @@ fn check_rollout(r: &NewRollout) -> Result<(), ApiError> {
         version: r.version.clone(),
         artifacts: r.artifacts.clone(),
     };
-    doc.check(u64::MAX).map_err(bad)?;
+    doc.check().map_err(bad)?;
+    // What the devices would refuse anyway, said to the operator now.
+    for (arch, artifact) in &r.artifacts {
+        let manifest = Manifest::parse(&artifact.manifest).map_err(bad)?;
+        if &manifest.arch != arch {
+            return Err(bad(format!(
+                "artifacts.{arch} holds a manifest signed for {}",
+                manifest.arch
+            )));
+        }
+        if manifest.expires < ferry_shared::Timestamp::now() {
+            return Err(bad(format!(
+                "artifacts.{arch}: the manifest expired at {}; sign it again",
+                manifest.expires
+            )));
+        }
+    }
     match (&r.devices, r.percent) {
         (Some(_), Some(_)) | (None, None) => Err(bad("give devices or percent, not both".into())),
         (None, Some(p)) if !(1..=100).contains(&p) => Err(bad("percent must be 1 to 100".into())),

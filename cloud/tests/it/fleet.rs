@@ -154,8 +154,9 @@ async fn desired_config_and_rollouts_round_trip_through_a_real_agent() {
 
     // 3. A rollout: only the admin may start one; the device answers its job. This agent
     // has no [update] public_key, so it refuses, which the rollout shows.
-    let artifact = json!({"url": "http://127.0.0.1:9/ferry-agent", "sha256": "ab".repeat(32),
-                          "size": 10, "signature": "c2ln"});
+    let manifest = ferry_tests::fleet::manifest(b"a binary", "9.9.9").to_text();
+    let artifact = json!({"url": "http://127.0.0.1:9/ferry-agent", "manifest": manifest,
+                          "signature": "c2ln"});
     let rollout = json!({"version": "9.9.9", "artifacts": {ferry_shared::fleet::this_arch(): artifact},
                          "percent": 100});
     let (status, _) = call(http, "POST", "/v1/rollouts", OPERATOR, &rollout);

@@ -368,7 +368,8 @@ async fn the_dashboard_answers_at_a_glance_on_a_desktop_and_a_phone() {
     )
     .expect("a desired configuration");
     assert_eq!(status, 202, "{body}");
-    let artifact = json!({"url": "http://127.0.0.1:9/a", "sha256": "ab".repeat(32), "size": 1,
+    let manifest = ferry_tests::fleet::manifest(b"a", "9.9.9").to_text();
+    let artifact = json!({"url": "http://127.0.0.1:9/a", "manifest": manifest,
                           "signature": "c2ln"});
     let rollout = json!({"version": "9.9.9", "devices": ["ws-2"],
                          "artifacts": {ferry_shared::fleet::this_arch(): artifact}});
