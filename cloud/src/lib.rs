@@ -17,7 +17,8 @@
 //! - [`config`]: the cloud's configuration (README);
 //! - [`http`]: `/healthz`, `/metrics` and the APIs behind the tokens and the role table;
 //! - [`certs`]: `ferry-cloud certs`, a small fleet's CA and certificates;
-//! - [`sign`]: `ferry-cloud sign`, the release key and signed artifacts for rollouts;
+//! - [`enroll`]: `ferry-cloud enroll`, the allow-list the stack's enrollment hook reads;
+//! - [`sign`]: `ferry-cloud sign`, the release key and signed manifests for rollouts;
 //! - [`dev`]: `ferry-cloud dev`, the whole pipeline on one machine.
 
 pub mod certs;
@@ -27,6 +28,7 @@ pub mod curated;
 pub mod dashboard;
 pub(crate) mod db;
 pub mod dev;
+pub mod enroll;
 pub mod fleet;
 pub mod hot;
 pub mod http;

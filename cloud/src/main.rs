@@ -73,8 +73,24 @@ enum Command {
         #[command(subcommand)]
         action: CertsAction,
     },
+    /// The enrollment allow-list the stack's pre-provisioning hook reads (README: deploy
+    /// to AWS): only a serial listed here gets an identity with the claim certificate.
+    Enroll {
+        /// The stack's `EnrollmentAllowList` output: s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "URL")]
+        list: String,
+        /// An S3-compatible endpoint instead of AWS's.
+        #[arg(long, value_name = "URL")]
+        s3_endpoint: Option<String>,
+        #[arg(long)]
+        s3_region: Option<String>,
+        #[arg(long)]
+        s3_force_path_style: bool,
+        #[command(subcommand)]
+        action: EnrollAction,
+    },
     /// Signed updates for the agents: `keygen` makes the release key, `artifact` prints a
-    /// binary's entry for `POST /v1/rollouts` (url, sha256, size, signature).
+    /// binary's entry for `POST /v1/rollouts` (url, signed manifest, signature).
     Sign {
         #[command(subcommand)]
         action: SignAction,
@@ -113,6 +129,31 @@ enum Command {
         #[arg(long)]
         interval_ms: Option<u64>,
     },
+}
+
+#[derive(Subcommand)]
+enum EnrollAction {
+    /// Lists serials: each may enroll once, as the thing ferry-SERIAL.
+    Allow {
+        /// The store they enroll into, whatever the device asks for.
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(required = true, value_name = "SERIAL")]
+        serials: Vec<String>,
+    },
+    /// Lets listed serials whose things exist enroll once more (a new SD card).
+    Reenroll {
+        #[arg(required = true, value_name = "SERIAL")]
+        serials: Vec<String>,
+    },
+    /// Takes serials off the list (an enrolled device keeps its certificate: revoke that
+    /// in IoT Core).
+    Revoke {
+        #[arg(required = true, value_name = "SERIAL")]
+        serials: Vec<String>,
+    },
+    /// Prints every listed serial and its entry, a JSON object per line.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -266,6 +307,26 @@ fn main() -> ExitCode {
             println!("{}", ferry_cloud::openapi::json());
             return ExitCode::SUCCESS;
         }
+        Command::Enroll {
+            list,
+            s3_endpoint,
+            s3_region,
+            s3_force_path_style,
+            action,
+        } => {
+            let s3 = ferry_cloud::enroll::S3Settings {
+                endpoint: s3_endpoint,
+                region: s3_region,
+                force_path_style: s3_force_path_style,
+            };
+            return match enroll(&list, &s3, action) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferry-cloud enroll: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Sign { action } => {
             let done = match action {
                 SignAction::Keygen { out } => ferry_cloud::sign::keygen(&out),
@@ -355,6 +416,46 @@ fn main() -> ExitCode {
                 })
             }),
     )
+}
+
+/// `enroll`: one line of JSON per serial it changed or lists.
+fn enroll(
+    list: &str,
+    s3: &ferry_cloud::enroll::S3Settings,
+    action: EnrollAction,
+) -> anyhow::Result<()> {
+    use ferry_cloud::enroll::AllowList;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let allow_list = AllowList::open(list, s3).await?;
+        let say = |serial: &str, entry: &ferry_cloud::enroll::Entry| {
+            println!("{}", entry.line(serial));
+        };
+        match action {
+            EnrollAction::Allow { store, serials } => {
+                for serial in &serials {
+                    say(serial, &allow_list.allow(serial, store.as_deref()).await?);
+                }
+            }
+            EnrollAction::Reenroll { serials } => {
+                for serial in &serials {
+                    say(serial, &allow_list.reenroll(serial).await?);
+                }
+            }
+            EnrollAction::Revoke { serials } => {
+                for serial in &serials {
+                    let was = allow_list.revoke(serial).await?;
+                    println!("{}", serde_json::json!({"serial": serial, "revoked": was}));
+                }
+            }
+            EnrollAction::List => {
+                for (serial, entry) in allow_list.list().await? {
+                    say(&serial, &entry);
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The config at `path` with the sections `role` needs, or exit code 2 after saying why.

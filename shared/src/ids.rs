@@ -93,8 +93,59 @@ id_type!(
     }
 );
 
+/// What a device's serial may not start with, in any case: its thing is `ferry-{serial}`,
+/// which would then be named like the ingest's client ids (`ferry-ingest-*`), the
+/// enrollment's (`ferry-enroll-*`) or the stack's own things (`{stack}-ferry-*`). The
+/// stack's pre-provisioning hook (`deploy/aws/ferry.yaml`) applies the same rule.
+pub const RESERVED_SERIAL_PREFIXES: [&str; 3] = ["ingest", "enroll", "ferry"];
+
+/// A serial enrolls as the thing `ferry-{serial}`: 1 to 64 of `[0-9A-Za-z_-]`, starting
+/// with a letter or digit, and no [`RESERVED_SERIAL_PREFIXES`].
+pub fn check_serial(serial: &str) -> Result<(), String> {
+    let starts_plain = serial
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !is_plain_id(serial, 64) || !starts_plain {
+        return Err(format!(
+            "serial {:?} must be 1 to 64 of A-Z a-z 0-9 _ -, starting with a letter or digit",
+            serial.chars().take(80).collect::<String>()
+        ));
+    }
+    let lower = serial.to_ascii_lowercase();
+    if let Some(p) = RESERVED_SERIAL_PREFIXES
+        .iter()
+        .find(|p| lower.starts_with(*p))
+    {
+        return Err(format!(
+            "serial {serial:?} starts with {p:?}: ferry-{serial} would be named like Ferry's own identities"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn serials_cannot_name_the_ingest_the_enrollment_or_the_stack() {
+        for good in ["10000000abcdef01", "ws-001", "POS_7"] {
+            assert_eq!(check_serial(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "-ws",
+            "_ws",
+            "ws 1",
+            "../x",
+            "ingest-1",
+            "Ingest",
+            "enroll-x",
+            "FERRY-ingest",
+            &"w".repeat(65),
+        ] {
+            assert!(check_serial(bad).is_err(), "{bad}");
+        }
+    }
     use super::*;
 
     #[test]

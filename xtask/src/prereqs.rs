@@ -81,6 +81,12 @@ pub const TEST: &[Prereq] = &[
         source: Source::Pip("deltalake"),
     },
     Prereq {
+        name: "cfn-lint (Python)",
+        why: "reading the stack's template, whose enrollment hook the allow-list test runs",
+        probe: Probe::PythonModule("cfnlint"),
+        source: Source::Pip("cfn-lint"),
+    },
+    Prereq {
         name: "schemathesis",
         why: "fuzzing both APIs from their OpenAPI documents",
         probe: Probe::Command("schemathesis"),

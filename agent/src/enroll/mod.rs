@@ -174,23 +174,21 @@ async fn provision(
 }
 
 /// The template's name goes into a topic and the serial into the thing's name: IoT Core
-/// allows `[0-9A-Za-z_-]` in both, the name 1 to 36 long, the serial here 1 to 64.
+/// allows `[0-9A-Za-z_-]` in both, the name 1 to 36 long; the serial follows the rule the
+/// stack's pre-provisioning hook applies, said here before anything is sent.
 fn check_names(opts: &EnrollOptions) -> Result<(), EnrollError> {
-    for (flag, value, max) in [
-        ("--template", &opts.template, 36),
-        ("--serial", &opts.serial, 64),
-    ] {
-        let ok = (1..=max).contains(&value.len())
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !ok {
-            return Err(EnrollError::Claim(format!(
-                "{flag} {value:?}: must be 1 to {max} of A-Z a-z 0-9 _ -"
-            )));
-        }
+    let template = &opts.template;
+    let ok = (1..=36).contains(&template.len())
+        && template
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        return Err(EnrollError::Claim(format!(
+            "--template {template:?}: must be 1 to 36 of A-Z a-z 0-9 _ -"
+        )));
     }
-    Ok(())
+    ferry_shared::ids::check_serial(&opts.serial)
+        .map_err(|e| EnrollError::Claim(format!("--serial: {e}")))
 }
 
 impl Exchange {

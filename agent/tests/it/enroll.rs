@@ -247,13 +247,20 @@ fn a_bad_claim_or_config_is_named_before_anything_is_sent() {
         text(&missing_claim)
     );
 
-    let bad_serial = device.enroll_with(&pki, TEMPLATE, "a/b", &[]);
-    assert!(!bad_serial.status.success());
-    assert!(
-        text(&bad_serial).contains("--serial \"a/b\""),
-        "{}",
-        text(&bad_serial)
-    );
+    // Refused before anything is sent: a serial that is not one, and one that would name a
+    // thing like the ingest's client ids.
+    for (serial, said) in [
+        ("a/b", "serial \"a/b\""),
+        ("ingest-1", "starts with \"ingest\""),
+    ] {
+        let bad_serial = device.enroll_with(&pki, TEMPLATE, serial, &[]);
+        assert!(!bad_serial.status.success());
+        assert!(
+            text(&bad_serial).contains(said),
+            "{serial}: {}",
+            text(&bad_serial)
+        );
+    }
 
     std::fs::write(&device.config, "device_id = \"CHANGE-ME\"\ndata_dir = \"/d\"\n[mqtt]\nurl = \"mqtts://CHANGE-ME.iot.eu-west-1.amazonaws.com\"\n").expect("config");
     let placeholder = device.enroll(&pki, &[]);

@@ -7,4 +7,4 @@ mod store;
 
 pub use batcher::{Batcher, Limits, Ready, gzip_lines};
 pub use line::{Line, record_line, reject_line};
-pub use store::{LakeStore, PutOutcome};
+pub use store::{LakeStore, PutOutcome, S3Settings, s3_client};

@@ -46,6 +46,46 @@ impl std::fmt::Debug for LakeStore {
     }
 }
 
+/// How to reach S3 (or a server that speaks it): the `[lake]` settings of that name.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub force_path_style: bool,
+}
+
+impl S3Settings {
+    pub fn of(cfg: &LakeConfig) -> Self {
+        Self {
+            endpoint: cfg.s3_endpoint.clone(),
+            region: cfg.s3_region.clone(),
+            force_path_style: cfg.s3_force_path_style,
+        }
+    }
+}
+
+/// An S3 client with credentials from the standard AWS chain.
+pub async fn s3_client(settings: &S3Settings) -> aws_sdk_s3::Client {
+    // One TLS stack in the process: rustls with ring, as the MQTT side uses.
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let shared = loader.load().await;
+    let s3 = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(settings.force_path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
 impl LakeStore {
     pub async fn from_config(cfg: &LakeConfig) -> anyhow::Result<Self> {
         Ok(match cfg.root()? {
@@ -53,31 +93,11 @@ impl LakeStore {
                 sweep_temporaries(&root);
                 Self::Local(root)
             }
-            LakeRoot::S3 { bucket, prefix } => {
-                // One TLS stack in the process: rustls with ring, as the MQTT side uses.
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https();
-                let mut loader =
-                    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-                if let Some(region) = &cfg.s3_region {
-                    loader = loader.region(aws_config::Region::new(region.clone()));
-                }
-                if let Some(endpoint) = &cfg.s3_endpoint {
-                    loader = loader.endpoint_url(endpoint);
-                }
-                let shared = loader.load().await;
-                let s3 = aws_sdk_s3::config::Builder::from(&shared)
-                    .force_path_style(cfg.s3_force_path_style)
-                    .build();
-                Self::S3 {
-                    client: aws_sdk_s3::Client::from_conf(s3),
-                    bucket,
-                    prefix,
-                }
-            }
+            LakeRoot::S3 { bucket, prefix } => Self::S3 {
+                client: s3_client(&S3Settings::of(cfg)).await,
+                bucket,
+                prefix,
+            },
         })
     }
 

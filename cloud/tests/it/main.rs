@@ -8,6 +8,7 @@ mod check;
 mod crash;
 mod curated;
 mod dashboard_api;
+mod enroll;
 mod fleet;
 mod hostile;
 mod hot;
