@@ -323,7 +323,8 @@ fn events() {}
         crate::fleet::api::put_config,
         crate::fleet::api::create_rollout,
         crate::fleet::api::show_rollout,
-        crate::fleet::api::list_rollouts
+        crate::fleet::api::list_rollouts,
+        crate::fleet::api::audit_log
     ),
     components(schemas(
         ErrorDoc,

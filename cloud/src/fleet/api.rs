@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,6 +29,7 @@ pub fn routes(api: FleetApi) -> Router {
         .route("/v1/devices/{id}/config", get(show_config).put(put_config))
         .route("/v1/rollouts", post(create_rollout).get(list_rollouts))
         .route("/v1/rollouts/{id}", get(show_rollout))
+        .route("/v1/fleet/audit", get(audit_log))
         .with_state(api)
 }
 
@@ -43,6 +44,54 @@ pub fn unconfigured() -> Router {
         .route("/v1/devices/{id}/config", get(missing).put(missing))
         .route("/v1/rollouts", post(missing).get(missing))
         .route("/v1/rollouts/{id}", get(missing))
+        .route("/v1/fleet/audit", get(missing))
+}
+
+/// The author of a write, for its audit row.
+fn by(caller: &Caller) -> store::By {
+    store::By {
+        who: caller.name.clone(),
+        role: caller.role.name(),
+        request_id: caller.request_id.clone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPage {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+/// Every fleet write (desired configurations, rollouts), newest first: who, the role, what,
+/// the target, when and the request id, recorded in the write's own transaction in
+/// `fleet.db`.
+#[utoipa::path(get, path = "/v1/fleet/audit", tag = "fleet",
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000),
+           ("before" = Option<i64>, Query)),
+    responses((status = 200, body = crate::openapi::AuditDoc), (status = 400, body = ferry_shared::openapi::ErrorDoc)))]
+pub async fn audit_log(
+    State(api): State<FleetApi>,
+    Query(page): Query<AuditPage>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            "limit: must be 1 to 1000",
+        ));
+    }
+    let entries = api
+        .store
+        .run(move |conn| store::audit_log(conn, limit, page.before))
+        .await
+        .map_err(unavailable)?;
+    let next = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(
+        serde_json::json!({ "entries": entries, "next_before": next }),
+    ))
 }
 
 fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
@@ -113,11 +162,7 @@ pub async fn put_config(
             caller.name, caller.role
         )));
     }
-    let (device, stored, by) = (
-        id.clone(),
-        Value::Object(config.clone()),
-        caller.name.clone(),
-    );
+    let (device, stored, by) = (id.clone(), Value::Object(config.clone()), by(&caller));
     let version = api
         .store
         .run(move |conn| store::put_desired(conn, device.as_str(), &stored, &by))
@@ -242,7 +287,7 @@ pub async fn create_rollout(
     }
     let artifacts =
         serde_json::to_value(&body.artifacts).map_err(|e| ApiError::Internal(e.into()))?;
-    let (version, stored, by) = (body.version.clone(), artifacts.clone(), caller.name.clone());
+    let (version, stored, by) = (body.version.clone(), artifacts.clone(), by(&caller));
     let (id, jobs) = api
         .store
         .run(move |conn| store::create_rollout(conn, &version, &stored, &devices, &by))

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ferry_shared::fleet::{JobStatus, ReportedConfig};
+
+use crate::loyalty::AuditEntry;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
@@ -36,7 +38,76 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_rollout ON jobs (rollout);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    request_id TEXT NOT NULL
+);
 ";
+
+/// Who makes a fleet write, as its audit row says: recorded in the write's own transaction,
+/// so that neither commits without the other.
+#[derive(Debug, Clone)]
+pub struct By {
+    pub who: String,
+    pub role: &'static str,
+    pub request_id: String,
+}
+
+impl By {
+    fn record(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        action: &str,
+        target: &str,
+        detail: &Value,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO audit (at, who, role, action, target, detail, request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                now(),
+                self.who,
+                self.role,
+                action,
+                target,
+                detail.to_string(),
+                self.request_id
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// Up to `limit` audit entries older than `before` (an id), newest first.
+pub fn audit_log(
+    conn: &mut Connection,
+    limit: u32,
+    before: Option<i64>,
+) -> rusqlite::Result<Vec<AuditEntry>> {
+    conn.prepare_cached(
+        "SELECT id, at, who, role, action, target, detail, request_id FROM audit
+         WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?
+    .query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
+        Ok(AuditEntry {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            who: r.get(2)?,
+            role: r.get(3)?,
+            action: r.get(4)?,
+            target: r.get(5)?,
+            detail: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or(Value::Null),
+            request_id: r.get(7)?,
+        })
+    })?
+    .collect()
+}
 
 #[derive(Clone)]
 pub struct FleetStore(Arc<Mutex<Connection>>);
@@ -128,7 +199,7 @@ pub fn put_desired(
     conn: &mut Connection,
     device: &str,
     config: &Value,
-    by: &str,
+    by: &By,
 ) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
     let last: Option<i64> = tx
@@ -143,8 +214,10 @@ pub fn put_desired(
         "INSERT INTO device_config (device, version, desired, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (device) DO UPDATE SET version = excluded.version, desired = excluded.desired,
            updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-        params![device, version, config.to_string(), now(), by],
+        params![device, version, config.to_string(), now(), by.who],
     )?;
+    let detail = serde_json::json!({"version": version, "config": config});
+    by.record(&tx, "put_config", device, &detail)?;
     tx.commit()?;
     Ok(version.unsigned_abs())
 }
@@ -244,12 +317,12 @@ pub fn create_rollout(
     version: &str,
     artifacts: &Value,
     devices: &[String],
-    by: &str,
+    by: &By,
 ) -> rusqlite::Result<(i64, Vec<(String, String)>)> {
     let tx = conn.transaction()?;
     tx.execute(
         "INSERT INTO rollouts (version, artifacts, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
-        params![version, artifacts.to_string(), now(), by],
+        params![version, artifacts.to_string(), now(), by.who],
     )?;
     let id = tx.last_insert_rowid();
     let mut jobs = Vec::new();
@@ -261,6 +334,9 @@ pub fn create_rollout(
         )?;
         jobs.push((device.clone(), job_id));
     }
+    let detail =
+        serde_json::json!({"version": version, "devices": devices, "artifacts": artifacts});
+    by.record(&tx, "create_rollout", &id.to_string(), &detail)?;
     tx.commit()?;
     Ok((id, jobs))
 }

@@ -148,6 +148,7 @@ pub const ROUTES: &[(Method, &str, &[ApiRole])] = &[
     (Method::PUT, "/v1/devices/{id}/config", REGISTRY),
     (Method::GET, "/v1/rollouts", REGISTRY),
     (Method::POST, "/v1/rollouts", ADMIN),
+    (Method::GET, "/v1/fleet/audit", ADMIN),
     (Method::GET, "/v1/rollouts/{id}", REGISTRY),
 ];
 

@@ -193,6 +193,41 @@ async fn desired_config_and_rollouts_round_trip_through_a_real_agent() {
     );
     assert_eq!(status, 400, "{bad_rollout}");
 
+    // 4. Every fleet write is in the fleet's audit trail, newest first, with its author and
+    // request id; refused writes are not; only an admin reads it.
+    let (status, _) = call(http, "GET", "/v1/fleet/audit", OPERATOR, &Value::Null);
+    assert_eq!(status, 403, "the audit trail is the admin's");
+    let (status, audit) = call(http, "GET", "/v1/fleet/audit", TOKEN, &Value::Null);
+    assert_eq!(status, 200, "{audit}");
+    let entries = audit["entries"].as_array().expect("entries");
+    let said: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default(),
+                e["target"].as_str().unwrap_or_default(),
+                e["role"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let rollout_id = id.to_string();
+    assert_eq!(
+        said,
+        [
+            ("create_rollout", rollout_id.as_str(), "admin"),
+            ("put_config", "fleet-dev", "operator"),
+            ("put_config", "fleet-dev", "operator"),
+        ],
+        "{audit}"
+    );
+    assert_eq!(entries[1]["detail"]["version"], 2, "{audit}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["request_id"].as_str().is_some_and(|r| !r.is_empty())),
+        "{audit}"
+    );
+
     agent.terminate();
     drop(cloud);
 }
