@@ -692,21 +692,28 @@ async fn run(
             .filter(|_| runs_ledger)
             .map(|l| l.token.as_str());
         let credentials = http::Credentials::new(h, router_token);
-        // The API's description, open to integrators (it holds no data).
-        let description = axum::Router::new().route(
-            "/v1/openapi.json",
-            axum::routing::get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    ferry_cloud::openapi::served(),
-                )
-            }),
-        );
+        // The API's description, open to integrators (it holds no data), within the same
+        // per-client budget as the other open routes.
+        let limiter = http::PerClient::open_routes();
+        let description = axum::Router::new()
+            .route(
+                "/v1/openapi.json",
+                axum::routing::get(|| async {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        ferry_cloud::openapi::served(),
+                    )
+                }),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                limiter.clone(),
+                http::PerClient::limit,
+            ));
         let public = Some(match public {
             Some(page) => page.merge(description),
             None => description,
         });
-        let app = http::router(Arc::new(credentials), metrics, apis, public);
+        let app = http::router(Arc::new(credentials), metrics, apis, public, &limiter);
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = http::serve(listener, app, stop.clone()).await {

@@ -134,17 +134,21 @@ pub struct DashboardDoc {
 fn me() {}
 
 #[utoipa::path(get, path = "/v1/auth", tag = "access",
-    responses((status = 200, body = SignInDoc), (status = 502, body = ErrorDoc)))]
+    responses((status = 200, body = SignInDoc), (status = 429, description = "too many requests from this address (Retry-After)"),
+               (status = 502, body = ErrorDoc)))]
 fn auth() {}
 
 #[utoipa::path(post, path = "/v1/auth/token", tag = "access", request_body = ExchangeDoc,
     responses((status = 200, body = SignedInDoc), (status = 400, body = ErrorDoc),
               (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc),
-              (status = 404, body = ErrorDoc), (status = 502, body = ErrorDoc)))]
+              (status = 404, body = ErrorDoc),
+              (status = 429, description = "too many requests from this address (Retry-After)"),
+              (status = 502, body = ErrorDoc)))]
 fn auth_token() {}
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "access",
-    responses((status = 200, description = "this document", body = Object)))]
+    responses((status = 200, description = "this document", body = Object),
+              (status = 429, description = "too many requests from this address (Retry-After)")))]
 fn openapi() {}
 
 #[utoipa::path(get, path = "/v1/programs", tag = "loyalty",

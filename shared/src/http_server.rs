@@ -11,6 +11,10 @@
 //!   without progress, and the connection is dropped ([`WriteStall`]); a stream that the
 //!   client keeps reading (the dashboards' events) lives on;
 //! - at most [`Limits::max_connections`] at once: the next waits in the kernel's backlog;
+//! - the routes open to anyone (the API's description, the sign-in, metrics) take at most
+//!   a burst and then a steady rate from each client address ([`PerClient`]), which answers
+//!   429 with `Retry-After` beyond it; every request carries its client's address
+//!   ([`Peer`]);
 //! - at shutdown the listener closes, idle and half-sent connections close at once,
 //!   requests in flight get [`Limits::drain`] to finish, and then every connection still
 //!   open is dropped with its handle on the app's state, so the caller can shut down.
@@ -19,10 +23,19 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use tower::ServiceExt;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -144,6 +157,78 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
     }
 }
 
+/// The address a request came from, as the serve loop accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+/// A request rate per client address: a burst, then a steady rate (GCRA, governor's keyed
+/// limiter). IPv6 clients are keyed by their /64, which one host can fill with addresses.
+#[derive(Clone)]
+pub struct PerClient {
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    checks: Arc<AtomicU64>,
+}
+
+impl PerClient {
+    /// `burst` requests at once, then `per_second`.
+    pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self {
+            limiter: Arc::new(DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(burst),
+            )),
+            checks: Arc::default(),
+        }
+    }
+
+    /// The open routes' limit: 30 at once, then 10 a second, per client. A page load, a
+    /// sign-in or a Prometheus scrape is a few requests; a crowd of one is cut off.
+    pub fn open_routes() -> Self {
+        Self::new(
+            NonZeroU32::MIN.saturating_add(9),
+            NonZeroU32::MIN.saturating_add(29),
+        )
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+            v4 => v4,
+        }
+    }
+
+    /// Whether a request from `peer` may go on now.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        // The table holds one small entry per client; forget the ones that are full again.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter.check_key(&Self::key(peer)).is_ok()
+    }
+
+    /// A route layer (`axum::middleware::from_fn_with_state`): 429 beyond the rate. A
+    /// request without a [`Peer`] (not from [`serve`]) is let through.
+    pub async fn limit(State(this): State<Self>, request: Request, next: Next) -> Response {
+        let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
+        if peer.is_some_and(|ip| !this.allows(ip)) {
+            // At least one a second comes free again.
+            return (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, "1")],
+                "too many requests from this address; try again shortly\n",
+            )
+                .into_response();
+        }
+        next.run(request).await
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown`, then stops as described above.
 pub async fn serve(
     listener: TcpListener,
@@ -173,10 +258,10 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 // Out of descriptors, most likely: let some connections end first.
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -187,8 +272,13 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let stream = WriteStall::new(stream, limits.write_stall);
+        let app = app.clone();
+        let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            app.clone().oneshot(request)
+        });
         let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         connections.spawn(async move {
             let _permit = permit;

@@ -201,3 +201,64 @@ pub fn healthz_answers_throughout(
     }
     answers
 }
+
+/// What `n` back-to-back requests for an open `path` from one address met: how many were
+/// answered 200 before the first 429, how many 429 and how many 200 after it (the rate
+/// refilling while the burst goes on), whether each 429 said `Retry-After`, and whether one
+/// more, after that wait, is answered 200 again.
+#[derive(Debug)]
+pub struct Budget {
+    pub allowed: usize,
+    pub limited: usize,
+    pub refilled: usize,
+    pub retry_after: bool,
+    pub allowed_again: bool,
+}
+
+pub fn open_route_budget(port: u16, path: &str, n: usize) -> Budget {
+    let ask = || -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let head = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        (status, head)
+    };
+    let mut budget = Budget {
+        allowed: 0,
+        limited: 0,
+        refilled: 0,
+        retry_after: true,
+        allowed_again: false,
+    };
+    for _ in 0..n {
+        match ask() {
+            (200, _) if budget.limited == 0 => budget.allowed += 1,
+            (200, _) => budget.refilled += 1,
+            (429, head) => {
+                budget.limited += 1;
+                budget.retry_after &= head.contains("\r\nretry-after: 1");
+            }
+            (status, _) => panic!("{path}: {status} amid the burst"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    budget.allowed_again = ask().0 == 200;
+    budget
+}

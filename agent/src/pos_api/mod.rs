@@ -67,9 +67,8 @@ pub fn router(state: PosState) -> Router {
             state.clone(),
             auth::require_token,
         ));
-    Router::new()
-        .merge(authed)
-        .route("/healthz", get(|| async { "ok" }))
+    // Open to anyone on the till's network: a budget per client address (429 beyond it).
+    let description = Router::new()
         .route(
             "/v1/openapi.json",
             get(|| async {
@@ -79,6 +78,14 @@ pub fn router(state: PosState) -> Router {
                 )
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            http_server::PerClient::open_routes(),
+            http_server::PerClient::limit,
+        ));
+    Router::new()
+        .merge(authed)
+        .merge(description)
+        .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::prometheus))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

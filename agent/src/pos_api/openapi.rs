@@ -43,7 +43,8 @@ fn healthz() {}
 fn metrics() {}
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "open",
-    responses((status = 200, description = "this document", body = Object)))]
+    responses((status = 200, description = "this document", body = Object),
+              (status = 429, description = "too many requests from this address (Retry-After)")))]
 fn openapi() {}
 
 #[derive(OpenApi)]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ferry_tests::free_port;
-use ferry_tests::http::{SlowClients, healthz_answers_throughout, post_json};
+use ferry_tests::http::{SlowClients, healthz_answers_throughout, open_route_budget, post_json};
 
 use crate::agent;
 
@@ -25,6 +25,21 @@ async fn slow_bodies_and_unread_answers_leave_the_pos_api_answering() {
     })
     .await;
     let (answers, closed, opened) = tokio::task::spawn_blocking(move || {
+        // One address asking an open route without pause gets its burst, then 429 with
+        // Retry-After, and is served again after the wait; `/healthz` is not limited.
+        let budget = open_route_budget(port, "/v1/openapi.json", 60);
+        println!("one address, 60 requests for /v1/openapi.json at once: {budget:?}");
+        // The burst is 30; the steady 10 a second may add a few while the 60 go out.
+        assert!(budget.allowed >= 30 && budget.limited >= 10, "{budget:?}");
+        assert!(budget.retry_after && budget.allowed_again, "{budget:?}");
+        for _ in 0..40 {
+            assert_eq!(
+                ferry_tests::http::request(port, "GET", "/healthz", "", "")
+                    .map(|a| a.0)
+                    .ok(),
+                Some(200)
+            );
+        }
         let mut clients = SlowClients::open(port, TOKEN, 256, 256, "/v1/openapi.json");
         let mut stamped = false;
         let answers = healthz_answers_throughout(

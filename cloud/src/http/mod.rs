@@ -12,6 +12,7 @@ use std::sync::Arc;
 use axum::extract::{Extension, State};
 use axum::routing::get;
 use axum::{Json, Router};
+pub use ferry_shared::http_server::PerClient;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,7 @@ pub fn router(
     metrics: Metrics,
     apis: Option<Router>,
     public: Option<Router>,
+    limiter: &PerClient,
 ) -> Router {
     let mut open = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -50,11 +52,17 @@ pub fn router(
     if let Some(public) = public {
         open = open.merge(public);
     }
+    // Open to anyone and doing work per call (the provider's, for a token): a budget per
+    // client address, 429 beyond it.
     open = open.merge(
         Router::new()
             .route("/v1/auth", get(sign_in))
             .route("/v1/auth/token", axum::routing::post(exchange))
-            .with_state(credentials.oidc()),
+            .with_state(credentials.oidc())
+            .route_layer(axum::middleware::from_fn_with_state(
+                limiter.clone(),
+                PerClient::limit,
+            )),
     );
     match apis {
         // axum refuses a route layer on a router without routes, so only here.
