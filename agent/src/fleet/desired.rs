@@ -37,8 +37,23 @@ pub fn apply(file: &ConfigFile, desired: &Map<String, Value>) -> Result<AgentCon
     let text = toml::to_string(&base).map_err(|e| e.to_string())?;
     let desired_cfg = AgentConfig::parse(&text, std::env::vars()).map_err(|e| e.to_string())?;
     let own = AgentConfig::parse(&file.text, std::env::vars()).map_err(|e| e.to_string())?;
-    check_bounds(&own, &desired_cfg)?;
+    check_bounds(&own, &desired_cfg, spool_room(&own.data_dir))?;
     Ok(desired_cfg)
+}
+
+/// What the spool could grow to on its disk now: its files' size plus nine tenths of the
+/// space free to this user (the rest for the system and the WAL's checkpoints). `None`
+/// when the disk cannot be asked (the folder does not exist yet).
+fn spool_room(data_dir: &Path) -> Option<u64> {
+    let fs = rustix::fs::statvfs(data_dir).ok()?;
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    let spool = crate::spool::FILE_NAME;
+    let used: u64 = ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(data_dir.join(format!("{spool}{suffix}"))).ok())
+        .map(|m| m.len())
+        .sum();
+    Some(used.saturating_add(free / 10 * 9))
 }
 
 /// IoT Core's per-connection quotas: a remote document may raise the rates up to these, or
@@ -50,9 +65,15 @@ const QUOTA_INFLIGHT: u16 = 100;
 const SPOOL_CEILING: u64 = 16 * 1024 * 1024 * 1024;
 
 /// A remote document can only tune a device within what its owner allowed: the file's own
-/// values, or IoT Core's quotas and a spool ceiling where those are higher. So a fleet
-/// message cannot push a device past its broker's quotas or fill its disk.
-fn check_bounds(own: &AgentConfig, desired: &AgentConfig) -> Result<(), String> {
+/// values, or IoT Core's quotas and a spool ceiling (itself within `spool_room`, what the
+/// disk can hold) where those are higher. So a fleet message cannot push a device past its
+/// broker's quotas or fill its disk.
+fn check_bounds(
+    own: &AgentConfig,
+    desired: &AgentConfig,
+    spool_room: Option<u64>,
+) -> Result<(), String> {
+    let remote_spool = spool_room.map_or(SPOOL_CEILING, |room| room.min(SPOOL_CEILING));
     let (m, d) = (&own.mqtt, &desired.mqtt);
     let bounds: [(&str, u64, u64); 4] = [
         (
@@ -73,7 +94,7 @@ fn check_bounds(own: &AgentConfig, desired: &AgentConfig) -> Result<(), String> 
         (
             "spool.max_bytes",
             desired.spool.max_bytes,
-            own.spool.max_bytes.max(SPOOL_CEILING),
+            own.spool.max_bytes.max(remote_spool),
         ),
     ];
     let found = bounds.into_iter().filter(|&(_, value, limit)| value > limit).map(|(key, value, limit)| {
@@ -249,6 +270,39 @@ interval_ms = 1000
             let err = apply(&file(), &doc(json)).expect_err(json);
             assert!(err.contains(key), "{json}: {err:?} does not name {key}");
         }
+    }
+
+    /// A larger spool than the file's fits what the disk has free now, and the ceiling.
+    #[test]
+    fn a_remote_spool_cap_fits_the_disk() {
+        let own = AgentConfig::parse(&file().text, []).expect("own");
+        let with_spool = |bytes: u64| {
+            let mut c = own.clone();
+            c.spool.max_bytes = bytes;
+            c
+        };
+        let gib = 1024 * 1024 * 1024;
+        assert_eq!(
+            check_bounds(&own, &with_spool(2 * gib), Some(3 * gib)),
+            Ok(())
+        );
+        let err = check_bounds(&own, &with_spool(4 * gib), Some(3 * gib)).expect_err("disk");
+        assert!(
+            err.contains("spool.max_bytes") && err.contains(&(3 * gib).to_string()),
+            "{err}"
+        );
+        assert!(
+            check_bounds(&own, &with_spool(17 * gib), Some(100 * gib)).is_err(),
+            "ceiling"
+        );
+        assert_eq!(check_bounds(&own, &with_spool(2 * gib), None), Ok(()));
+        // The file's own cap stands whatever the disk says: the owner set it.
+        let big = with_spool(5 * gib);
+        assert_eq!(check_bounds(&big, &with_spool(5 * gib), Some(gib)), Ok(()));
+        // The real disk answers for a real folder.
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(spool_room(dir.path()).is_some_and(|room| room > 0));
+        assert_eq!(spool_room(&dir.path().join("missing")), None);
     }
 
     #[test]

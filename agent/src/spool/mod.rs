@@ -18,7 +18,7 @@ use ferry_shared::{SpoolId, WireError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use reader::{PendingRow, SpoolReader, SpoolStatus};
-pub use schema::FORMAT;
+pub use schema::{FILE_NAME, FORMAT};
 
 /// Records of the two classes drain and evict differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
