@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["sign"],
     &["pool"],
     &["lake", "loyalty", "hot"],
-    &["ingest", "curated"],
+    &["ingest", "curated", "enroll"],
     &["dashboard", "fleet"],
     &["dev", "openapi", "check"],
 ];

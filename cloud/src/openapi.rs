@@ -351,7 +351,8 @@ fn events() {}
         crate::fleet::DesiredView,
         crate::fleet::JobView,
         crate::fleet::RolloutView,
-        crate::fleet::api::NewRollout
+        crate::fleet::api::NewRollout,
+        crate::fleet::api::FleetAudit
     ))
 )]
 struct CloudApi;

@@ -69,11 +69,11 @@ pub struct AuditPage {
 #[utoipa::path(get, path = "/v1/fleet/audit", tag = "fleet",
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000),
            ("before" = Option<i64>, Query)),
-    responses((status = 200, body = crate::openapi::AuditDoc), (status = 400, body = ferry_shared::openapi::ErrorDoc)))]
+    responses((status = 200, body = FleetAudit), (status = 400, body = ferry_shared::openapi::ErrorDoc)))]
 pub async fn audit_log(
     State(api): State<FleetApi>,
     Query(page): Query<AuditPage>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FleetAudit>, ApiError> {
     let limit = page.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid(
@@ -89,9 +89,17 @@ pub async fn audit_log(
     let next = (entries.len() == limit as usize)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
-    Ok(Json(
-        serde_json::json!({ "entries": entries, "next_before": next }),
-    ))
+    Ok(Json(FleetAudit {
+        entries,
+        next_before: next,
+    }))
+}
+
+/// A page of the fleet's audit trail; `next_before` asks for the next.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FleetAudit {
+    pub entries: Vec<crate::loyalty::AuditEntry>,
+    pub next_before: Option<i64>,
 }
 
 fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
