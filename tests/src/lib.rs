@@ -16,6 +16,8 @@
 //!   unit's start loop with the update guard, and a second agent build to update to.
 //! - [`netns::Link`]: a veth link of the test's own into a network namespace for the agent,
 //!   to cap with a token bucket or silence (packets dropped, no RST).
+//! - [`powercut::PowerCutFs`]: a FUSE filesystem that keeps only what was fsynced when
+//!   the power is cut (LazyFS's model), for the power-cut tests.
 //! - [`oidc::Provider`]: an OpenID Connect provider (discovery, JWKS, code flow with PKCE)
 //!   with keys made at test time.
 //!
@@ -36,6 +38,7 @@ pub mod loyalty;
 pub mod netns;
 pub mod oidc;
 pub mod postgres;
+pub mod powercut;
 pub mod process;
 pub mod provisioning;
 pub mod s3;

@@ -93,6 +93,12 @@ pub const TEST: &[Prereq] = &[
         source: Source::Pip("schemathesis"),
     },
     Prereq {
+        name: "fuse3",
+        why: "the power-cut filesystem (FUSE; fusermount3 mounts it where the tests are not root)",
+        probe: Probe::AnyFile(&["/usr/bin/fusermount3", "/bin/fusermount3"]),
+        source: Source::Apt(&["fuse3"]),
+    },
+    Prereq {
         name: "strace",
         why: "the agent's fault test, which makes fsync fail",
         probe: Probe::AnyFile(&["/usr/bin/strace"]),
