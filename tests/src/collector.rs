@@ -30,6 +30,11 @@ pub struct Seen {
     pub rejects: Vec<String>,
     /// Last retained status per device.
     pub status: HashMap<String, serde_json::Value>,
+    /// The first copy of each (device, spool, seq), as JSON: a later copy that differs is a
+    /// seq used for two records, which the cloud would drop as a resend.
+    pub first_copies: HashMap<(String, String, u64), String>,
+    /// (device, seq) of every such second record.
+    pub conflicts: Vec<(String, u64)>,
 }
 
 impl Seen {
@@ -157,6 +162,19 @@ fn record(seen: &Mutex<Seen>, topic: &str, payload: &[u8]) {
             let key = (env.device.to_string(), env.spool.to_string());
             let seqs = seen.seqs.entry(key).or_default();
             seqs.extend(env.records.iter().map(|r| r.seq));
+            for r in &env.records {
+                let copy = serde_json::to_string(r).unwrap_or_default();
+                let at = (env.device.to_string(), env.spool.to_string(), r.seq);
+                match seen.first_copies.get(&at) {
+                    Some(first) if *first != copy => {
+                        seen.conflicts.push((env.device.to_string(), r.seq))
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.first_copies.insert(at, copy);
+                    }
+                }
+            }
             let records = seen.records.entry(env.device.to_string()).or_default();
             for r in env.records {
                 records.insert(r.seq, r);

@@ -138,7 +138,7 @@ const REPORTED: &str = "reported.json";
 impl DesiredStore {
     pub fn open(data_dir: &Path) -> std::io::Result<Self> {
         let dir = data_dir.join("fleet");
-        std::fs::create_dir_all(&dir)?;
+        crate::durable_file::create_dir_all(&dir)?;
         Ok(Self { dir })
     }
 

@@ -199,9 +199,14 @@ impl Spool {
 
     /// Opens or creates the spool in `data_dir`, recovering what an earlier run left.
     pub fn open(data_dir: &Path, max_bytes: u64) -> Result<(Spool, WriterThread), SpoolError> {
-        std::fs::create_dir_all(data_dir)?;
+        crate::durable_file::create_dir_all(data_dir)?;
         let path = Self::path_in(data_dir);
+        let new = !path.exists();
         let conn = schema::open_writer(&path)?;
+        if new {
+            // SQLite fsyncs the folder for its WAL, not for the database file it creates.
+            crate::durable_file::sync_dir(data_dir)?;
+        }
         let id = schema::spool_id(&conn)?;
         let readable_by = schema::readable_by(&conn)?;
         let state = writer::WriterState::load(&conn, max_bytes)?;

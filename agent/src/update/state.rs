@@ -95,8 +95,8 @@ const VERDICTS: [(&str, &str); 3] = [
 impl UpdateDir {
     pub fn open(data_dir: &Path) -> std::io::Result<Self> {
         let dir = data_dir.join("update");
-        std::fs::create_dir_all(dir.join("jobs"))?;
-        std::fs::create_dir_all(dir.join("download"))?;
+        crate::durable_file::create_dir_all(&dir.join("jobs"))?;
+        crate::durable_file::create_dir_all(&dir.join("download"))?;
         Ok(Self { dir })
     }
 

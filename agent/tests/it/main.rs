@@ -12,6 +12,7 @@ mod mtls;
 mod outage;
 mod pacing;
 mod pos_crash;
+mod power_cut;
 mod remote_config;
 mod serial;
 mod slow_clients;
