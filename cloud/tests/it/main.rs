@@ -18,6 +18,7 @@ mod loyalty_api;
 mod oidc;
 mod outage;
 mod poison;
+mod power_cut;
 mod roles;
 mod round_trip;
 mod shared_subscription;
