@@ -45,27 +45,7 @@ pub fn write(
     sync_dir(dir)
 }
 
-/// Makes renames and removals in `dir` durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all())
-}
-
-/// `create_dir_all` whose new folders are durable: each is made, then its parent fsynced.
-/// A folder made since the last fsync of its parent is gone after a power cut, and
-/// everything in it with it, however carefully each file inside was fsynced.
-pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(up) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_all(up)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => sync_dir(parent(dir)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(e),
-    }
-}
+pub use ferry_shared::durable_dir::{create_dir_all, sync_dir};
 
 /// The folder a file is in, `.` for a bare name.
 pub fn parent(path: &Path) -> &Path {

@@ -183,7 +183,7 @@ impl Db {
         if let Some(dir) = std::path::Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir)
+            ferry_shared::durable_dir::create_dir_all(dir)
                 .map_err(|e| DbError::Other(format!("creating {}: {e}", dir.display())))?;
         }
         let conn = rusqlite::Connection::open(path)?;

@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod config_env;
+pub mod durable_dir;
 pub mod envelope;
 pub mod error;
 pub mod fleet;

@@ -68,7 +68,7 @@ impl Lease {
             what: format!("{what} {}/.lease", dir.display()),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
+        ferry_shared::durable_dir::create_dir_all(dir).map_err(|e| io("creating", e))?;
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -41,7 +41,7 @@ impl Lake {
             .map_err(|e| CompactError::Config(e.to_string()))?
         {
             LakeRoot::Local(dir) => {
-                std::fs::create_dir_all(&dir).map_err(|e| CompactError::Io {
+                ferry_shared::durable_dir::create_dir_all(&dir).map_err(|e| CompactError::Io {
                     what: format!("creating the lake folder {}", dir.display()),
                     source: e,
                 })?;

@@ -166,7 +166,7 @@ fn now() -> String {
 
 impl FleetStore {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
+        ferry_shared::durable_dir::create_dir_all(data_dir)?;
         let conn = Connection::open(data_dir.join("fleet.db"))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = wal", [], |r| r.get(0))?;
         anyhow::ensure!(

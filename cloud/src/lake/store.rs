@@ -160,7 +160,7 @@ fn put_local(root: &Path, key: &str, bytes: &[u8]) -> Result<PutOutcome, StoreEr
         source,
     };
     let dir = path.parent().unwrap_or(root);
-    std::fs::create_dir_all(dir).map_err(err)?;
+    ferry_shared::durable_dir::create_dir_all(dir).map_err(err)?;
     if path.exists() {
         return Ok(PutOutcome::AlreadyThere);
     }
@@ -255,7 +255,7 @@ mod tests {
     fn temporaries_are_removed_on_failure_and_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let part = dir.path().join("raw/type=reading/dt=2026-11-22/hour=09");
-        std::fs::create_dir_all(&part).expect("dir");
+        ferry_shared::durable_dir::create_dir_all(&part).expect("dir");
         // A crash's leftover, found at start.
         std::fs::write(part.join(".tmp-01LEFTOVER"), b"half").expect("write");
         sweep_temporaries(dir.path());

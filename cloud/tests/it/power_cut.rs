@@ -107,3 +107,84 @@ fn power_cuts_keep_every_applied_transaction_once() {
     );
     core.proc.terminate();
 }
+
+/// Power cuts under the ingest: its journal and a folder lake on the power-cut filesystem,
+/// cut four times while devices publish (and resend, as agents do after a reconnect).
+/// Mosquitto keeps the ingest's persistent session, so what the ingest had not yet
+/// acknowledged comes again; what it had acknowledged must be in the lake. Every record
+/// the devices published lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cuts_under_the_ingest_lose_and_duplicate_nothing() {
+    use ferry_tests::devices::{fleet, publish_all};
+    let _serial = crate::one_at_a_time().await;
+    let mut fs = PowerCutFs::mount();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The config and log stay on a real disk; the ingest's data folder is the cut one.
+    std::fs::create_dir(fs.join("data")).expect("data folder");
+    std::os::unix::fs::symlink(fs.join("data"), dir.path().join("data")).expect("symlink");
+    let lake = fs.join("lake");
+    let broker = ferry_tests::broker::Mosquitto::start();
+    let mut ingest = crate::ingest(
+        dir.path(),
+        broker.port,
+        crate::Lake::Folder(&lake),
+        "flush_bytes = 16384",
+    );
+    // The folders made here must outlive the first cut, as a package's would.
+    for d in [fs.path().to_owned(), fs.join("data")] {
+        std::fs::File::open(&d)
+            .and_then(|f| f.sync_all())
+            .expect("fsync");
+    }
+    ingest.proc.start();
+    ingest.wait_subscribed().await;
+
+    let (expected, rounds): (std::collections::BTreeMap<_, _>, Vec<_>) = (0..6)
+        .map(|d| {
+            let (messages, expected) = fleet(&format!("ws-cut-{d}"), 1, 3_000, 100);
+            (expected.into_iter().next().expect("one device"), messages)
+        })
+        .unzip();
+    let port = broker.port;
+    let publisher = tokio::spawn(async move {
+        // Ten waves over each device's messages, each resending the last half of the one
+        // before.
+        for wave in 0..10usize {
+            let batch: Vec<_> = rounds
+                .iter()
+                .flat_map(|m| {
+                    let step = m.len().div_ceil(10);
+                    m.iter()
+                        .skip((wave * step).saturating_sub(step / 2))
+                        .take(step + step / 2)
+                        .cloned()
+                })
+                .collect();
+            publish_all(port, "cut-devices", &batch).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    for cut in 1..=CUTS {
+        let wait = rand::rng().random_range(400..1200);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let report = fs.cut();
+        ingest.proc.kill9();
+        fs.remount();
+        ingest.proc.start();
+        println!(
+            "ingest cut {cut}: {} records in the lake; the cut reverted {} files and {} folders, lost {} entries",
+            ferry_tests::lake::record_ids(&ingest.lake()).len(),
+            report.files_reverted,
+            report.dirs_reverted,
+            report.nodes_lost
+        );
+    }
+    publisher.await.expect("publisher");
+    ingest
+        .wait_for_records(18_000, Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    crate::assert_exactly_once(&ingest.lake(), &expected);
+    println!("{CUTS} power cuts under the ingest: 18000 records, each in the lake once");
+    assert_eq!(ingest.proc.terminate(), Some(0), "{}", ingest.proc.log());
+}

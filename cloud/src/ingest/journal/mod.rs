@@ -61,7 +61,7 @@ pub struct Journal {
 
 impl Journal {
     pub fn open(dir: &Path, queues: Queues) -> Result<Self, JournalError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        ferry_shared::durable_dir::create_dir_all(dir).map_err(|e| {
             rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
                 Some(format!("{}: {e}", dir.display())),
