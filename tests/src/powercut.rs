@@ -188,6 +188,22 @@ impl State {
         Ok(ino)
     }
 
+    /// A new file or folder in `parent`, for `mkdir` and `create`.
+    fn make(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        content: Content,
+        mode: u32,
+    ) -> Result<FileAttr, i32> {
+        up(self)?;
+        let perm = u16::try_from(mode & 0o7777).unwrap_or(0o600);
+        let ino = self.add(parent, name, content, perm, req)?;
+        self.touch(parent);
+        self.attr(ino).ok_or(ENOENT)
+    }
+
     fn touch(&mut self, ino: u64) {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.mtime = SystemTime::now();
@@ -335,19 +351,11 @@ impl Filesystem for Fs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut s = self.state();
         let dir = Content::Dir {
             live: BTreeMap::new(),
             durable: BTreeMap::new(),
         };
-        let perm = u16::try_from(mode & !umask & 0o7777).unwrap_or(0o755);
-        let made = up(&s)
-            .and_then(|()| s.add(parent, name, dir, perm, req))
-            .and_then(|ino| {
-                s.touch(parent);
-                s.attr(ino).ok_or(ENOENT)
-            });
-        match made {
+        match self.state().make(req, parent, name, dir, mode & !umask) {
             Ok(attr) => reply.entry(&TTL, &attr, 0),
             Err(e) => reply.error(e),
         }
@@ -363,20 +371,12 @@ impl Filesystem for Fs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut s = self.state();
         let file = Content::File {
             live: Vec::new(),
             durable: Vec::new(),
             dirty: false,
         };
-        let perm = u16::try_from(mode & !umask & 0o7777).unwrap_or(0o644);
-        let made = up(&s)
-            .and_then(|()| s.add(parent, name, file, perm, req))
-            .and_then(|ino| {
-                s.touch(parent);
-                s.attr(ino).ok_or(ENOENT)
-            });
-        match made {
+        match self.state().make(req, parent, name, file, mode & !umask) {
             Ok(attr) => reply.created(&TTL, &attr, 0, 0, 0),
             Err(e) => reply.error(e),
         }

@@ -94,18 +94,10 @@ pub fn audit_log(
         "SELECT id, at, who, role, action, target, detail, request_id FROM audit
          WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
     )?
-    .query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
-        Ok(AuditEntry {
-            id: r.get(0)?,
-            at: r.get(1)?,
-            who: r.get(2)?,
-            role: r.get(3)?,
-            action: r.get(4)?,
-            target: r.get(5)?,
-            detail: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or(Value::Null),
-            request_id: r.get(7)?,
-        })
-    })?
+    .query_map(
+        params![before.unwrap_or(i64::MAX), limit],
+        AuditEntry::from_sqlite,
+    )?
     .collect()
 }
 

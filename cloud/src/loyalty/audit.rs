@@ -23,6 +23,24 @@ pub struct AuditEntry {
     pub request_id: String,
 }
 
+impl AuditEntry {
+    /// A row of `COLUMNS`, from SQLite: the ledger's audit table, and the fleet's in
+    /// `fleet.db`, which has the same columns.
+    pub fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            who: r.get(2)?,
+            role: r.get(3)?,
+            action: r.get(4)?,
+            target: r.get(5)?,
+            detail: serde_json::from_str(&r.get::<_, String>(6)?)
+                .unwrap_or(serde_json::Value::Null),
+            request_id: r.get(7)?,
+        })
+    }
+}
+
 /// A write to record, as its caller knows it.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
@@ -90,18 +108,7 @@ impl Ledger {
         Ok(match self {
             Self::Sqlite(c) => c
                 .prepare_cached(&sql)?
-                .query_map(rusqlite::params![before, limit], |r| {
-                    Ok(AuditEntry {
-                        id: r.get(0)?,
-                        at: r.get(1)?,
-                        who: r.get(2)?,
-                        role: r.get(3)?,
-                        action: r.get(4)?,
-                        target: r.get(5)?,
-                        detail: parse(r.get(6)?),
-                        request_id: r.get(7)?,
-                    })
-                })?
+                .query_map(rusqlite::params![before, limit], AuditEntry::from_sqlite)?
                 .collect::<Result<_, _>>()?,
             Self::Postgres(c, _) => c
                 .query(&sql, &[&before, &limit])?
