@@ -212,3 +212,75 @@ fn a_power_cut_at_any_step_of_the_swap_leaves_a_binary_that_runs() {
     }
     println!("20 power cuts during the swap: {outcomes:?}");
 }
+
+/// The desired configuration and its answer (`fleet/desired.json`, `fleet/reported.json`)
+/// under power cuts: written over and over while the power is cut after a random delay,
+/// ten times. After each remount both files are whole or absent, and the answer is never
+/// for a newer document than the one kept (the document is written first).
+#[test]
+fn a_power_cut_leaves_the_desired_document_and_its_answer_whole_and_in_order() {
+    use ferry_agent::fleet::desired::DesiredStore;
+    use ferry_shared::fleet::{DesiredConfig, ReportedConfig};
+    let mut rng = rand::rng();
+    let mut kept = Vec::new();
+    for round in 0..10 {
+        let mut fs = PowerCutFs::mount();
+        let data = fs.join("data");
+        let delay = Duration::from_micros(rng.random_range(1_000..40_000));
+        // The last version whose write returned: what the device would have answered.
+        let done = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let Ok(store) = DesiredStore::open(&data) else {
+                    return;
+                };
+                for version in 1.. {
+                    let desired = DesiredConfig {
+                        version,
+                        config: serde_json::from_value(
+                            serde_json::json!({"log_level": format!("info,v{version}=debug")}),
+                        )
+                        .expect("config"),
+                    };
+                    let answer = ReportedConfig {
+                        version,
+                        applied_at: Some("2026-12-07T00:00:00Z".into()),
+                        error: None,
+                    };
+                    if store.applied(&desired, &answer).is_err() {
+                        return;
+                    }
+                    done.store(version, Ordering::SeqCst);
+                }
+            });
+            std::thread::sleep(delay);
+            fs.cut();
+        });
+        fs.remount();
+        for name in ["desired.json", "reported.json"] {
+            if let Ok(bytes) = std::fs::read(data.join("fleet").join(name)) {
+                assert!(
+                    serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(),
+                    "round {round}: {name} is torn: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+        let done = done.load(Ordering::SeqCst);
+        let store = DesiredStore::open(&data).expect("the store after the cut");
+        let desired = store.desired().map_or(0, |d| d.version);
+        let reported = store.reported().map_or(0, |r| r.version);
+        assert!(
+            reported <= desired,
+            "round {round}: the answer {reported} is for a newer document than the kept {desired}"
+        );
+        assert!(
+            reported >= done,
+            "round {round}: version {done} was written and answered, {reported} survived"
+        );
+        kept.push((done, desired, reported));
+    }
+    println!(
+        "10 power cuts while the desired document is rewritten: (written, kept, answered) {kept:?}"
+    );
+}
