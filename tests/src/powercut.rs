@@ -204,6 +204,30 @@ impl State {
         self.attr(ino).ok_or(ENOENT)
     }
 
+    /// An fsync of a file or a folder: what processes see of it becomes what a cut leaves.
+    fn sync(&mut self, ino: u64) -> Result<(), i32> {
+        up(self)?;
+        self.fsyncs += 1;
+        match self.nodes.get_mut(&ino).map(|n| &mut n.content) {
+            Some(Content::File {
+                live,
+                durable,
+                dirty,
+            }) => {
+                if *dirty {
+                    durable.clone_from(live);
+                    *dirty = false;
+                }
+                Ok(())
+            }
+            Some(Content::Dir { live, durable }) => {
+                durable.clone_from(live);
+                Ok(())
+            }
+            None => Err(ENOENT),
+        }
+    }
+
     fn touch(&mut self, ino: u64) {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.mtime = SystemTime::now();
@@ -573,29 +597,7 @@ impl Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut s = self.state();
-        let done = up(&s).and_then(|()| {
-            s.fsyncs += 1;
-            match s.nodes.get_mut(&ino).map(|n| &mut n.content) {
-                Some(Content::File {
-                    live,
-                    durable,
-                    dirty,
-                }) => {
-                    if *dirty {
-                        durable.clone_from(live);
-                        *dirty = false;
-                    }
-                    Ok(())
-                }
-                // fsync on a folder's descriptor comes as fsyncdir; this is not one.
-                Some(Content::Dir { live, durable }) => {
-                    durable.clone_from(live);
-                    Ok(())
-                }
-                None => Err(ENOENT),
-            }
-        });
+        let done = self.state().sync(ino);
         match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -648,17 +650,10 @@ impl Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         let mut s = self.state();
-        let done = up(&s).and_then(|()| {
-            s.fsyncs += 1;
-            match s.nodes.get_mut(&ino).map(|n| &mut n.content) {
-                Some(Content::Dir { live, durable }) => {
-                    durable.clone_from(live);
-                    Ok(())
-                }
-                Some(Content::File { .. }) => Err(ENOTDIR),
-                None => Err(ENOENT),
-            }
-        });
+        let done = match s.nodes.get(&ino).map(|n| &n.content) {
+            Some(Content::File { .. }) if !s.down => Err(ENOTDIR),
+            _ => s.sync(ino),
+        };
         match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
