@@ -49,6 +49,17 @@ pub struct AgentConfig {
     pub log_level: String,
     #[serde(default)]
     pub update: UpdateConfig,
+    #[serde(default)]
+    pub clock: ClockConfig,
+}
+
+/// `[clock]` (README: clocks): what says the wall clock can be believed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// `auto`, `kernel`, `build_time` or `file:/absolute/path`.
+    #[serde(default)]
+    pub synced_by: crate::clock::SyncedBy,
 }
 
 /// `[update]` (README: updates): signed binaries from the cloud's rollouts.

@@ -5,6 +5,7 @@
 
 pub mod cards;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod durable_file;
 pub mod enroll;
@@ -80,6 +81,7 @@ async fn run_pipeline(
     file: &ConfigFile,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<Action>> {
+    clock::configure(&cfg.clock.synced_by);
     let (spool, writer) = Spool::open(&cfg.data_dir, cfg.spool.max_bytes)
         .with_context(|| format!("opening the spool in {}", cfg.data_dir.display()))?;
     let status = spool.status();

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::ClockStatus;
 use crate::config::AgentConfig;
 use crate::spool::{Spool, SpoolError, SpoolReader, SpoolStatus};
 
@@ -19,11 +20,15 @@ pub struct AgentStatus {
     /// When that was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link_measured_at: Option<String>,
+    /// Whether `run` believes the wall clock, and what it flagged; absent before `run`
+    /// first said.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockStatus>,
 }
 
 impl AgentStatus {
-    pub fn new(device_id: String, spool: SpoolStatus, link: Option<LinkStatus>) -> Self {
-        let (link_bytes_per_s, link_measured_at) = match link {
+    pub fn new(device_id: String, spool: SpoolStatus, run: RunStatus) -> Self {
+        let (link_bytes_per_s, link_measured_at) = match run.link {
             Some(l) => (Some(l.link_bytes_per_s), Some(l.link_measured_at)),
             None => (None, None),
         };
@@ -32,21 +37,18 @@ impl AgentStatus {
             spool,
             link_bytes_per_s,
             link_measured_at,
+            clock: run.clock,
         }
     }
 }
 
-/// `{data_dir}/link.json`: the uplink's measure of the link, written with each status
-/// message for `status` to read. A hint for people, not state: it is written without an
-/// fsync, and a missing or torn file reads as no measure.
+/// What the uplink measured of the link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkStatus {
     /// Payload bytes per second the broker acknowledged, at best over the last seconds.
     pub link_bytes_per_s: u64,
     pub link_measured_at: String,
 }
-
-const LINK_FILE: &str = "link.json";
 
 impl LinkStatus {
     pub fn measured(bytes_per_s: u64) -> Self {
@@ -55,22 +57,45 @@ impl LinkStatus {
             link_measured_at: ferry_shared::Timestamp::now().to_string(),
         }
     }
+}
 
-    /// Replaces the file whole (a rename), so a reader never sees half of it.
-    pub fn save(&self, data_dir: &Path) {
-        let tmp = data_dir.join("link.json.tmp");
-        let written = serde_json::to_vec(self)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, data_dir.join(LINK_FILE)));
-        if let Err(e) = written {
-            tracing::debug!(error = %e, "link measure not saved");
+/// `{data_dir}/run.json`: what `run` knows that the spool does not hold, written with each
+/// status message for `status` to read. A hint for people, not state: it is written
+/// without an fsync, and a missing or torn file reads as nothing known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub link: Option<LinkStatus>,
+    pub clock: Option<ClockStatus>,
+}
+
+const RUN_FILE: &str = "run.json";
+
+impl RunStatus {
+    /// This process's figures, with the link's measure when there is one.
+    pub fn now(link_bytes_per_s: Option<u64>) -> Self {
+        Self {
+            link: link_bytes_per_s.map(LinkStatus::measured),
+            clock: Some(crate::clock::status()),
         }
     }
 
-    pub fn load(data_dir: &Path) -> Option<Self> {
-        let bytes = std::fs::read(data_dir.join(LINK_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    /// Replaces the file whole (a rename), so a reader never sees half of it.
+    pub fn save(&self, data_dir: &Path) {
+        let tmp = data_dir.join("run.json.tmp");
+        let written = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, data_dir.join(RUN_FILE)));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "run status not saved");
+        }
+    }
+
+    pub fn load(data_dir: &Path) -> Self {
+        std::fs::read(data_dir.join(RUN_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -79,6 +104,6 @@ pub fn read(cfg: &AgentConfig) -> Result<AgentStatus, SpoolError> {
     Ok(AgentStatus::new(
         cfg.device_id.to_string(),
         reader.status()?,
-        LinkStatus::load(&cfg.data_dir),
+        RunStatus::load(&cfg.data_dir),
     ))
 }

@@ -41,6 +41,7 @@ fn hour_of(devices: &[String], start: i64, hour: i64) -> Vec<HotItem> {
                 spool: "bench".into(),
                 seq: second as u64 + 1,
                 ts_ms: start + second * 1000,
+                ts_suspect: false,
                 metrics: [("temperature_c".to_owned(), value)].into(),
             });
         }

@@ -14,6 +14,9 @@ use crate::time::Timestamp;
 pub struct Record {
     pub seq: u64,
     pub ts: Timestamp,
+    /// The device's clock was not yet believable when it stamped `ts` (README: clocks).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ts_suspect: bool,
     #[serde(flatten)]
     pub body: RecordBody,
 }
@@ -22,6 +25,8 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unsequenced {
     pub ts: Timestamp,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ts_suspect: bool,
     #[serde(flatten)]
     pub body: RecordBody,
 }
@@ -207,7 +212,17 @@ impl Txn {
 
 impl Unsequenced {
     pub fn new(ts: Timestamp, body: RecordBody) -> Self {
-        Self { ts, body }
+        Self {
+            ts,
+            ts_suspect: false,
+            body,
+        }
+    }
+
+    /// Flagged `ts_suspect` when `suspect`: stamped by a clock not yet believable.
+    pub fn suspect(mut self, suspect: bool) -> Self {
+        self.ts_suspect = suspect;
+        self
     }
 
     /// Validates and serialises the record for the spool: `{"ts":..,"type":..,..}`.
@@ -224,6 +239,10 @@ impl Unsequenced {
         }
         Ok(json)
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 fn text(field: &str, value: &str) -> Result<(), WireError> {

@@ -99,6 +99,15 @@ pub const TEST: &[Prereq] = &[
         source: Source::Apt(&["fuse3"]),
     },
     Prereq {
+        name: "libfaketime",
+        why: "the agent's clock test, whose wall clock starts in 1970 and steps while it runs",
+        probe: Probe::AnyFile(&[
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        ]),
+        source: Source::Apt(&["faketime"]),
+    },
+    Prereq {
         name: "strace",
         why: "the agent's fault test, which makes fsync fail",
         probe: Probe::AnyFile(&["/usr/bin/strace"]),

@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::{ApiError, PosState};
 use crate::spool::{SpoolReader, SpoolStatus};
-use crate::status::{AgentStatus, LinkStatus};
+use crate::status::{AgentStatus, RunStatus};
 
 async fn spool_status(state: &PosState) -> Result<SpoolStatus, ApiError> {
     state.read(SpoolReader::status).await
@@ -22,7 +22,7 @@ pub async fn status(State(state): State<PosState>) -> Result<Json<AgentStatus>, 
     Ok(Json(AgentStatus::new(
         state.device.to_string(),
         spool,
-        (rate > 0).then(|| LinkStatus::measured(rate)),
+        RunStatus::now((rate > 0).then_some(rate)),
     )))
 }
 
@@ -89,6 +89,19 @@ pub async fn prometheus(State(state): State<PosState>) -> Result<String, ApiErro
         "Payload bytes per second the link carries, as measured from PUBACKs (0 until measured).",
         "gauge",
         u.link_bytes_per_s.load(Ordering::Relaxed) as f64,
+    );
+    let clock = crate::clock::status();
+    gauge(
+        "ferry_clock_synced",
+        "1 once the wall clock is believed (clock.synced_by), 0 before.",
+        "gauge",
+        f64::from(u8::from(clock.clock_synced)),
+    );
+    gauge(
+        "ferry_records_ts_suspect_total",
+        "Records stamped while the wall clock was not believed, flagged ts_suspect.",
+        "counter",
+        clock.ts_suspect_total as f64,
     );
     let src = &state.sources;
     for (name, help, counter) in [

@@ -4,8 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
-use ferry_shared::record::Unsequenced;
-use ferry_shared::{RecordBody, Timestamp, TxId, Txn, TxnOp, rules};
+use ferry_shared::{RecordBody, TxId, Txn, TxnOp, rules};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, PosState, cards};
@@ -116,7 +115,7 @@ pub async fn submit(
     } else {
         None
     };
-    let record = NewRecord::new(&Unsequenced::new(Timestamp::now(), RecordBody::Txn(txn)))
+    let record = NewRecord::new(&crate::clock::record(RecordBody::Txn(txn)))
         .map_err(|e| ApiError::invalid(e.reason_code(), e.to_string()))?;
 
     let stored = match keyed {

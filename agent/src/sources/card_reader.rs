@@ -84,20 +84,14 @@ impl LineHandler for CardLines {
             return Ok(Vec::new());
         }
         SourceMetrics::bump(&self.metrics.scans);
-        let mut records = vec![Unsequenced::new(
-            at.ts,
-            RecordBody::Scan {
-                reader: self.reader.clone(),
-                card: card.to_owned(),
-            },
-        )];
+        let mut records = vec![at.record(RecordBody::Scan {
+            reader: self.reader.clone(),
+            card: card.to_owned(),
+        })];
         if let Some(rule) = &self.on_scan {
             let tx_id = TxId::new(format!("{}:{}", self.device, ulid::Ulid::new()))
                 .map_err(|_| "invalid_tx_id")?;
-            records.push(Unsequenced::new(
-                at.ts,
-                RecordBody::Txn(rule.txn(tx_id, card)),
-            ));
+            records.push(at.record(RecordBody::Txn(rule.txn(tx_id, card))));
         }
         Ok(records)
     }
@@ -153,7 +147,7 @@ mod tests {
 
     fn at(t0: Instant, ms: u64) -> Received {
         Received {
-            ts: ferry_shared::Timestamp::now(),
+            ts: (ferry_shared::Timestamp::now(), false),
             instant: t0 + Duration::from_millis(ms),
         }
     }

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ferry_shared::RecordBody;
 use ferry_shared::record::Unsequenced;
-use ferry_shared::{RecordBody, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -112,7 +112,7 @@ impl<H: LineHandler> LineSource<H> {
 
 /// A record of something that happens now.
 fn stamped_now(body: RecordBody) -> Unsequenced {
-    Unsequenced::new(Timestamp::now(), body)
+    crate::clock::record(body)
 }
 
 /// Appends `bodies` and empties it. A refused append (a full spool, a failed commit) is

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ferry_shared::Timestamp;
+use ferry_shared::record::Unsequenced;
+use ferry_shared::{RecordBody, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -44,16 +45,22 @@ impl PortSpec {
 /// When a line arrived: the wall clock for its record, the monotonic clock for filters.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
-    pub ts: Timestamp,
+    /// The wall clock's stamp, and whether it cannot be believed yet ([`crate::clock`]).
+    pub ts: (Timestamp, bool),
     pub instant: Instant,
 }
 
 impl Received {
     pub fn now() -> Self {
         Self {
-            ts: Timestamp::now(),
+            ts: crate::clock::stamp(),
             instant: Instant::now(),
         }
+    }
+
+    /// A record of what arrived then.
+    pub fn record(&self, body: RecordBody) -> Unsequenced {
+        crate::clock::stamped(self.ts, body)
     }
 }
 

@@ -45,12 +45,9 @@ impl LineHandler for SensorLines {
             None => metrics,
         };
         SourceMetrics::bump(&self.metrics.readings);
-        Ok(vec![Unsequenced::new(
-            at.ts,
-            RecordBody::Reading {
-                sensor: self.sensor.clone(),
-                metrics,
-            },
-        )])
+        Ok(vec![at.record(RecordBody::Reading {
+            sensor: self.sensor.clone(),
+            metrics,
+        })])
     }
 }

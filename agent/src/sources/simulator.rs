@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use ferry_shared::record::Unsequenced;
-use ferry_shared::{DeviceId, RecordBody, Timestamp, TxId, Txn, TxnOp};
+use ferry_shared::{DeviceId, RecordBody, TxId, Txn, TxnOp};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -100,7 +99,7 @@ impl Simulator {
             SimulatorProfile::Weather => weather(n),
             SimulatorProfile::Pos => RecordBody::Txn(self.sale(n)?),
         };
-        Ok(NewRecord::new(&Unsequenced::new(Timestamp::now(), body))?)
+        Ok(NewRecord::new(&crate::clock::record(body))?)
     }
 
     /// The `n`th till transaction. Every third is the regular [`REGULAR`] (the first one

@@ -76,6 +76,9 @@ struct StatusMessage<'a> {
     link_bytes_per_s: Option<u64>,
     #[serde(flatten)]
     spool: Option<crate::spool::SpoolStatus>,
+    /// Absent in the will.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    clock: Option<crate::clock::ClockStatus>,
 }
 
 impl<'a> StatusMessage<'a> {
@@ -86,6 +89,7 @@ impl<'a> StatusMessage<'a> {
             agent_version: crate::VERSION,
             at: online.then(|| ferry_shared::Timestamp::now().to_string()),
             link_bytes_per_s: None,
+            clock: online.then(crate::clock::status),
             spool,
         }
     }
@@ -399,8 +403,8 @@ impl Uplink {
         let figures = Some(self.spool.status());
         let mut message = StatusMessage::new(online, self.cfg.device_id.as_str(), figures);
         message.link_bytes_per_s = self.link.rate().map(|r| r as u64);
-        if let Some(rate) = message.link_bytes_per_s {
-            crate::status::LinkStatus::measured(rate).save(&self.cfg.data_dir);
+        if online {
+            crate::status::RunStatus::now(message.link_bytes_per_s).save(&self.cfg.data_dir);
         }
         let payload = message.to_vec();
         match self

@@ -2,6 +2,7 @@
 //! One test binary (to keep link time low); one module per behaviour.
 
 mod check;
+mod clock;
 mod crash;
 mod enroll;
 mod faults;

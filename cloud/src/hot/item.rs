@@ -14,6 +14,9 @@ pub enum HotItem {
         spool: String,
         seq: u64,
         ts_ms: i64,
+        /// The lake line says `ts_suspect`: kept in the lake, moving no state.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ts_suspect: bool,
         metrics: BTreeMap<String, f64>,
     },
     /// A message on the device's `status` topic.

@@ -50,7 +50,8 @@ pub struct WriteOutcome {
     pub duplicates: u64,
     /// Metric values older than the raw retention, left to the lake.
     pub too_old: u64,
-    /// Metric values stamped before 2000 or over a day ahead of the cloud's clock: the lake
+    /// Metric values stamped before 2000, over a day ahead of the cloud's clock, or by a
+    /// device whose clock was not yet synchronised (it flags them `ts_suspect`): the lake
     /// keeps them, but they move no latest value, rollup or alarm (a device whose clock
     /// says 2999 would otherwise freeze its series).
     pub ts_suspect: u64,
@@ -118,10 +119,11 @@ impl HotStore {
                         spool,
                         seq,
                         ts_ms,
+                        ts_suspect,
                         metrics,
                     } => {
                         for (metric, value) in metrics {
-                            if !ts_drives_state(*ts_ms, now_ms) {
+                            if *ts_suspect || !ts_drives_state(*ts_ms, now_ms) {
                                 outcome.ts_suspect += 1;
                                 continue;
                             }

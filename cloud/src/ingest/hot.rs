@@ -45,6 +45,8 @@ enum Entry {
         spool: String,
         seq: u64,
         ts: Timestamp,
+        #[serde(default)]
+        ts_suspect: bool,
         metrics: BTreeMap<String, f64>,
     },
 }
@@ -58,12 +60,14 @@ impl From<Entry> for HotItem {
                 spool,
                 seq,
                 ts,
+                ts_suspect,
                 metrics,
             } => HotItem::Reading {
                 device,
                 spool,
                 seq,
                 ts_ms: ts.unix_millis(),
+                ts_suspect,
                 metrics,
             },
         }
@@ -222,8 +226,23 @@ mod tests {
                 spool: "S1".into(),
                 seq: 7,
                 ts_ms: want_ts,
+                ts_suspect: false,
                 metrics: [("temperature_c".to_owned(), 21.5)].into(),
             }
+        );
+        let flagged = line.replace(r#""type""#, r#""ts_suspect":true,"type""#);
+        let item: HotItem = serde_json::from_str::<Entry>(&flagged)
+            .expect("a flagged line")
+            .into();
+        assert!(
+            matches!(
+                item,
+                HotItem::Reading {
+                    ts_suspect: true,
+                    ..
+                }
+            ),
+            "{item:?}"
         );
         let seen = HotItem::Seen {
             device: "pos-1".into(),

@@ -2,8 +2,9 @@
 //!
 //! - A record: its own fields plus `device`, `spool` and `received_at`, under
 //!   `raw/type={type}/dt={date}/hour={hour}`, from its `ts` in UTC. A `ts` before 2020 or
-//!   more than 24 h ahead of arrival is partitioned by `received_at` instead and the line
-//!   says `"ts_suspect": true`.
+//!   more than 24 h ahead of arrival, or one the device flagged `ts_suspect` (its clock
+//!   not yet synchronised), is partitioned by `received_at` instead and the line says
+//!   `"ts_suspect": true`, once.
 //! - A rejected payload: `{"received_at", "topic", "reason", "payload_b64"}` under
 //!   `errors/dt={date}`.
 
@@ -39,7 +40,10 @@ pub fn record_line(
     received: Timestamp,
 ) -> Result<Line, serde_json::Error> {
     let ts = record.ts.datetime();
-    let suspect = ts < earliest_plausible() || ts > received.datetime() + Duration::hours(24);
+    // The device's own flag (its clock not yet synchronised) or the receiver's rule.
+    let suspect = record.ts_suspect
+        || ts < earliest_plausible()
+        || ts > received.datetime() + Duration::hours(24);
     let when = if suspect { received.datetime() } else { ts };
     // The record's own JSON with the arrival fields spliced in before its closing brace:
     // no intermediate map, which is most of the ingest's CPU otherwise.
@@ -56,7 +60,8 @@ pub fn record_line(
     text.push_str(",\"received_at\":\"");
     text.push_str(&received.to_string());
     text.push('"');
-    if suspect {
+    // A record the device flagged carries the field already.
+    if suspect && !record.ts_suspect {
         text.push_str(",\"ts_suspect\":true");
     }
     text.push_str("}\n");
@@ -100,6 +105,7 @@ mod tests {
         Record {
             seq: 7,
             ts: Timestamp::parse(ts).expect("ts"),
+            ts_suspect: false,
             body: RecordBody::Reading {
                 sensor: "bme280".into(),
                 metrics: [("t".to_owned(), 21.5)].into(),
@@ -157,6 +163,21 @@ mod tests {
             assert_eq!(v["metrics"]["t"], 21.5);
             assert_eq!(v["received_at"], "2026-11-22T10:00:00.000Z");
         }
+    }
+
+    #[test]
+    fn a_record_the_device_flagged_is_partitioned_by_arrival_and_flagged_once() {
+        let device = DeviceId::new("ws-1").expect("id");
+        let spool = SpoolId::new("01JD3W6Q3X8F2M7C9K4N5P6R8T").expect("spool");
+        let received = Timestamp::parse("2026-11-22T10:00:00.000Z").expect("ts");
+        let mut record = reading("2026-11-21T09:00:00.000Z");
+        record.ts_suspect = true;
+        let line = record_line(&device, &spool, &record, received).expect("line");
+        assert_eq!(line.partition, "raw/type=reading/dt=2026-11-22/hour=10");
+        assert_eq!(line.text.matches("ts_suspect").count(), 1, "{}", line.text);
+        let v: Value = serde_json::from_str(&line.text).expect("json");
+        assert_eq!(v["ts_suspect"], true);
+        assert_eq!(v["ts"], "2026-11-21T09:00:00.000Z");
     }
 
     #[test]

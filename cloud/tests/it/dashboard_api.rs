@@ -32,6 +32,7 @@ fn reading(device: &str, seq: u64, ts_ms: i64, metrics: &[(&str, f64)]) -> HotIt
         spool: "01JD3W6Q3X8F2M7C9K4N5P6R8T".into(),
         seq,
         ts_ms,
+        ts_suspect: false,
         metrics: metrics.iter().map(|(m, v)| ((*m).to_owned(), *v)).collect(),
     }
 }

@@ -192,6 +192,7 @@ fn a_batch_with_resends_stores_and_counts_only_the_new_readings() {
         spool: "sp".into(),
         seq,
         ts_ms: minute + seq as i64 * 100,
+        ts_suspect: false,
         metrics: [("temperature_c".to_owned(), seq as f64)].into(),
     };
     for url in [pg.database("resends"), sqlite] {
@@ -216,6 +217,18 @@ fn a_batch_with_resends_stores_and_counts_only_the_new_readings() {
         };
         assert_eq!(count, [15], "{url}: each reading counted once");
         assert_eq!(avg, [8.0], "{url}");
+        let mut flagged = reading(16);
+        if let HotItem::Reading { ts_suspect, .. } = &mut flagged {
+            *ts_suspect = true;
+        }
+        let out = hot
+            .write(&[flagged], &[], 86_400_000, now)
+            .expect("flagged");
+        assert_eq!(
+            (out.stored, out.ts_suspect),
+            (0, 1),
+            "{url}: a reading its device flagged ts_suspect moves no state"
+        );
     }
 }
 
