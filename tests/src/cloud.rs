@@ -25,6 +25,9 @@ pub struct Ingest {
     pub http_port: u16,
     /// Where the objects can be read back as files.
     pub objects: PathBuf,
+    bin: PathBuf,
+    config: PathBuf,
+    dir: PathBuf,
 }
 
 /// An ingest on `broker_port`; `lake_extra` lines go into `[lake]`.
@@ -64,9 +67,9 @@ pub fn ingest_with(
          [http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n{sections}",
         data = dir.join("data").display(),
     );
-    let path = dir.join("cloud.toml");
-    std::fs::write(&path, config).expect("writing cloud config");
-    let path = path.to_string_lossy().into_owned();
+    let config_path = dir.join("cloud.toml");
+    std::fs::write(&config_path, config).expect("writing cloud config");
+    let path = config_path.to_string_lossy().into_owned();
     let mut proc = Proc::new(bin, &["ingest", "--config", &path], dir.join("ingest.log"));
     for (k, v) in env {
         proc.env(k, v);
@@ -75,10 +78,30 @@ pub fn ingest_with(
         proc,
         http_port,
         objects,
+        bin: bin.to_owned(),
+        config: config_path,
+        dir: dir.to_owned(),
     }
 }
 
 impl Ingest {
+    /// The same ingest, not yet started, run by `prefix` (`ip netns exec NS`,
+    /// [`crate::netns::Link`]) and reaching the broker at `host` instead of 127.0.0.1. Its
+    /// HTTP port is then inside the namespace: read the lake, not the metrics.
+    pub fn behind(mut self, prefix: &[String], host: &str) -> Self {
+        let text = std::fs::read_to_string(&self.config).expect("reading cloud config");
+        let text = text.replacen("mqtt://127.0.0.1:", &format!("mqtt://{host}:"), 1);
+        std::fs::write(&self.config, text).expect("writing cloud config");
+        let (program, first) = prefix.split_first().expect("a command prefix");
+        let mut args: Vec<String> = first.to_vec();
+        args.push(self.bin.display().to_string());
+        args.extend(["ingest", "--config"].map(String::from));
+        args.push(self.config.display().to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.proc = Proc::new(program, &args, self.dir.join("ingest.log"));
+        self
+    }
+
     pub fn metrics(&self) -> String {
         match request(self.http_port, "GET", "/metrics", "", "") {
             Ok((200, body)) => body,

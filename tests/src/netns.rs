@@ -11,6 +11,8 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::broker::Mosquitto;
+
 /// A MAC address no interface has (locally administered).
 const NOWHERE: &str = "02:00:00:00:fe:01";
 
@@ -171,6 +173,31 @@ impl Link {
     pub fn restore(&self) -> Result<(), String> {
         ip(&["neigh", "del", &self.agent_ip, "dev", &self.host_if])?;
         self.in_ns(&["neigh", "del", &self.host_ip, "dev", &self.agent_if])
+    }
+
+    /// A link, or `None` after printing on the test's output that `test` did not run
+    /// because the kernel refused a namespace here (not root, or a sandbox without them).
+    pub fn or_skip(test: &str) -> Option<Self> {
+        match Self::new() {
+            Ok(link) => Some(link),
+            Err(e) => {
+                println!("{test}: NOT RUN: the kernel refused a network namespace here: {e}");
+                None
+            }
+        }
+    }
+
+    /// A broker in the root namespace, on 127.0.0.1 for the test's own clients and on the
+    /// link's address for what runs behind it; it queues without limit.
+    pub fn broker(&self) -> Mosquitto {
+        let port = crate::free_port();
+        let conf = format!(
+            "listener {port} 127.0.0.1\nlistener {port} {}\nuser root\nallow_anonymous true\n\
+             persistence false\nmax_queued_messages 0\nmax_packet_size 262144\n\
+             log_dest stderr\nlog_type error\nlog_type warning\n",
+            self.host_ip
+        );
+        Mosquitto::start_with_conf(port, &conf)
     }
 
     /// The command prefix that runs a program inside the agent's namespace.

@@ -13,18 +13,14 @@
 //! packet legitimately takes longer than a connect should, so rumqttc's is set to the
 //! keep-alive (`connect`), and a connect attempt is bounded by [`CONNECT_TIMEOUT`] here.
 //!
-//! After a network failure the back-off grows to [`BACKOFF_MAX`], but a link that comes
-//! back should not wait that out: while backing off, the driver probes the broker's port
-//! with a bare TCP connect (no MQTT CONNECT, so IoT Core's one-CONNECT-per-second limit is
-//! not touched) and reconnects as soon as one succeeds. A broker that refuses the MQTT
-//! CONNECT itself, or a TLS failure, gets the full back-off: the port answers, and probing
-//! it would only hammer a broker that said no.
+//! After a network failure the back-off grows to [`BACKOFF_MAX`], cut short once the
+//! broker's port answers a bare probe (`ferry_shared::mqtt_probe::port_answers`).
 
 use std::time::Duration;
 
+use ferry_shared::mqtt_probe::{PROBE_EVERY, is_network_failure, port_answers};
 use rumqttc::{ConnectionError, Event, EventLoop, Incoming, Outgoing};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -32,9 +28,6 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A TCP and TLS handshake and a CONNACK: a few round trips, even on a GPRS-class link.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the port is probed while backing off, and how long one probe may take.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub enum DriverEvent {
@@ -97,11 +90,11 @@ pub async fn run(
                 let delay = backoff(failures);
                 failures = failures.saturating_add(1);
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
-                let network = is_network(&e, connected_before);
+                let network = is_network_failure(&e, connected_before);
                 let broker = eventloop.mqtt_options.broker_address();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    () = answers(&broker), if network && delay > PROBE_EVERY => {
+                    () = port_answers(&broker), if network && delay > PROBE_EVERY => {
                         info!(host = %broker.0, port = broker.1, "the broker's port answers again; reconnecting now");
                         failures = 0;
                     }
@@ -125,40 +118,6 @@ async fn poll(eventloop: &mut EventLoop, connected: bool) -> Result<Event, Conne
     tokio::time::timeout(CONNECT_TIMEOUT, eventloop.poll())
         .await
         .unwrap_or(Err(ConnectionError::NetworkTimeout))
-}
-
-/// Whether the failure was the network's (a dead or silent link), so that a probe of the
-/// port tells when it is back. A connect that reached the broker and was dropped (IoT Core
-/// closes the socket on a CONNECT its policy denies) is the broker's word: its port
-/// answers, and probing would reconnect every second.
-fn is_network(e: &ConnectionError, while_connected: bool) -> bool {
-    use std::io::ErrorKind::{ConnectionRefused, HostUnreachable, NetworkUnreachable, TimedOut};
-    match e {
-        ConnectionError::NetworkTimeout => true,
-        ConnectionError::Io(io) => {
-            while_connected
-                || matches!(
-                    io.kind(),
-                    TimedOut | ConnectionRefused | HostUnreachable | NetworkUnreachable
-                )
-        }
-        ConnectionError::FlushTimeout | ConnectionError::MqttState(_) => while_connected,
-        _ => false,
-    }
-}
-
-/// Returns once a bare TCP connect to the broker succeeds, at least [`PROBE_EVERY`] from
-/// now (IoT Core takes one CONNECT per second per client id).
-async fn answers(broker: &(String, u16)) {
-    let mut next = Instant::now() + PROBE_EVERY;
-    loop {
-        tokio::time::sleep_until(next).await;
-        next = Instant::now() + PROBE_EVERY;
-        let probe = tokio::net::TcpStream::connect((broker.0.as_str(), broker.1));
-        if let Ok(Ok(_stream)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            return;
-        }
-    }
 }
 
 /// Stays above IoT Core's one CONNECT per second per client id.

@@ -8,25 +8,11 @@
 use std::time::{Duration, Instant};
 
 use ferry_tests::agent::AgentProc;
-use ferry_tests::broker::Mosquitto;
 use ferry_tests::collector::Collector;
 use ferry_tests::netns::Link;
 use ferry_tests::wait_until;
 
 use crate::{BIN, simulator};
-
-/// A broker in this namespace, on 127.0.0.1 for the collector and on the link's own address
-/// for the agent.
-fn broker_for(link: &Link) -> Mosquitto {
-    let port = ferry_tests::free_port();
-    let conf = format!(
-        "listener {port} 127.0.0.1\nlistener {port} {}\nuser root\nallow_anonymous true\n\
-         persistence false\nmax_queued_messages 0\nmax_packet_size 262144\n\
-         log_dest stderr\nlog_type error\nlog_type warning\n",
-        link.host_ip
-    );
-    Mosquitto::start_with_conf(port, &conf)
-}
 
 fn agent_behind(
     link: &Link,
@@ -44,16 +30,6 @@ fn agent_behind(
     AgentProc::wrapped(&link.exec_prefix(), BIN, dir, &config)
 }
 
-fn link_or_skip(test: &str) -> Option<Link> {
-    match Link::new() {
-        Ok(link) => Some(link),
-        Err(e) => {
-            println!("{test}: NOT RUN: the kernel refused a network namespace here: {e}");
-            None
-        }
-    }
-}
-
 const BACKLOG: u64 = 100_000;
 
 /// Spools a backlog of 100,000 readings while the link is silent, then lets it drain over a
@@ -61,12 +37,12 @@ const BACKLOG: u64 = 100_000;
 /// with no reconnect and under 1 % resent, and the agent must report what it measured.
 async fn drain_over(kbit: u32) {
     let test = format!("drain at {kbit} kbit/s");
-    let Some(link) = link_or_skip(&test) else {
+    let Some(link) = Link::or_skip(&test) else {
         return;
     };
     link.cap(kbit).expect("tc tbf");
     link.silence().expect("silence");
-    let broker = broker_for(&link);
+    let broker = link.broker();
     let collector = Collector::start(broker.port).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let device = format!("slow-{kbit}");
@@ -159,10 +135,10 @@ async fn a_backlog_drains_at_the_rate_of_a_64_kbit_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_link_is_noticed_and_resumed_within_seconds() {
     let test = "silent link";
-    let Some(link) = link_or_skip(test) else {
+    let Some(link) = Link::or_skip(test) else {
         return;
     };
-    let broker = broker_for(&link);
+    let broker = link.broker();
     let collector = Collector::start(broker.port).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let device = "silent-1";

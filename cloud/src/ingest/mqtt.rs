@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use ferry_shared::mqtt_probe::{PROBE_EVERY, is_network_failure, port_answers};
 use ferry_shared::{Stream, Timestamp, Topic};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
 use tokio::sync::mpsc;
@@ -91,6 +92,7 @@ pub async fn consume(
 ) {
     let mut failures: u32 = 0;
     let mut subacks = 0;
+    let mut connected = false;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -99,6 +101,7 @@ pub async fn consume(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
+                connected = true;
                 info!(session_present = ack.session_present, "ingest connected");
                 subacks = 0;
                 for filter in &filters {
@@ -145,9 +148,17 @@ pub async fn consume(
                 warn!(error = %e, failures, "ingest MQTT connection failed; retrying");
                 let delay = ferry_shared::backoff::jittered(BACKOFF_MIN, BACKOFF_MAX, failures);
                 failures = failures.saturating_add(1);
+                // A silent link that returns is seen by a bare probe of the port, not after
+                // a back-off grown to 30 s while the broker kept the session's messages.
+                let network = is_network_failure(&e, std::mem::replace(&mut connected, false));
+                let broker = eventloop.mqtt_options.broker_address();
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
+                    () = port_answers(&broker), if network && delay > PROBE_EVERY => {
+                        info!(host = %broker.0, port = broker.1, "the broker's port answers again; reconnecting now");
+                        failures = 0;
+                    }
                 }
             }
         }

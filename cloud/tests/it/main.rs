@@ -14,6 +14,7 @@ mod hostile;
 mod hot;
 mod layout;
 mod ledger;
+mod link;
 mod loyalty_api;
 mod oidc;
 mod outage;
