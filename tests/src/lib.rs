@@ -25,6 +25,7 @@
 
 pub mod agent;
 pub mod bins;
+pub mod bridge;
 pub mod broker;
 pub mod certs;
 pub mod cloud;

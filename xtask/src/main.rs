@@ -65,8 +65,7 @@ fn main() -> ExitCode {
         "openapi" => openapi(),
         "prereqs" if rest.iter().any(|a| a == "--install") => prereqs::ensure(prereqs::TEST)
             .and_then(|()| prereqs::ensure(prereqs::CROSS))
-            .and_then(|()| prereqs::ensure(prereqs::DIST))
-            .and_then(|()| prereqs::ensure(prereqs::BENCH)),
+            .and_then(|()| prereqs::ensure(prereqs::DIST)),
         "prereqs" => {
             show_prereqs(rest.iter().any(|a| a == "--markdown"));
             Ok(())
@@ -258,7 +257,6 @@ fn bench(names: &[String]) -> Result<(), String> {
     }
     // Some start mosquitto or PostgreSQL, as the tests do.
     prereqs::ensure(prereqs::TEST)?;
-    prereqs::ensure(prereqs::BENCH)?;
     let mut t = Timings::new();
     for (package, name) in BENCHES {
         if names.is_empty() || names.iter().any(|n| n == name) {
@@ -306,7 +304,6 @@ fn show_prereqs(markdown: bool) {
         .iter()
         .chain(prereqs::CROSS)
         .chain(prereqs::DIST)
-        .chain(prereqs::BENCH)
     {
         let state = if p.present() { "ok     " } else { "missing" };
         println!("{state} {:<42} {}", p.name, p.install_line());

@@ -99,6 +99,12 @@ pub const TEST: &[Prereq] = &[
         source: Source::Apt(&["fuse3"]),
     },
     Prereq {
+        name: "mosquitto_pub",
+        why: "a Mosquitto bridge fed beside the agent in the silent-link test, and the drain bench's baseline",
+        probe: Probe::Command("mosquitto_pub"),
+        source: Source::Apt(&["mosquitto-clients"]),
+    },
+    Prereq {
         name: "libfaketime",
         why: "the agent's clock test, whose wall clock starts in 1970 and steps while it runs",
         probe: Probe::AnyFile(&[
@@ -132,14 +138,6 @@ pub const TEST: &[Prereq] = &[
         source: Source::Apt(&["mold"]),
     },
 ];
-
-/// Needed besides by `cargo xtask bench`.
-pub const BENCH: &[Prereq] = &[Prereq {
-    name: "mosquitto_pub",
-    why: "the drain bench's baseline, the same records sent by Mosquitto's own client",
-    probe: Probe::Command("mosquitto_pub"),
-    source: Source::Apt(&["mosquitto-clients"]),
-}];
 
 /// Needed besides by `cargo xtask dist` (and so by CI).
 pub const DIST: &[Prereq] = &[
@@ -342,8 +340,8 @@ fn pip_install(pkg: &str) -> Result<(), String> {
     ]))
 }
 
-/// README's paragraph on what the tests need, made from [`TEST`], [`CROSS`], [`DIST`] and
-/// [`BENCH`].
+/// README's paragraph on what the tests need, made from [`TEST`], [`CROSS`] and [`DIST`]
+/// (`cargo xtask bench` needs nothing more than the tests).
 pub fn markdown() -> String {
     let item = |p: &Prereq| format!("- {}: {} (`{}`)\n", p.name, p.why, p.install_line());
     let mut out = String::from(
@@ -357,8 +355,7 @@ pub fn markdown() -> String {
         "\n`cargo xtask dist` and `cargo xtask lint-aws` (and so `cargo xtask ci`) also need:\n\n",
     );
     DIST.iter().for_each(|p| out.push_str(&item(p)));
-    out.push_str("\n`cargo xtask bench` also needs:\n\n");
-    BENCH.iter().for_each(|p| out.push_str(&item(p)));
+    out.push_str("\n`cargo xtask bench` needs nothing more than the tests.\n");
     out
 }
 

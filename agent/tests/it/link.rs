@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use ferry_tests::agent::AgentProc;
+use ferry_tests::bridge::Bridge;
 use ferry_tests::collector::Collector;
 use ferry_tests::netns::Link;
 use ferry_tests::wait_until;
@@ -129,9 +130,16 @@ async fn a_backlog_drains_at_the_rate_of_a_64_kbit_link() {
     drain_over(64).await;
 }
 
+/// The issue's first measure: a link fast enough that the old fixed window drained too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_at_the_rate_of_a_256_kbit_link() {
+    drain_over(256).await;
+}
+
 /// The link goes silent for 90 s mid-flow: the agent notices within its keep-alive,
 /// resumes within seconds of the link's return (not after a grown back-off), and every
-/// record arrives.
+/// record arrives. A Mosquitto bridge at its defaults goes through the same silence beside
+/// it, fed as fast (20 messages a second), and its figures are printed beside the agent's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_link_is_noticed_and_resumed_within_seconds() {
     let test = "silent link";
@@ -154,6 +162,13 @@ async fn a_silent_link_is_noticed_and_resumed_within_seconds() {
         collector.seen().seqs_of(device).len() > 40
     })
     .await;
+    let mut bridge = Bridge::start(&link, broker.port, dir.path(), Duration::from_millis(50)).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the bridge's first messages",
+        || bridge.arrivals().len() > 40,
+    )
+    .await;
 
     link.silence().expect("silence");
     let silenced = Instant::now();
@@ -165,6 +180,7 @@ async fn a_silent_link_is_noticed_and_resumed_within_seconds() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let arrived_before = collector.seen().arrivals.len();
+    let bridged_before = bridge.arrivals().len();
     link.restore().expect("restore");
     let restored = Instant::now();
     wait_until(
@@ -179,6 +195,7 @@ async fn a_silent_link_is_noticed_and_resumed_within_seconds() {
         noticed.map_or(f64::NAN, |d| d.as_secs_f64()),
         resumed.as_secs_f64()
     );
+    bridge_figures(test, &mut bridge, bridged_before, restored).await;
     let noticed = noticed.expect("the agent noticed the silent link during it");
     assert!(
         noticed <= Duration::from_secs(2 * 30 + 5),
@@ -199,4 +216,37 @@ async fn a_silent_link_is_noticed_and_resumed_within_seconds() {
     .await;
     let seqs = collector.seen().seqs_of(device);
     assert_eq!((seqs.first(), seqs.last()), (Some(&1), Some(&last_seq)));
+}
+
+/// The bridge's side of the same silence: when its first message came after the link
+/// returned, and how many of those fed to it never arrived. Printed, not asserted: it is
+/// the peer measured, not Ferry.
+async fn bridge_figures(test: &str, bridge: &mut Bridge, before: usize, restored: Instant) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bridge.arrivals().len() <= before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = bridge.arrivals().get(before).map(|(_, at)| *at - restored);
+    let sent = bridge.stop_feeding();
+    // Until nothing more arrives for 5 s (at most a minute): its queue drained.
+    let mut last = (bridge.arrivals().len(), Instant::now());
+    while last.1.elapsed() < Duration::from_secs(5) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = bridge.arrivals().len();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let arrivals = bridge.arrivals();
+    let distinct: std::collections::BTreeSet<u64> = arrivals.iter().map(|(n, _)| *n).collect();
+    println!(
+        "{test}: Mosquitto bridge at its defaults, same silence: first delivery {} after the \
+         link returned; {} of {sent} messages never arrived ({} deliveries)",
+        resumed.map_or("none within 60 s".to_owned(), |d| format!(
+            "{:.2} s",
+            d.as_secs_f64()
+        )),
+        sent.saturating_sub(distinct.len() as u64),
+        arrivals.len()
+    );
 }
