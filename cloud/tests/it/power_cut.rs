@@ -188,3 +188,103 @@ async fn power_cuts_under_the_ingest_lose_and_duplicate_nothing() {
     println!("{CUTS} power cuts under the ingest: 18000 records, each in the lake once");
     assert_eq!(ingest.proc.terminate(), Some(0), "{}", ingest.proc.log());
 }
+
+/// Power cuts under `fleet.db` (and the rest of `ferry-cloud all`'s data): operators set
+/// desired configurations one after another while the power is cut at random moments.
+/// Every version the API answered `202` for is there after the cut (a later one, when the
+/// answer to a later request was lost), and so is its audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cuts_keep_every_desired_configuration_the_api_answered() {
+    use ferry_tests::cloud::{AllConfig, TOKEN, start_all};
+    use ferry_tests::http::request;
+
+    let _serial = crate::one_at_a_time().await;
+    let mut fs = PowerCutFs::mount();
+    std::fs::File::open(fs.path())
+        .and_then(|f| f.sync_all())
+        .expect("fsync");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = ferry_tests::broker::Mosquitto::start();
+    let http = ferry_tests::free_port();
+    // The fleet API comes with the dashboards; their hot store is on the cut folder too.
+    let config = AllConfig::new(fs.path(), broker.port, http, "fleet-cut").toml();
+    let mut cloud = start_all(dir.path(), &config, http).await;
+    let put = |device: &str, n: u64| -> Option<u64> {
+        let level = if n % 2 == 0 { "info" } else { "debug" };
+        let body = json!({ "log_level": level }).to_string();
+        let path = format!("/v1/devices/{device}/config");
+        let (status, text) = request(http, "PUT", &path, TOKEN, &body).ok()?;
+        if status != 202 {
+            assert!(status >= 500, "{device}: {status} {text}");
+            return None;
+        }
+        let view: Value = serde_json::from_str(&text).expect("a config view");
+        view["desired"]["version"].as_u64()
+    };
+    let devices: Vec<String> = (0..4).map(|d| format!("ws-fleet-{d}")).collect();
+    let mut answered = std::collections::BTreeMap::<String, u64>::new();
+    let mut answers = 0usize;
+    let mut n = 0u64;
+    for cut in 1..=CUTS {
+        let until = Instant::now() + Duration::from_millis(rand::rng().random_range(500..2000));
+        while Instant::now() < until {
+            let device = &devices[(n % devices.len() as u64) as usize];
+            match tokio::task::block_in_place(|| put(device, n)) {
+                Some(version) => {
+                    answered.insert(device.clone(), version);
+                    answers += 1;
+                    n += 1;
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let report = fs.cut();
+        cloud.kill9();
+        fs.remount();
+        cloud.start();
+        ferry_tests::wait_until(Duration::from_secs(30), "the cloud back up", || {
+            request(http, "GET", "/v1/configs", TOKEN, "").is_ok_and(|(s, _)| s == 200)
+        })
+        .await;
+        println!(
+            "fleet cut {cut}: {answers} desired configurations answered so far; the cut \
+             reverted {} files and {} folders",
+            report.files_reverted, report.dirs_reverted
+        );
+    }
+    for (device, version) in &answered {
+        let path = format!("/v1/devices/{device}/config");
+        let (status, text) = request(http, "GET", &path, TOKEN, "").expect("config");
+        assert_eq!(status, 200, "{text}");
+        let view: Value = serde_json::from_str(&text).expect("json");
+        let kept = view["desired"]["version"].as_u64().unwrap_or(0);
+        assert!(
+            kept >= *version,
+            "{device}: version {version} was answered, {kept} survived the cuts"
+        );
+    }
+    let mut entries = 0;
+    let mut page = "/v1/fleet/audit?limit=1000".to_owned();
+    loop {
+        let (status, text) = request(http, "GET", &page, TOKEN, "").expect("audit");
+        assert_eq!(status, 200, "{text}");
+        let audit: Value = serde_json::from_str(&text).expect("json");
+        entries += audit["entries"].as_array().map_or(0, |e| {
+            e.iter().filter(|e| e["action"] == "put_config").count()
+        });
+        match audit["next_before"].as_i64() {
+            Some(before) => page = format!("/v1/fleet/audit?limit=1000&before={before}"),
+            None => break,
+        }
+    }
+    println!(
+        "{CUTS} power cuts under fleet.db: {answers} configurations answered, \
+         {entries} put_config audit entries kept"
+    );
+    assert!(answers > 20, "too few answers to judge");
+    assert!(
+        entries >= answers,
+        "every answered configuration has its audit entry: {entries} of {answers}"
+    );
+    assert_eq!(cloud.terminate(), Some(0), "{}", cloud.log());
+}
