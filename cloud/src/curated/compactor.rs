@@ -168,6 +168,10 @@ impl Compactor {
             let committed_before = report.commits;
             for (i, Pending { day, objects, .. }) in todo.iter().enumerate() {
                 let (adds, done) = self.compact_day(&delta, table, day, objects).await?;
+                // The files durable before the commit that names them, and the commit
+                // before it is reported: on a folder, nothing else fsyncs either.
+                let files: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+                self.lake.make_durable(&table.key(), &files).await?;
                 // Renewed right before the commit: a compactor whose lease expired and was
                 // taken over meanwhile stops here, leaving only files no commit names.
                 lease.renew().await?;
@@ -175,7 +179,10 @@ impl Compactor {
                     .iter()
                     .map(|o| self.lake.key(&o.location).to_owned())
                     .collect();
-                delta::replace_day(&mut delta, day, adds, &sources).await?;
+                let version = delta::replace_day(&mut delta, day, adds, &sources).await?;
+                self.lake
+                    .make_durable(&table.key(), &[delta::commit_file(version)])
+                    .await?;
                 info!(
                     table = table.name(),
                     day,

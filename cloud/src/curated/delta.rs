@@ -38,7 +38,10 @@ async fn create(lake: &Lake, table: Table) -> Result<DeltaTable, CompactError> {
         .with_save_mode(SaveMode::ErrorIfExists)
         .await;
     match created {
-        Ok(delta) => Ok(delta),
+        Ok(delta) => {
+            lake.make_durable(&table.key(), &[commit_file(0)]).await?;
+            Ok(delta)
+        }
         // Created meanwhile by a compactor of an older lease: it is the same table. If it
         // is not there either, the reason is the create's.
         Err(e) => lake
@@ -115,4 +118,9 @@ pub async fn replace_day(
     // The commit's own snapshot: no need to read the log back.
     delta.state = Some(committed.snapshot());
     Ok(committed.version())
+}
+
+/// A version's log entry, relative to its table.
+pub fn commit_file(version: u64) -> String {
+    format!("_delta_log/{version:020}.json")
 }

@@ -110,6 +110,44 @@ impl Lake {
             .map_or(full, |rest| rest.trim_start_matches('/'))
     }
 
+    /// Makes files of the table at `table_key` durable on a folder lake: each fsynced, then
+    /// every folder from its own up to `lake.root`, where new names live. `files` are
+    /// relative to the table, URL-encoded as a Delta log writes them. On S3 a put is
+    /// durable when it returns; object_store's local files are never fsynced, and a power
+    /// cut took commits the compactor had reported (found by the power-cut test).
+    pub async fn make_durable(
+        &self,
+        table_key: &str,
+        files: &[String],
+    ) -> Result<(), CompactError> {
+        let Some(folder) = self.folder.clone() else {
+            return Ok(());
+        };
+        let table = self
+            .base
+            .join(&format!("{table_key}/"))
+            .map_err(|e| CompactError::Config(format!("table {table_key}: {e}")))?;
+        let mut paths = Vec::with_capacity(files.len());
+        for file in files {
+            let path = table
+                .join(file)
+                .ok()
+                .and_then(|url| url.to_file_path().ok())
+                .ok_or_else(|| CompactError::Config(format!("{table_key}: file {file:?}")))?;
+            paths.push(path);
+        }
+        let synced = tokio::task::spawn_blocking(move || sync_within(&folder, &paths))
+            .await
+            .map_err(|e| CompactError::Io {
+                what: "syncing the table's files".into(),
+                source: std::io::Error::other(e),
+            })?;
+        synced.map_err(|(path, source)| CompactError::Io {
+            what: format!("fsyncing {}", path.display()),
+            source,
+        })
+    }
+
     /// A Delta table under `lake.root`, through this lake's store.
     pub fn table(&self, key: &str) -> Result<DeltaTableBuilder, CompactError> {
         let url = self
@@ -118,6 +156,30 @@ impl Lake {
             .map_err(|e| CompactError::Config(format!("table {key}: {e}")))?;
         Ok(DeltaTableBuilder::from_url(url.clone())?.with_storage_backend(self.store.clone(), url))
     }
+}
+
+/// Each of `files`, then each folder between it and `root` (once), fsynced.
+fn sync_within(
+    root: &std::path::Path,
+    files: &[std::path::PathBuf],
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    let mut folders = std::collections::BTreeSet::new();
+    for file in files {
+        std::fs::File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| (file.clone(), e))?;
+        for up in file.ancestors().skip(1) {
+            if !up.starts_with(root) {
+                break;
+            }
+            folders.insert(up.to_owned());
+        }
+    }
+    // Deepest first, so a folder's entry is made durable after what is inside it.
+    for folder in folders.iter().rev() {
+        ferry_shared::durable_dir::sync_dir(folder).map_err(|e| (folder.clone(), e))?;
+    }
+    Ok(())
 }
 
 /// Delta commits a version by writing its log entry with "create only if absent", which

@@ -272,6 +272,115 @@ fn a_compactor_killed_at_any_point_leaves_a_readable_table() {
     assert_eq!(folder.compact().commits(), 0);
 }
 
+/// Every file and folder under `root` fsynced, as the ingest leaves its raw objects.
+fn sync_tree(root: &Path) {
+    for entry in std::fs::read_dir(root).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sync_tree(&path);
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .expect("fsync");
+        }
+    }
+    std::fs::File::open(root)
+        .and_then(|f| f.sync_all())
+        .expect("fsync a folder");
+}
+
+const CURATED_CUTS: u64 = 8;
+
+/// Each folder from `dir` up to `root` fsynced: their names durable.
+fn sync_up(dir: &Path, root: &Path) {
+    for up in dir.ancestors().take_while(|up| up.starts_with(root)) {
+        std::fs::File::open(up)
+            .and_then(|f| f.sync_all())
+            .expect("fsync a folder");
+    }
+}
+
+/// The same, with the power cut instead of the process killed: the lake on the power-cut
+/// filesystem (`ferry_tests::powercut`), which keeps only what was fsynced. A commit cut
+/// at any moment leaves a table delta-rs and DuckDB read, with its day whole before or
+/// after, and the next round finishes the work.
+#[test]
+fn a_power_cut_during_a_commit_leaves_a_readable_table_whole_before_or_after() {
+    let _shared = crate::beside_others();
+    let mut fs = ferry_tests::powercut::PowerCutFs::mount();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = fs.join("lake");
+    let config = dir.path().join("compact.toml");
+    let text = format!(
+        "data_dir = \"{}\"\n[lake]\nroot = \"{}\"\n",
+        fs.join("data").display(),
+        lake.display()
+    );
+    std::fs::write(&config, text).expect("config");
+    put_raw(
+        &lake,
+        DAY_1,
+        "i1-000000000001",
+        &readings("ws-a", DAY_1, 1..=2000),
+    );
+    // The raw objects durable, as the ingest leaves them; the compactor's own files only
+    // as it makes them.
+    let raw = lake.join("raw");
+    sync_tree(&raw);
+    sync_up(&raw, fs.path());
+    let first = compact_once(&bin(), &config, &[]);
+    assert_eq!(first.commits(), 1, "{}", first.stderr);
+
+    let table = lake.join("curated/readings").display().to_string();
+    let mut rng = rand::rng();
+    let mut outcomes = BTreeMap::<&str, u32>::new();
+    let (mut rows, mut raw_total) = (2000, 2000);
+    for cut in 0..CURATED_CUTS {
+        // Each round has a day to rebuild: 500 late readings and 100 resent.
+        let mut late = readings("ws-a", DAY_1, raw_total + 1..=raw_total + 500);
+        late.extend(readings("ws-a", DAY_1, 1..=100));
+        put_raw(&lake, DAY_1, &format!("i1-{:012}", cut + 2), &late);
+        sync_tree(&raw);
+        raw_total += 500;
+        let log = dir.path().join(format!("compact-{cut}.log"));
+        let mut proc = compactor(&bin(), &config, &[], &log);
+        proc.start();
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
+        let report = fs.cut();
+        proc.kill9();
+        fs.remount();
+        let seen = read_table(&table, &[], &[]);
+        assert_once(&seen);
+        let now = count(&seen, "ws-a");
+        let reported = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("day compacted");
+        println!(
+            "curated cut {cut}: table version {}, {now} rows of {raw_total}; commit reported: \
+             {reported}; the cut reverted {} files and {} folders, lost {} entries",
+            seen.version, report.files_reverted, report.dirs_reverted, report.nodes_lost
+        );
+        assert!(
+            now == rows || now == raw_total,
+            "the day before ({rows}) or after ({raw_total}), never between: {:?}",
+            seen.delta.counts
+        );
+        if reported {
+            assert_eq!(now, raw_total, "a commit the compactor reported was lost");
+        }
+        *outcomes
+            .entry(if now == raw_total { "after" } else { "before" })
+            .or_default() += 1;
+        rows = now;
+    }
+    let last = compact_once(&bin(), &config, &[]);
+    assert_eq!(last.code, Some(0), "{}", last.stderr);
+    let done = read_table(&table, &[], &[]);
+    assert_once(&done);
+    assert_eq!(count(&done, "ws-a"), raw_total);
+    println!("{CURATED_CUTS} power cuts during compaction rounds: the table was {outcomes:?}");
+}
+
 #[test]
 fn one_compactor_at_a_time_on_a_folder() {
     let _shared = crate::beside_others();
