@@ -210,7 +210,7 @@ async fn power_cuts_keep_every_desired_configuration_the_api_answered() {
     let config = AllConfig::new(fs.path(), broker.port, http, "fleet-cut").toml();
     let mut cloud = start_all(dir.path(), &config, http).await;
     let put = |device: &str, n: u64| -> Option<u64> {
-        let level = if n % 2 == 0 { "info" } else { "debug" };
+        let level = if n.is_multiple_of(2) { "info" } else { "debug" };
         let body = json!({ "log_level": level }).to_string();
         let path = format!("/v1/devices/{device}/config");
         let (status, text) = request(http, "PUT", &path, TOKEN, &body).ok()?;
