@@ -55,13 +55,13 @@ impl AgentProc {
     /// still runs here, as it only reads the data folder.
     pub fn wrapped(prefix: &[String], bin: impl Into<PathBuf>, dir: &Path, config: &str) -> Self {
         let mut agent = Self::new(bin, dir, config);
-        let (program, first) = prefix.split_first().expect("a command prefix");
-        let mut args: Vec<String> = first.to_vec();
-        args.push(agent.bin.display().to_string());
-        args.extend(["run", "--config"].map(String::from));
-        args.push(agent.config.display().to_string());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        agent.proc = Proc::new(program, &args, dir.join("agent.log"));
+        let config = agent.config.display().to_string();
+        agent.proc = Proc::wrapped(
+            prefix,
+            &agent.bin,
+            &["run", "--config", &config],
+            dir.join("agent.log"),
+        );
         agent
     }
 

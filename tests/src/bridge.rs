@@ -43,11 +43,13 @@ impl Bridge {
             ),
         )
         .expect("edge broker config");
-        let mut args: Vec<String> = link.exec_prefix()[1..].to_vec();
-        args.extend(["mosquitto", "-c"].map(String::from));
-        args.push(conf.display().to_string());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut edge = Proc::new("ip", &args, dir.join("edge.log"));
+        let conf = conf.display().to_string();
+        let mut edge = Proc::wrapped(
+            &link.exec_prefix(),
+            Path::new("mosquitto"),
+            &["-c", &conf],
+            dir.join("edge.log"),
+        );
         edge.start();
         crate::wait_until(Duration::from_secs(10), "the edge broker to listen", || {
             edge.log().contains("running")

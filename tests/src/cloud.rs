@@ -92,13 +92,13 @@ impl Ingest {
         let text = std::fs::read_to_string(&self.config).expect("reading cloud config");
         let text = text.replacen("mqtt://127.0.0.1:", &format!("mqtt://{host}:"), 1);
         std::fs::write(&self.config, text).expect("writing cloud config");
-        let (program, first) = prefix.split_first().expect("a command prefix");
-        let mut args: Vec<String> = first.to_vec();
-        args.push(self.bin.display().to_string());
-        args.extend(["ingest", "--config"].map(String::from));
-        args.push(self.config.display().to_string());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.proc = Proc::new(program, &args, self.dir.join("ingest.log"));
+        let config = self.config.display().to_string();
+        self.proc = Proc::wrapped(
+            prefix,
+            &self.bin,
+            &["ingest", "--config", &config],
+            self.dir.join("ingest.log"),
+        );
         self
     }
 

@@ -1,7 +1,7 @@
 //! A long-running Ferry process under test: started with its log in a file, then killed
 //! with SIGKILL (no chance to flush) or stopped with SIGTERM (a clean shutdown).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -70,6 +70,16 @@ impl Proc {
             log,
             child: None,
         }
+    }
+
+    /// `bin args…` run by `prefix` (e.g. `ip netns exec NS`, [`crate::netns::Link`]).
+    pub fn wrapped(prefix: &[String], bin: &Path, args: &[&str], log: PathBuf) -> Self {
+        let (program, first) = prefix.split_first().expect("a command prefix");
+        let mut all: Vec<String> = first.to_vec();
+        all.push(bin.display().to_string());
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        Self::new(program, &all, log)
     }
 
     pub fn env(&mut self, key: &str, value: impl Into<String>) -> &mut Self {

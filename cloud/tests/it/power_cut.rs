@@ -288,3 +288,130 @@ async fn power_cuts_keep_every_desired_configuration_the_api_answered() {
     );
     assert_eq!(cloud.terminate(), Some(0), "{}", cloud.log());
 }
+
+/// Power cuts under `ferry-cloud all` while a till's stamps flow through it: the journal
+/// with its route queue, the lake and the ledger (SQLite) all on the power-cut filesystem.
+/// The till publishes its envelopes in waves and then all of them again, as an agent does
+/// after a reconnect. Whatever a cut undid of the queue or of the ledger's answers, every
+/// stamp ends in the balances once: what was answered stays, and what was not is sent again
+/// and applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cuts_under_the_route_queue_apply_every_stamp_once() {
+    use ferry_tests::cloud::{AllConfig, TOKEN, start_all};
+    use ferry_tests::devices::{Message, publish_all};
+    use ferry_tests::http::request;
+    use ferry_tests::loyalty::{put_program, register_till};
+
+    const STAMPS: u64 = 600;
+    let _serial = crate::one_at_a_time().await;
+    let mut fs = PowerCutFs::mount();
+    std::fs::File::open(fs.path())
+        .and_then(|f| f.sync_all())
+        .expect("fsync");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = ferry_tests::broker::Mosquitto::start();
+    let http = ferry_tests::free_port();
+    let config = AllConfig {
+        hot: None,
+        ..AllConfig::new(fs.path(), broker.port, http, "route-cut")
+    }
+    .toml();
+    let mut cloud = start_all(dir.path(), &config, http).await;
+    tokio::task::block_in_place(|| {
+        put_program(
+            http,
+            "coffee",
+            &json!({"kind": "stamps", "stamps_per_reward": 100000, "reward": "coffee"}),
+        );
+        register_till(http, "pos-cut", "S-01");
+    });
+
+    let messages: Vec<Message> = (0..STAMPS)
+        .collect::<Vec<_>>()
+        .chunks(10)
+        .map(|chunk| {
+            let records: Vec<Value> = chunk
+                .iter()
+                .map(|&i| {
+                    json!({"seq": i + 1, "ts": ferry_shared::Timestamp::now().to_string(),
+                           "type": "txn", "tx_id": format!("pos-cut:{i}"), "op": "stamp",
+                           "program": "coffee", "card": format!("C-{}", i % CARDS),
+                           "store": "S-01", "qty": 1})
+                })
+                .collect();
+            Message {
+                topic: "ferry/v1/pos-cut/transactions".into(),
+                payload: json!({"v": 1, "device": "pos-cut",
+                                "spool": "01JD3W6Q3X8F2M7C9K4N5P6R8T",
+                                "sent_at": ferry_shared::Timestamp::now().to_string(),
+                                "records": records})
+                .to_string()
+                .into_bytes(),
+            }
+        })
+        .collect();
+    let port = broker.port;
+    let waves = messages.clone();
+    let publisher = tokio::spawn(async move {
+        // Twenty waves over about ten seconds, so the cuts fall among them.
+        for wave in waves.chunks(3) {
+            publish_all(port, "route-cut-till", wave).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        publish_all(port, "route-cut-till", &waves).await;
+    });
+    let balance_total = || -> i64 {
+        (0..CARDS)
+            .map(|c| {
+                let path = format!("/v1/cards/C-{c}");
+                match request(http, "GET", &path, TOKEN, "") {
+                    Ok((200, text)) => serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v["balances"][0]["balance"].as_i64())
+                        .unwrap_or(0),
+                    _ => 0,
+                }
+            })
+            .sum()
+    };
+    for cut in 1..=CUTS {
+        let wait = rand::rng().random_range(400..1500);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let report = fs.cut();
+        cloud.kill9();
+        fs.remount();
+        cloud.start();
+        ferry_tests::wait_until(Duration::from_secs(30), "the cloud back up", || {
+            request(http, "GET", "/metrics", "", "")
+                .is_ok_and(|(_, m)| m.contains("ferry_ingest_subscribed 1"))
+        })
+        .await;
+        let total = tokio::task::block_in_place(balance_total);
+        println!(
+            "route cut {cut}: {total} stamps in the balances; the cut reverted {} files and \
+             {} folders",
+            report.files_reverted, report.dirs_reverted
+        );
+    }
+    publisher.await.expect("publisher");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut total = 0;
+    while Instant::now() < deadline {
+        total = tokio::task::block_in_place(balance_total);
+        if total >= STAMPS as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Long enough for a second application, were there one, to land.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = tokio::task::block_in_place(balance_total);
+    println!("{CUTS} power cuts under the route queue: {STAMPS} stamps sent, {settled} applied");
+    assert_eq!(
+        (total, settled),
+        (STAMPS as i64, STAMPS as i64),
+        "every stamp applied once:\n{}",
+        cloud.log()
+    );
+    assert_eq!(cloud.terminate(), Some(0), "{}", cloud.log());
+}
