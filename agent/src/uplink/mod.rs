@@ -245,7 +245,15 @@ pub async fn run(
                 }
                 up.drained = false;
             }
-            _ = status_every.tick(), if up.connected => up.publish_status(true),
+            // Offline too: `ferry-agent status` on a station that never connected still
+            // says what the clock and the link are.
+            _ = status_every.tick() => {
+                if up.connected {
+                    up.publish_status(true);
+                } else {
+                    up.save_run_status(up.link.rate().map(|r| r as u64));
+                }
+            }
             // A desired configuration re-paces the connection in place; a new gzip level
             // or in-flight window takes a new pipeline (`needs_rebuild`).
             Ok(()) = settings.changed() => {
@@ -399,12 +407,16 @@ impl Uplink {
         true
     }
 
+    fn save_run_status(&self, link_bytes_per_s: Option<u64>) {
+        crate::status::RunStatus::now(link_bytes_per_s).save(&self.cfg.data_dir);
+    }
+
     fn publish_status(&mut self, online: bool) {
         let figures = Some(self.spool.status());
         let mut message = StatusMessage::new(online, self.cfg.device_id.as_str(), figures);
         message.link_bytes_per_s = self.link.rate().map(|r| r as u64);
         if online {
-            crate::status::RunStatus::now(message.link_bytes_per_s).save(&self.cfg.data_dir);
+            self.save_run_status(message.link_bytes_per_s);
         }
         let payload = message.to_vec();
         match self

@@ -195,20 +195,13 @@ async fn power_cuts_under_the_ingest_lose_and_duplicate_nothing() {
 /// answer to a later request was lost), and so is its audit entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cuts_keep_every_desired_configuration_the_api_answered() {
-    use ferry_tests::cloud::{AllConfig, TOKEN, start_all};
+    use ferry_tests::cloud::TOKEN;
     use ferry_tests::http::request;
 
     let _serial = crate::one_at_a_time().await;
-    let mut fs = PowerCutFs::mount();
-    std::fs::File::open(fs.path())
-        .and_then(|f| f.sync_all())
-        .expect("fsync");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = ferry_tests::broker::Mosquitto::start();
-    let http = ferry_tests::free_port();
     // The fleet API comes with the dashboards; their hot store is on the cut folder too.
-    let config = AllConfig::new(fs.path(), broker.port, http, "fleet-cut").toml();
-    let mut cloud = start_all(dir.path(), &config, http).await;
+    let mut cloud = CutCloud::start("fleet-cut", true).await;
+    let http = cloud.http;
     let put = |device: &str, n: u64| -> Option<u64> {
         let level = if n.is_multiple_of(2) { "info" } else { "debug" };
         let body = json!({ "log_level": level }).to_string();
@@ -238,14 +231,7 @@ async fn power_cuts_keep_every_desired_configuration_the_api_answered() {
                 None => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
-        let report = fs.cut();
-        cloud.kill9();
-        fs.remount();
-        cloud.start();
-        ferry_tests::wait_until(Duration::from_secs(30), "the cloud back up", || {
-            request(http, "GET", "/v1/configs", TOKEN, "").is_ok_and(|(s, _)| s == 200)
-        })
-        .await;
+        let report = cloud.cut().await;
         println!(
             "fleet cut {cut}: {answers} desired configurations answered so far; the cut \
              reverted {} files and {} folders",
@@ -286,7 +272,7 @@ async fn power_cuts_keep_every_desired_configuration_the_api_answered() {
         entries >= answers,
         "every answered configuration has its audit entry: {entries} of {answers}"
     );
-    assert_eq!(cloud.terminate(), Some(0), "{}", cloud.log());
+    cloud.stop();
 }
 
 /// Power cuts under `ferry-cloud all` while a till's stamps flow through it: the journal
@@ -297,26 +283,15 @@ async fn power_cuts_keep_every_desired_configuration_the_api_answered() {
 /// and applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cuts_under_the_route_queue_apply_every_stamp_once() {
-    use ferry_tests::cloud::{AllConfig, TOKEN, start_all};
+    use ferry_tests::cloud::TOKEN;
     use ferry_tests::devices::{Message, publish_all};
     use ferry_tests::http::request;
     use ferry_tests::loyalty::{put_program, register_till};
 
     const STAMPS: u64 = 600;
     let _serial = crate::one_at_a_time().await;
-    let mut fs = PowerCutFs::mount();
-    std::fs::File::open(fs.path())
-        .and_then(|f| f.sync_all())
-        .expect("fsync");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = ferry_tests::broker::Mosquitto::start();
-    let http = ferry_tests::free_port();
-    let config = AllConfig {
-        hot: None,
-        ..AllConfig::new(fs.path(), broker.port, http, "route-cut")
-    }
-    .toml();
-    let mut cloud = start_all(dir.path(), &config, http).await;
+    let mut cloud = CutCloud::start("route-cut", false).await;
+    let http = cloud.http;
     tokio::task::block_in_place(|| {
         put_program(
             http,
@@ -350,7 +325,7 @@ async fn power_cuts_under_the_route_queue_apply_every_stamp_once() {
             }
         })
         .collect();
-    let port = broker.port;
+    let port = cloud.broker.port;
     let waves = messages.clone();
     let publisher = tokio::spawn(async move {
         // Twenty waves over about ten seconds, so the cuts fall among them.
@@ -377,15 +352,7 @@ async fn power_cuts_under_the_route_queue_apply_every_stamp_once() {
     for cut in 1..=CUTS {
         let wait = rand::rng().random_range(400..1500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let report = fs.cut();
-        cloud.kill9();
-        fs.remount();
-        cloud.start();
-        ferry_tests::wait_until(Duration::from_secs(30), "the cloud back up", || {
-            request(http, "GET", "/metrics", "", "")
-                .is_ok_and(|(_, m)| m.contains("ferry_ingest_subscribed 1"))
-        })
-        .await;
+        let report = cloud.cut().await;
         let total = tokio::task::block_in_place(balance_total);
         println!(
             "route cut {cut}: {total} stamps in the balances; the cut reverted {} files and \
@@ -411,7 +378,62 @@ async fn power_cuts_under_the_route_queue_apply_every_stamp_once() {
         (total, settled),
         (STAMPS as i64, STAMPS as i64),
         "every stamp applied once:\n{}",
-        cloud.log()
+        cloud.proc.log()
     );
-    assert_eq!(cloud.terminate(), Some(0), "{}", cloud.log());
+    cloud.stop();
+}
+
+/// `ferry-cloud all` with its whole data folder (journal, lake, ledger, fleet.db and, with
+/// `hot`, the hot store) on the power-cut filesystem; config and log on a real disk.
+struct CutCloud {
+    fs: PowerCutFs,
+    _dir: tempfile::TempDir,
+    broker: ferry_tests::broker::Mosquitto,
+    http: u16,
+    proc: ferry_tests::process::Proc,
+}
+
+impl CutCloud {
+    async fn start(client_id: &str, hot: bool) -> Self {
+        use ferry_tests::cloud::{AllConfig, start_all};
+        let fs = PowerCutFs::mount();
+        std::fs::File::open(fs.path())
+            .and_then(|f| f.sync_all())
+            .expect("fsync");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = ferry_tests::broker::Mosquitto::start();
+        let http = ferry_tests::free_port();
+        let mut config = AllConfig::new(fs.path(), broker.port, http, client_id);
+        if !hot {
+            config.hot = None;
+        }
+        let proc = start_all(dir.path(), &config.toml(), http).await;
+        Self {
+            fs,
+            _dir: dir,
+            broker,
+            http,
+            proc,
+        }
+    }
+
+    /// Cuts the power, SIGKILLs, remounts on what survived and starts again; returns once
+    /// the ingest has subscribed.
+    async fn cut(&mut self) -> ferry_tests::powercut::CutReport {
+        let report = self.fs.cut();
+        self.proc.kill9();
+        self.fs.remount();
+        self.proc.start();
+        let http = self.http;
+        ferry_tests::wait_until(Duration::from_secs(30), "the cloud back up", || {
+            ferry_tests::http::request(http, "GET", "/metrics", "", "")
+                .is_ok_and(|(_, m)| m.contains("ferry_ingest_subscribed 1"))
+        })
+        .await;
+        report
+    }
+
+    fn stop(&mut self) {
+        assert_eq!(self.proc.terminate(), Some(0), "{}", self.proc.log());
+    }
 }
