@@ -32,6 +32,9 @@ pub enum CardsError {
 pub struct CardMessage {
     pub card: String,
     pub balances: Vec<CloudBalance>,
+    /// Set while the card is blocked; absent from an older cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<ferry_shared::CardBlock>,
     /// When the cloud read these balances.
     pub at: ferry_shared::Timestamp,
 }
@@ -54,6 +57,7 @@ pub struct CloudBalance {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CloudCard {
     pub balances: BTreeMap<String, CloudBalance>,
+    pub blocked: Option<ferry_shared::CardBlock>,
     pub at: ferry_shared::Timestamp,
 }
 
@@ -117,6 +121,7 @@ impl CardCache {
                 .into_iter()
                 .map(|b| (b.program.clone(), b))
                 .collect(),
+            blocked: message.blocked,
             at: message.at,
         }))
     }

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use ferry_cloud::loyalty::{Ledger, Program, Status};
+use ferry_cloud::loyalty::{BrandFields, Ledger, Program, Status, StoreFields};
 use ferry_shared::{TxId, Txn, TxnOp};
 use ferry_tests::postgres::Postgres;
 
@@ -38,12 +38,30 @@ fn stamps(prefix: &str, n: usize) -> Vec<Txn> {
             receipt: Some(format!("R-{i}")),
             reverses: None,
             offline: false,
+            staff: None,
         })
         .collect()
 }
 
 fn ledger(url: &str) -> Ledger {
     let mut l = Ledger::open(url).expect("open ledger");
+    l.put_brand(
+        "bench",
+        &BrandFields {
+            name: "Bench".into(),
+        },
+    )
+    .expect("brand");
+    l.put_store(
+        "S-01",
+        &StoreFields {
+            name: "Bench store".into(),
+            brand: "bench".into(),
+            time_zone: "UTC".into(),
+            currency: "EUR".into(),
+        },
+    )
+    .expect("store");
     l.put_program(
         "coffee",
         &Program::Stamps {

@@ -691,7 +691,17 @@ async fn run(
             .as_ref()
             .filter(|_| runs_ledger)
             .map(|l| l.token.as_str());
-        let credentials = http::Credentials::new(h, router_token);
+        let mut credentials = http::Credentials::new(h, router_token);
+        if let Some(pool) = ledger.clone() {
+            credentials = credentials.with_brand_stores(Arc::new(move |brands| {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    pool.run(move |l| l.brand_stores(&brands))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }));
+        }
         // The API's description, open to integrators (it holds no data), within the same
         // per-client budget as the other open routes.
         let limiter = http::PerClient::open_routes();

@@ -43,7 +43,7 @@ pub struct ProgramsDoc {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum SubmitDoc {
-    One(Txn),
+    One(Box<Txn>),
     Batch {
         #[schema(max_items = 500)]
         transactions: Vec<Txn>,
@@ -53,6 +53,8 @@ pub enum SubmitDoc {
 #[derive(Serialize, ToSchema)]
 pub struct FlaggedDoc {
     flagged: Vec<String>,
+    /// The entries that took the flagged cards below zero.
+    overdrafts: Vec<crate::loyalty::Overdraft>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -79,13 +81,18 @@ pub struct MeDoc {
     name: String,
     role: ApiRole,
     stores: Vec<String>,
+    /// Role `store`: the brands it speaks for (their stores are in `stores`).
+    brands: Vec<String>,
     /// `METHOD /path` of every route this caller may call.
     routes: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct StoresDoc {
+    /// Every store the caller sees: the records, and any store a transaction named.
     stores: Vec<String>,
+    /// The store records among them (`PUT /v1/stores/{id}`).
+    records: Vec<crate::loyalty::Store>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -322,6 +329,18 @@ fn events() {}
         store_loyalty,
         loyalty,
         traffic,
+        crate::loyalty::card_api::block,
+        crate::loyalty::card_api::unblock,
+        crate::loyalty::card_api::review,
+        crate::loyalty::card_api::replace,
+        crate::loyalty::card_api::merge,
+        crate::loyalty::org_api::list_brands,
+        crate::loyalty::org_api::show_brand,
+        crate::loyalty::org_api::put_brand,
+        crate::loyalty::org_api::delete_brand,
+        crate::loyalty::org_api::show_store,
+        crate::loyalty::org_api::put_store,
+        crate::loyalty::org_api::delete_store,
         crate::fleet::api::list_configs,
         crate::fleet::api::show_config,
         crate::fleet::api::put_config,
@@ -347,6 +366,18 @@ fn events() {}
         StoreDay,
         ApiRole,
         PeriodDoc,
+        ferry_shared::CardBlock,
+        crate::loyalty::Brand,
+        crate::loyalty::BrandFields,
+        crate::loyalty::Store,
+        crate::loyalty::StoreFields,
+        crate::loyalty::Moved,
+        crate::loyalty::Overdraft,
+        crate::loyalty::card_api::Reason,
+        crate::loyalty::card_api::Replacement,
+        crate::loyalty::card_api::Merger,
+        crate::loyalty::card_api::HandedOver,
+        crate::loyalty::org_api::Brands,
         crate::fleet::ConfigView,
         crate::fleet::DesiredView,
         crate::fleet::JobView,

@@ -6,6 +6,7 @@
 //! enforces the limits in [`limits`] and validates every record.
 
 pub mod backoff;
+pub mod card;
 pub mod config_env;
 pub mod durable_dir;
 pub mod envelope;
@@ -28,6 +29,7 @@ pub mod tls;
 pub mod token;
 pub mod topic;
 
+pub use card::CardBlock;
 pub use envelope::{Compression, Envelope, EnvelopeWriter, Gzipper, decode, encode};
 pub use error::WireError;
 pub use ids::{DeviceId, IdError, SpoolId, TxId};

@@ -99,6 +99,10 @@ pub struct Txn {
     pub reverses: Option<TxId>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
+    /// The cashier who rang it up, so that an offline overdraft can be traced to a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub staff: Option<String>,
 }
 
 impl RecordBody {
@@ -185,6 +189,9 @@ impl Txn {
         }
         if let Some(receipt) = &self.receipt {
             text("receipt", receipt)?;
+        }
+        if let Some(staff) = &self.staff {
+            text("staff", staff)?;
         }
         match self.op {
             TxnOp::Stamp | TxnOp::Redeem if self.qty.is_none() => {
@@ -278,6 +285,7 @@ mod tests {
             receipt: None,
             reverses: None,
             offline: false,
+            staff: None,
         }
     }
 

@@ -104,6 +104,7 @@ fn body(device: &str, seq: u64) -> RecordBody {
             receipt: None,
             reverses: None,
             offline: false,
+            staff: None,
         }),
         5 => RecordBody::Event {
             level: ferry_shared::EventLevel::Info,

@@ -74,22 +74,47 @@ pub fn loyalty_with(
     }
 }
 
-/// `PUT /v1/programs/{id}` on the API at `port`, which must accept it.
+/// `PUT /v1/programs/{id}` on the API at `port`, which must accept it; and the suite's
+/// [`TEST_STORES`], where its transactions are sold.
 pub fn put_program(port: u16, id: &str, program: &Value) {
-    let (status, answer) = request(
-        port,
-        "PUT",
-        &format!("/v1/programs/{id}"),
-        TOKEN,
-        &program.to_string(),
-    )
-    .unwrap_or_else(|e| panic!("PUT /v1/programs/{id}: {e}"));
-    assert_eq!(status, 200, "PUT /v1/programs/{id}: {answer}");
+    put_ok(port, &format!("/v1/programs/{id}"), program);
+    put_test_stores(port);
 }
 
-/// `PUT /v1/devices/{device}` on the API at `port`: a till at `store`, whose transactions
-/// the ledger then applies.
+/// The stores the suite's transactions name, all of brand `test`, in UTC and EUR.
+pub const TEST_STORES: &[&str] = &["S-01", "S-02", "S-1", "S-99", "S-other"];
+
+fn put_ok(port: u16, path: &str, body: &Value) {
+    let (status, answer) = request(port, "PUT", path, TOKEN, &body.to_string())
+        .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+    assert_eq!(status, 200, "PUT {path}: {answer}");
+}
+
+/// `PUT /v1/stores/{store}` (and its brand `test`) on the API at `port`: a store whose
+/// transactions the ledger then applies.
+pub fn put_store(port: u16, store: &str) {
+    put_ok(
+        port,
+        "/v1/brands/test",
+        &serde_json::json!({"name": "Test brand"}),
+    );
+    let body = serde_json::json!({
+        "name": format!("Store {store}"), "brand": "test", "time_zone": "UTC", "currency": "EUR",
+    });
+    put_ok(port, &format!("/v1/stores/{store}"), &body);
+}
+
+/// [`TEST_STORES`], on the API at `port`.
+pub fn put_test_stores(port: u16) {
+    for store in TEST_STORES {
+        put_store(port, store);
+    }
+}
+
+/// `PUT /v1/devices/{device}` on the API at `port`: a till at `store`, made a store record
+/// first, whose transactions the ledger then applies.
 pub fn register_till(port: u16, device: &str, store: &str) {
+    put_store(port, store);
     let body = serde_json::json!({"kind": "till", "store": store}).to_string();
     let (status, answer) = request(port, "PUT", &format!("/v1/devices/{device}"), TOKEN, &body)
         .unwrap_or_else(|e| panic!("PUT /v1/devices/{device}: {e}"));

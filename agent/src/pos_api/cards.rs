@@ -14,7 +14,8 @@ use ferry_shared::{Txn, TxnOp, rules};
 use serde::Serialize;
 
 use super::{ApiError, PosState};
-use crate::cards::CloudBalance;
+use crate::cards::{CloudBalance, CloudCard};
+use ferry_shared::CardBlock;
 
 /// The cloud's answer for a card (`{card, balances: [...]}`, each balance as the ledger
 /// gives it), with the till's estimate beside each balance and the pending transactions.
@@ -28,6 +29,9 @@ pub struct CardView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub cloud_at: Option<ferry_shared::Timestamp>,
+    /// Set when the cloud last said the card is blocked: the till refuses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<ferry_shared::CardBlock>,
     pub pending: Vec<Txn>,
 }
 
@@ -81,17 +85,26 @@ pub async fn estimate(state: &PosState, card: &str, program: &str) -> Result<Est
     ))
 }
 
-async fn view(state: &PosState, card: String) -> Result<CardView, ApiError> {
-    let pending = pending_for(state, card.clone()).await?;
+/// The cloud's last word on the card, when it said anything.
+async fn cloud_card(state: &PosState, card: &str) -> Result<Option<CloudCard>, ApiError> {
     let cache = state.cards.clone();
-    let key = card.clone();
-    let cloud = tokio::task::spawn_blocking(move || cache.get(&key))
+    let key = card.to_owned();
+    tokio::task::spawn_blocking(move || cache.get(&key))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let (cloud_at, mut programs) = match cloud {
-        Some(c) => (Some(c.at), c.balances),
-        None => (None, BTreeMap::new()),
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// The card's block, as the cloud last said.
+pub async fn block_of(state: &PosState, card: &str) -> Result<Option<CardBlock>, ApiError> {
+    Ok(cloud_card(state, card).await?.and_then(|c| c.blocked))
+}
+
+async fn view(state: &PosState, card: String) -> Result<CardView, ApiError> {
+    let pending = pending_for(state, card.clone()).await?;
+    let (cloud_at, blocked, mut programs) = match cloud_card(state, &card).await? {
+        Some(c) => (Some(c.at), c.blocked, c.balances),
+        None => (None, None, BTreeMap::new()),
     };
     // A program only pending transactions know of yet starts from nothing.
     for t in &pending {
@@ -136,6 +149,7 @@ async fn view(state: &PosState, card: String) -> Result<CardView, ApiError> {
         card,
         balances,
         cloud_at,
+        blocked,
         pending,
     })
 }

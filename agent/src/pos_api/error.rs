@@ -16,6 +16,12 @@ pub enum ApiError {
     /// sent the card's balances for the program once.
     #[error("{}", insufficient(*balance, *needed))]
     InsufficientBalance { balance: i64, needed: Option<i64> },
+    /// The cloud has said the card is blocked (lost, replaced, merged).
+    #[error("{}", blocked(reason, successor.as_deref()))]
+    CardBlocked {
+        reason: String,
+        successor: Option<String>,
+    },
     /// The idempotency key was used before for a different transaction (`tx_id`): a key
     /// names one request, so the new one is refused rather than answered with the old.
     #[error("idempotency_key was used before for a different transaction ({tx_id}); use a new key")]
@@ -31,6 +37,13 @@ pub enum ApiError {
     Storage,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+fn blocked(reason: &str, successor: Option<&str>) -> String {
+    match successor {
+        Some(card) => format!("the card is blocked ({reason}); its balances are on card {card}"),
+        None => format!("the card is blocked ({reason})"),
+    }
 }
 
 fn insufficient(balance: i64, needed: Option<i64>) -> String {
@@ -60,6 +73,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Self::InsufficientBalance { .. } => (StatusCode::CONFLICT, "insufficient_balance"),
+            Self::CardBlocked { .. } => (StatusCode::CONFLICT, "card_blocked"),
             Self::IdempotencyMismatch { .. } => (StatusCode::CONFLICT, "idempotency_mismatch"),
             Self::SpoolFull => (StatusCode::INSUFFICIENT_STORAGE, "spool_full"),
             // The spool writer has logged the cause, once per window.

@@ -432,3 +432,39 @@ async fn the_estimate_starts_from_the_clouds_balances() {
         StatusCode::ACCEPTED
     );
 }
+
+/// Once the cloud's `cards` topic says a card is blocked, the till refuses it, naming the
+/// card that took its balances; a reversal still passes, and the cashier rides along.
+#[tokio::test]
+async fn a_card_the_cloud_blocked_is_refused_at_the_till() {
+    let api = api(64 << 20);
+    let mut with_staff = stamp("C-5");
+    with_staff["staff"] = json!("anna");
+    let (status, accepted) = api.post(with_staff).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let heard = json!({"card": "C-5", "at": "2026-11-23T10:00:00.000Z", "balances": [],
+                       "blocked": {"reason": "reported lost", "successor": "C-6",
+                                   "blocked_at": "2026-11-23T09:00:00.000Z"}});
+    api.cards
+        .remember(heard.to_string().as_bytes())
+        .expect("remember");
+    for body in [stamp("C-5"), redeem("C-5", "coffee", 1, true)] {
+        let (status, answer) = api.post(body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(answer["error"]["code"], "card_blocked");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("C-6")),
+            "{answer}"
+        );
+    }
+    let reversal = json!({"op": "reverse", "program": "coffee", "card": "C-5", "store": "S-01",
+                          "reverses": accepted["tx_id"]});
+    assert_eq!(api.post(reversal).await.0, StatusCode::ACCEPTED);
+    let (_, card) = api.call("GET", "/v1/cards/C-5", Some(TOKEN), None).await;
+    assert_eq!(card["blocked"]["successor"], "C-6", "{card}");
+    assert_eq!(card["pending"][0]["staff"], "anna", "{card}");
+    // Another card is untouched.
+    assert_eq!(api.post(stamp("C-7")).await.0, StatusCode::ACCEPTED);
+}

@@ -40,6 +40,11 @@ pub struct PosTransaction {
     #[serde(default, skip_serializing)]
     #[schema(min_length = 1, max_length = 128)]
     pub idempotency_key: Option<String>,
+    /// The cashier who rang it up: kept with the transaction in the ledger, so an offline
+    /// overdraft names a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub staff: Option<String>,
     /// The cashier's override: redeem even when the offline estimate does not cover it.
     #[serde(default)]
     pub allow_overdraft: bool,
@@ -95,9 +100,21 @@ pub async fn submit(
         reverses: req.reverses,
         // The agent never waits for the cloud's word before accepting a redemption.
         offline: req.op == TxnOp::Redeem,
+        staff: req.staff,
     };
     txn.validate()
         .map_err(|e| ApiError::invalid(e.reason_code(), e.to_string()))?;
+    // The cloud said the card is blocked: nothing more goes on it here. A till that has
+    // not heard yet cannot know, and the ledger rejects what it sends (`card_blocked`).
+    // A reversal still goes through, to undo a sale on the card.
+    if txn.op != TxnOp::Reverse
+        && let Some(block) = cards::block_of(&state, &txn.card).await?
+    {
+        return Err(ApiError::CardBlocked {
+            reason: block.reason,
+            successor: block.successor,
+        });
+    }
     // Held until the record is in the spool: the next redemption's estimate counts it.
     let _turn = if txn.op == TxnOp::Redeem && !req.allow_overdraft {
         let turn = state.redemptions.clone().lock_owned().await;

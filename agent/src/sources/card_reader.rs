@@ -111,6 +111,7 @@ impl ScanRule {
             receipt: None,
             reverses: None,
             offline: false,
+            staff: None,
         }
     }
 }

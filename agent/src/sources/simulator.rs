@@ -138,6 +138,7 @@ impl Simulator {
             receipt: Some(receipt),
             reverses: None,
             offline: false,
+            staff: None,
         })
     }
 }

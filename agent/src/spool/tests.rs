@@ -32,6 +32,7 @@ fn txn(i: u64) -> NewRecord {
         receipt: Some("x".repeat(200)),
         reverses: None,
         offline: false,
+        staff: None,
     });
     NewRecord::new(&Unsequenced::new(Timestamp::now(), body)).expect("valid")
 }

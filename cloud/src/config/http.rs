@@ -72,6 +72,9 @@ pub struct NamedToken {
     /// Role `store` only: the stores it speaks for.
     #[serde(default)]
     pub stores: Vec<String>,
+    /// Role `store` only: the brands it speaks for, every store of theirs included.
+    #[serde(default)]
+    pub brands: Vec<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -216,7 +219,7 @@ impl HttpConfig {
                     "the same secret as another token; each needs its own",
                 ));
             }
-            match (t.role, t.stores.is_empty()) {
+            match (t.role, t.stores.is_empty() && t.brands.is_empty()) {
                 (ApiRole::Router, _) => {
                     return Err(invalid(
                         key("role"),
@@ -224,22 +227,28 @@ impl HttpConfig {
                     ));
                 }
                 (ApiRole::Store, true) => {
-                    return Err(invalid(key("stores"), "role store needs its stores"));
+                    return Err(invalid(
+                        key("stores"),
+                        "role store needs its stores (stores = [...]) or brands (brands = [...])",
+                    ));
                 }
                 (ApiRole::Store, false) => {}
                 (_, false) => {
-                    return Err(invalid(key("stores"), "only role store has stores"));
+                    return Err(invalid(
+                        key("stores"),
+                        "only role store has stores or brands",
+                    ));
                 }
                 (_, true) => {}
             }
-            if let Some(bad) = t.stores.iter().find(|s| {
+            if let Some(bad) = t.stores.iter().chain(&t.brands).find(|s| {
                 s.is_empty()
                     || s.len() > ferry_shared::limits::MAX_TEXT_LEN
                     || s.chars().any(char::is_control)
             }) {
                 return Err(invalid(
                     key("stores"),
-                    format!("store {bad:?} is not a store id"),
+                    format!("{bad:?} is not a store or brand id"),
                 ));
             }
         }

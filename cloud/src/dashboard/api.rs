@@ -228,12 +228,16 @@ async fn list_stores(
     State(api): State<DashboardApi>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut stores = ledger(&api)?
-        .run(|l| l.stores())
+    let (mut stores, mut records) = ledger(&api)?
+        .run(|l| Ok((l.stores()?, l.store_records()?)))
         .await
         .map_err(unavailable)?;
+    stores.extend(records.iter().map(|r| r.id.clone()));
+    stores.sort_unstable();
+    stores.dedup();
     stores.retain(|s| caller.covers(s));
-    Ok(Json(json!({ "stores": stores })))
+    records.retain(|r| caller.covers(&r.id));
+    Ok(Json(json!({ "stores": stores, "records": records })))
 }
 
 #[derive(Debug, Deserialize)]

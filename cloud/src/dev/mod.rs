@@ -21,7 +21,7 @@ pub use agents::Agents;
 
 use crate::config::CloudConfig;
 use crate::ingest::IngestMetrics;
-use crate::loyalty::{DeviceKind, Ledger, Program, Registration};
+use crate::loyalty::{BrandFields, DeviceKind, Ledger, Program, Registration, StoreFields};
 
 /// The card the simulated tills stamp first and most (the agent's simulator agrees).
 const REGULAR: &str = "C-0001";
@@ -205,8 +205,26 @@ fn seed_programs(ledger: &Path) -> anyhow::Result<()> {
             ledger.put_program(id, &program)?;
         }
     }
-    // The tills at their stores, so that their transactions apply; the stations too, so
-    // the dashboards list them before they are first heard from.
+    // One brand, and a store for each till, so that the tills' transactions apply.
+    ledger.put_brand(
+        "demo",
+        &BrandFields {
+            name: "Demo Coffee".into(),
+        },
+    )?;
+    for (device, _) in agents::roster().into_iter().filter(|(_, till)| *till) {
+        ledger.put_store(
+            &agents::store_of(&device),
+            &StoreFields {
+                name: format!("Demo store of {device}"),
+                brand: "demo".into(),
+                time_zone: "Europe/Berlin".into(),
+                currency: "EUR".into(),
+            },
+        )?;
+    }
+    // The tills at their stores; the stations too, so the dashboards list them before
+    // they are first heard from.
     for (device, till) in agents::roster() {
         let reg = if till {
             Registration {

@@ -24,8 +24,10 @@ pub struct Caller {
     /// The token's name (`http.token` is `admin`, `loyalty.token` is `router`).
     pub name: String,
     pub role: ApiRole,
-    /// Role `store` only.
+    /// Role `store` only: its stores, those of its brands included.
     pub stores: Vec<String>,
+    /// Role `store` only: the brands it speaks for, whose stores are in `stores`.
+    pub brands: Vec<String>,
     /// This request's id, also in the `x-request-id` response header.
     pub request_id: String,
 }
@@ -43,13 +45,23 @@ struct Credential {
     name: String,
     role: ApiRole,
     stores: Vec<String>,
+    brands: Vec<String>,
 }
+
+/// The stores of some brands, from the ledger: a brand-scoped caller's stores are looked up
+/// at each request, so a store added to the brand is in scope at once.
+pub type BrandStores = Arc<
+    dyn Fn(Vec<String>) -> futures_util::future::BoxFuture<'static, Result<Vec<String>, String>>
+        + Send
+        + Sync,
+>;
 
 /// Every token this process accepts: the configured ones, and signed-in users' JWTs when
 /// `[http.oidc]` is set.
 pub struct Credentials {
     tokens: Vec<Credential>,
     oidc: Option<Arc<Oidc>>,
+    brand_stores: Option<BrandStores>,
 }
 
 impl Credentials {
@@ -64,6 +76,7 @@ impl Credentials {
                 name: "admin".into(),
                 role: Admin,
                 stores: Vec::new(),
+                brands: Vec::new(),
             });
         }
         for t in &http.tokens {
@@ -72,6 +85,7 @@ impl Credentials {
                 name: t.name.clone(),
                 role: t.role,
                 stores: t.stores.clone(),
+                brands: t.brands.clone(),
             });
         }
         if let Some(router) = router
@@ -82,12 +96,21 @@ impl Credentials {
                 name: "router".into(),
                 role: Router,
                 stores: Vec::new(),
+                brands: Vec::new(),
             });
         }
         Self {
             tokens: all,
             oidc: http.oidc.clone().map(|c| Arc::new(Oidc::new(c))),
+            brand_stores: None,
         }
+    }
+
+    /// Where brand-scoped callers' stores come from: the ledger, where this process has one.
+    /// Without it, a brand-scoped caller is refused with a message that says why.
+    pub fn with_brand_stores(mut self, lookup: BrandStores) -> Self {
+        self.brand_stores = Some(lookup);
+        self
     }
 
     /// The provider of signed-in users, when there is one.
@@ -126,6 +149,19 @@ pub const ROUTES: &[(Method, &str, &[ApiRole])] = &[
         &[Admin, Operator, Store, Router],
     ),
     (Method::GET, "/v1/cards/{card}/transactions", LEDGER),
+    (Method::POST, "/v1/cards/{card}/block", LEDGER),
+    (Method::POST, "/v1/cards/{card}/unblock", LEDGER),
+    (Method::POST, "/v1/cards/{card}/review", LEDGER),
+    (Method::POST, "/v1/cards/{card}/replace", LEDGER),
+    (Method::POST, "/v1/cards/{card}/merge", LEDGER),
+    // The organisation.
+    (Method::GET, "/v1/brands", FIGURES),
+    (Method::GET, "/v1/brands/{id}", FIGURES),
+    (Method::PUT, "/v1/brands/{id}", ADMIN),
+    (Method::DELETE, "/v1/brands/{id}", ADMIN),
+    (Method::GET, "/v1/stores/{id}", FIGURES),
+    (Method::PUT, "/v1/stores/{id}", ADMIN),
+    (Method::DELETE, "/v1/stores/{id}", ADMIN),
     (Method::PUT, "/v1/devices/{id}", REGISTRY),
     (Method::DELETE, "/v1/devices/{id}", REGISTRY),
     (Method::GET, "/v1/registry", REGISTRY),
@@ -182,8 +218,8 @@ pub async fn authorize(
         .ok_or(ApiError::Unauthorized(
             "missing Authorization: Bearer TOKEN",
         ))?;
-    let (name, role, stores) = match credentials.identify(header) {
-        Some(c) => (c.name.clone(), c.role, c.stores.clone()),
+    let (name, role, mut stores, brands) = match credentials.identify(header) {
+        Some(c) => (c.name.clone(), c.role, c.stores.clone(), c.brands.clone()),
         None => {
             let bearer = header.strip_prefix("Bearer ").unwrap_or_default();
             match &credentials.oidc {
@@ -193,7 +229,7 @@ pub async fn authorize(
                         OidcError::Fetch(problem) => ApiError::Provider(problem),
                         other => ApiError::Refused(other.to_string()),
                     })?;
-                    (user.name, user.role, user.stores)
+                    (user.name, user.role, user.stores, user.brands)
                 }
                 _ => return Err(ApiError::Unauthorized("wrong token")),
             }
@@ -219,11 +255,28 @@ pub async fn authorize(
             role.name()
         )));
     }
+    if !brands.is_empty() {
+        let lookup = credentials.brand_stores.as_ref().ok_or_else(|| {
+            ApiError::NotConfigured(format!(
+                "this token ({name}) speaks for brands {brands:?}, and this process has no \
+                 loyalty.database to find their stores in"
+            ))
+        })?;
+        let of_brands = lookup(brands.clone()).await.map_err(|problem| {
+            ApiError::Unavailable(anyhow::anyhow!(
+                "the stores of brands {brands:?}: {problem}"
+            ))
+        })?;
+        stores.extend(of_brands);
+        stores.sort_unstable();
+        stores.dedup();
+    }
     let request_id = ulid::Ulid::new().to_string();
     request.extensions_mut().insert(Caller {
         name,
         role,
         stores,
+        brands,
         request_id: request_id.clone(),
     });
     let mut response = next.run(request).await;
@@ -249,8 +302,13 @@ mod tests {
                     continue;
                 }
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                for at in text.match_indices(".route(\"/v1/").map(|(i, _)| i) {
-                    let rest = &text[at + ".route(\"".len()..];
+                for at in text.match_indices(".route(").map(|(i, _)| i) {
+                    // rustfmt puts a long route's path on a line of its own.
+                    let rest = text[at + ".route(".len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix("\"").filter(|r| r.starts_with("/v1/"))
+                    else {
+                        continue;
+                    };
                     let Some((route, after)) = rest.split_once('"') else {
                         continue;
                     };

@@ -20,6 +20,10 @@ pub enum ApiError {
     Invalid { code: &'static str, message: String },
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
+    /// The request is well formed but the ledger's state refuses it (a brand with stores
+    /// cannot go); the message says what stands in the way.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("{0}")]
     TooLarge(String),
     /// The database cannot be reached or refused the work: worth retrying.
@@ -58,6 +62,7 @@ impl IntoResponse for ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Unavailable(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "database unavailable");

@@ -131,6 +131,7 @@ async fn exchange(
         "name": user.name,
         "role": user.role,
         "stores": user.stores,
+        "brands": user.brands,
     })))
 }
 
@@ -145,6 +146,7 @@ async fn me(Extension(caller): Extension<Caller>) -> Json<Value> {
         "name": caller.name,
         "role": caller.role,
         "stores": caller.stores,
+        "brands": caller.brands,
         "routes": routes,
     }))
 }

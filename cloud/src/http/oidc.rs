@@ -49,6 +49,8 @@ pub struct Identity {
     pub name: String,
     pub role: ApiRole,
     pub stores: Vec<String>,
+    /// Brands whose stores the user speaks for (`brand:B` groups).
+    pub brands: Vec<String>,
 }
 
 pub struct Oidc {
@@ -263,6 +265,7 @@ impl Oidc {
         };
         let groups = list(&claims[&self.cfg.roles_claim]);
         let mut stores = Vec::new();
+        let mut brands = Vec::new();
         let has = |role: &str| groups.iter().any(|g| g == role);
         let role = if has("admin") {
             ApiRole::Admin
@@ -280,7 +283,13 @@ impl Oidc {
             if groups.iter().any(|g| g == "store") {
                 stores.extend(list(&claims[&self.cfg.stores_claim]));
             }
-            if stores.is_empty() {
+            brands.extend(
+                groups
+                    .iter()
+                    .filter_map(|g| g.strip_prefix("brand:"))
+                    .map(str::to_owned),
+            );
+            if stores.is_empty() && brands.is_empty() {
                 return Err(OidcError::NoRole(self.cfg.roles_claim.clone()));
             }
             ApiRole::Store
@@ -290,7 +299,12 @@ impl Oidc {
             .iter()
             .find_map(|c| claims[*c].as_str())
             .map_or_else(|| sub.to_owned(), |n| format!("{n} ({sub})"));
-        Ok(Identity { name, role, stores })
+        Ok(Identity {
+            name,
+            role,
+            stores,
+            brands,
+        })
     }
 
     /// The key named `kid`, fetching the provider's keys when it is not known yet.

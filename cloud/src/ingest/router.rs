@@ -315,6 +315,13 @@ impl Router {
                 }
                 Status::Rejected => {
                     let reason = outcome.reason.as_deref().unwrap_or("rejected");
+                    // The till should hear that the card is blocked, and refuse it.
+                    if reason == "card_blocked" {
+                        devices_of
+                            .entry(txn.card.as_str())
+                            .or_default()
+                            .insert(route.device.as_str());
+                    }
                     self.reject(&mut report, route, reason, now);
                 }
                 Status::Held => {}
@@ -326,7 +333,8 @@ impl Router {
         self.report.send(report).map_err(|_| ())?;
         for card in &answer.cards {
             let Ok(payload) = serde_json::to_vec(&serde_json::json!({
-                "card": card.card, "balances": card.balances, "at": now,
+                "card": card.card, "balances": card.balances, "blocked": card.blocked,
+                "at": now,
             })) else {
                 continue;
             };

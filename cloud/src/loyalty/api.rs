@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    AuditRecord, Balance, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome, Program,
-    Registration, Status, Submitted, ledger, registry,
+    AuditRecord, Balance, Ledger, LedgerEntry, LedgerError, LedgerPool, LoyaltyMetrics, Outcome,
+    Program, Registration, Status, Submitted, ledger, registry,
 };
 use crate::config::ApiRole;
 use crate::http::{ApiError, Caller};
@@ -30,6 +30,7 @@ impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {
             LedgerError::Sqlite(_) | LedgerError::Postgres(_) => Self::Unavailable(e.into()),
+            LedgerError::Refused { code, message } => Self::Conflict { code, message },
             other => Self::Internal(other.into()),
         }
     }
@@ -57,11 +58,18 @@ pub fn routes(api: LoyaltyApi) -> Router {
         .route("/v1/devices/{id}", put(put_device).delete(retire_device))
         .route("/v1/registry", get(list_registry))
         .route("/v1/audit", get(audit_log))
+        .merge(super::org_api::routes())
+        .merge(super::card_api::routes())
         .with_state(api)
 }
 
 /// What the audit trail says of a write by `caller`.
-fn record(caller: &Caller, action: &'static str, target: &str, detail: Value) -> AuditRecord {
+pub(super) fn record(
+    caller: &Caller,
+    action: &'static str,
+    target: &str,
+    detail: Value,
+) -> AuditRecord {
     AuditRecord {
         who: caller.name.clone(),
         role: caller.role.name(),
@@ -101,7 +109,11 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 
 /// A `store` caller sees a card only once it has a transaction at one of its stores; to
 /// it, any other card is unknown.
-async fn check_card_scope(api: &LoyaltyApi, caller: &Caller, card: &str) -> Result<(), ApiError> {
+pub(super) async fn check_card_scope(
+    api: &LoyaltyApi,
+    caller: &Caller,
+    card: &str,
+) -> Result<(), ApiError> {
     if caller.role != ApiRole::Store {
         return Ok(());
     }
@@ -122,6 +134,18 @@ async fn check_card_scope(api: &LoyaltyApi, caller: &Caller, card: &str) -> Resu
 pub struct CardBalances {
     pub card: String,
     pub balances: Vec<Balance>,
+    /// Set while the card is blocked: its transactions are rejected `card_blocked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<ferry_shared::CardBlock>,
+}
+
+/// The card's balances and block, as the API and the `cards` topic give them.
+pub(super) fn card_balances(l: &mut Ledger, card: &str) -> Result<CardBalances, LedgerError> {
+    Ok(CardBalances {
+        card: card.to_owned(),
+        balances: l.balances(card)?,
+        blocked: l.card_block(card)?,
+    })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -137,7 +161,7 @@ struct SubmitQuery {
     balances: bool,
 }
 
-fn check_id(what: &'static str, id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(what: &'static str, id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "invalid_id",
@@ -350,18 +374,16 @@ async fn submit(
             )?;
             let mut cards = None;
             if with_balances {
+                // A card refused as blocked is told too, so the till refuses it from now on.
                 let touched: BTreeSet<&str> = txns
                     .iter()
                     .zip(&outcomes)
-                    .filter(|(_, o)| matches!(o.status, Status::Applied | Status::Duplicate))
+                    .filter(|(_, o)| tells_the_till(o))
                     .map(|(t, _)| t.txn.card.as_str())
                     .collect();
                 let mut list = Vec::with_capacity(touched.len());
                 for card in touched {
-                    list.push(CardBalances {
-                        card: card.to_owned(),
-                        balances: l.balances(card)?,
-                    });
+                    list.push(card_balances(l, card)?);
                 }
                 cards = Some(list);
             }
@@ -378,6 +400,12 @@ async fn submit(
     Ok(Json(Results { results, cards }))
 }
 
+/// Whether the devices that sent the transaction should hear the card's balances after it.
+pub fn tells_the_till(outcome: &Outcome) -> bool {
+    matches!(outcome.status, Status::Applied | Status::Duplicate)
+        || outcome.reason == Some("card_blocked")
+}
+
 async fn show_card(
     State(api): State<LoyaltyApi>,
     Extension(caller): Extension<Caller>,
@@ -386,9 +414,9 @@ async fn show_card(
     check_id("card", &card)?;
     check_card_scope(&api, &caller, &card).await?;
     let key = card.clone();
-    let (known, balances) = api
+    let (known, view) = api
         .pool
-        .run(move |l| Ok((l.card_known(&key)?, l.balances(&key)?)))
+        .run(move |l| Ok((l.card_known(&key)?, card_balances(l, &key)?)))
         .await?;
     if !known {
         return Err(ApiError::not_found(
@@ -396,7 +424,7 @@ async fn show_card(
             format!("no transaction for card {card:?} yet"),
         ));
     }
-    Ok(Json(CardBalances { card, balances }))
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,7 +464,8 @@ struct CardsQuery {
     flagged: bool,
 }
 
-/// `GET /v1/cards?flagged=true`: the cards a person should review.
+/// `GET /v1/cards?flagged=true`: the cards a person should review, and the entries that took
+/// them below zero, each with its store and cashier.
 async fn list_cards(
     State(api): State<LoyaltyApi>,
     Query(query): Query<CardsQuery>,
@@ -447,6 +476,16 @@ async fn list_cards(
             "only ?flagged=true is listed; ask for one card with /v1/cards/{card}",
         ));
     }
-    let cards = api.pool.run(|l| l.flagged_cards()).await?;
-    Ok(Json(json!({ "flagged": cards })))
+    let (cards, overdrafts) = api
+        .pool
+        .run(|l| {
+            let cards = l.flagged_cards()?;
+            let mut overdrafts = Vec::new();
+            for card in &cards {
+                overdrafts.extend(l.overdrafts(card)?);
+            }
+            Ok((cards, overdrafts))
+        })
+        .await?;
+    Ok(Json(json!({ "flagged": cards, "overdrafts": overdrafts })))
 }

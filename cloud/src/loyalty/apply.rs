@@ -14,6 +14,8 @@ pub mod sql {
     pub const TARGET: &str =
         "SELECT delta, card, program, reversed_by, store FROM ledger WHERE tx_id = $1";
     pub const DEVICE: &str = "SELECT kind, store, retired_at FROM devices WHERE id = $1";
+    pub const STORE: &str = "SELECT id FROM stores WHERE id = $1";
+    pub const BLOCKED: &str = "SELECT card FROM card_blocks WHERE card = $1";
     pub const HOLD: &str = "INSERT INTO held (tx_id, device, held_at) VALUES ($1, $2, $3)
          ON CONFLICT (tx_id) DO NOTHING";
     pub const UNHOLD: &str = "DELETE FROM held WHERE tx_id = $1";
@@ -27,14 +29,15 @@ pub mod sql {
     pub const RECORD: &str = "INSERT INTO ledger
          (tx_id, content, card, program, store, op, delta, offline, applied_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-    /// Points earned before the cutoff and not reversed since.
+    /// Points earned (or moved in from another card) before the cutoff and not reversed
+    /// since.
     pub const EARNED_BEFORE: &str = "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) FROM ledger
-         WHERE card = $1 AND program = $2 AND op = 'earn' AND reversed_by IS NULL
+         WHERE card = $1 AND program = $2 AND op IN ('earn', 'transfer') AND reversed_by IS NULL
            AND delta > 0 AND applied_at < $3";
-    /// Points gone already: redeemed (and not reversed) or lapsed.
+    /// Points gone already: redeemed (and not reversed), lapsed, or moved to another card.
     pub const SPENT: &str = "SELECT CAST(COALESCE(-SUM(delta), 0) AS BIGINT) FROM ledger
-         WHERE card = $1 AND program = $2 AND op IN ('redeem', 'expire')
-           AND reversed_by IS NULL";
+         WHERE card = $1 AND program = $2 AND op IN ('redeem', 'expire', 'transfer')
+           AND delta < 0 AND reversed_by IS NULL";
 }
 
 /// What the rules need from a database transaction.
@@ -54,6 +57,16 @@ pub trait LedgerTx {
     fn registration(&mut self, device: &str) -> Result<Option<Registered>, LedgerError>;
     /// Runs one statement of `sql` with text parameters.
     fn exec_text(&mut self, sql: &str, params: &[&str]) -> Result<(), LedgerError>;
+    /// The rows of a query with text parameters whose columns are all text.
+    fn texts(&mut self, sql: &str, params: &[&str]) -> Result<Rows, LedgerError>;
+    /// Whether `store` is a store record (`PUT /v1/stores/{id}`).
+    fn store_known(&mut self, store: &str) -> Result<bool, LedgerError> {
+        Ok(!self.texts(sql::STORE, &[store])?.is_empty())
+    }
+    /// Whether `card` is blocked (`POST /v1/cards/{card}/block`).
+    fn card_blocked(&mut self, card: &str) -> Result<bool, LedgerError> {
+        Ok(!self.texts(sql::BLOCKED, &[card])?.is_empty())
+    }
     /// Puts a transaction from an unregistered device on the held list.
     fn hold(&mut self, tx_id: &str, device: &str, at: &str) -> Result<(), LedgerError> {
         self.exec_text(sql::HOLD, &[tx_id, device, at])
@@ -86,6 +99,9 @@ pub trait LedgerTx {
         apply_rules(self, batch)
     }
 }
+
+/// Rows of text columns, as [`LedgerTx::texts`] reads them.
+pub type Rows = Vec<Vec<Option<String>>>;
 
 /// An applied transaction that a reversal names.
 #[derive(Debug)]
@@ -206,6 +222,16 @@ fn judge_one<T: LedgerTx + ?Sized>(
         } else {
             rejected("conflict")
         };
+    }
+    // A store that is no record yet is one a person has still to set up: held, like a
+    // till not registered yet, and judged again when sent again.
+    if !tx.store_known(&txn.store)? {
+        return Ok(outcome(Status::Held, Some("unknown_store")));
+    }
+    // An admin may still undo what a blocked card did; nothing else moves it.
+    let admin_reversal = txn.op == TxnOp::Reverse && admin && device.is_none();
+    if !admin_reversal && tx.card_blocked(&txn.card)? {
+        return rejected("card_blocked");
     }
     let Some(body) = tx.program(&txn.program)? else {
         return rejected("unknown_program");

@@ -39,6 +39,19 @@ pub enum LedgerError {
     Row(String),
     #[error("ledger: {0}")]
     Pool(#[from] crate::pool::PoolError),
+    /// A write the ledger's state refuses, with a code for the API (`unknown_brand`,
+    /// `store_in_use`...).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+}
+
+impl LedgerError {
+    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Refused {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<DbError> for LedgerError {
@@ -99,7 +112,8 @@ const EXPIRY_CHUNK: usize = 100;
 pub struct LedgerEntry {
     pub seq: i64,
     pub tx_id: String,
-    /// `stamp`, `earn`, `redeem`, `reverse`, or `expire` for points that lapsed.
+    /// `stamp`, `earn`, `redeem`, `reverse`, `expire` for points that lapsed, or
+    /// `transfer` for balances a replace or merge moved.
     pub op: String,
     pub program: String,
     pub store: String,
@@ -109,6 +123,9 @@ pub struct LedgerEntry {
     pub applied_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reversed_by: Option<String>,
+    /// The cashier, when the till said (the transaction's `staff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staff: Option<String>,
     /// The transaction as it was applied.
     #[schema(value_type = Object)]
     pub content: serde_json::Value,
@@ -293,6 +310,7 @@ impl Ledger {
                             offline: r.get(6)?,
                             applied_at: r.get(7)?,
                             reversed_by: r.get(8)?,
+                            staff: None,
                             content: serde_json::Value::Null,
                         },
                         r.get(9)?,
@@ -314,6 +332,7 @@ impl Ledger {
                             offline: r.get(6),
                             applied_at: r.get(7),
                             reversed_by: r.get(8),
+                            staff: None,
                             content: serde_json::Value::Null,
                         },
                         r.get(9),
@@ -325,6 +344,7 @@ impl Ledger {
             .map(|(mut entry, content)| {
                 entry.content =
                     serde_json::from_str(&content).map_err(|e| LedgerError::Row(e.to_string()))?;
+                entry.staff = entry.content["staff"].as_str().map(str::to_owned);
                 Ok(entry)
             })
             .collect()

@@ -4,10 +4,14 @@
 pub mod api;
 mod apply;
 mod audit;
+pub mod card_api;
 mod expiry;
 mod figures;
 mod ledger;
+pub mod lifecycle;
 mod metrics;
+pub mod org;
+pub mod org_api;
 mod pg;
 mod pg_batch;
 mod program;
@@ -15,12 +19,14 @@ mod registry;
 mod sqlite;
 
 pub use api::{CardBalances, LoyaltyApi};
-pub use apply::Submitted;
+pub use apply::{LedgerTx, Submitted};
 pub use audit::{AuditEntry, AuditRecord};
 pub use expiry::run_expiry;
 pub use figures::{CardCounts, HourCount, StoreDay};
 pub use ledger::{Balance, Known, Ledger, LedgerEntry, LedgerError, Outcome, Status};
+pub use lifecycle::{Handover, Moved, Overdraft};
 pub use metrics::LoyaltyMetrics;
+pub use org::{Brand, BrandFields, Store, StoreFields};
 pub use registry::{DeviceKind, RegisteredDevice, Registration};
 
 /// The ledger's connections, for the async side.

@@ -5,11 +5,21 @@
 
 use postgres::Transaction;
 
-use super::apply::{Entry, LedgerTx, Registered, Submitted, Target, apply_rules, sql};
+use super::apply::{Entry, LedgerTx, Registered, Rows, Submitted, Target, apply_rules, sql};
 use super::pg_batch::{self, PgBatch, Statements};
 use super::{LedgerError, Outcome};
 
-pub const SCHEMA: &str = include_str!("../../migrations/0003_ledger_postgres.sql");
+pub const SCHEMA: &str = concat!(
+    include_str!("../../migrations/0003_ledger_postgres.sql"),
+    include_str!("../../migrations/0006_organisation.sql"),
+);
+
+fn text_params<'a>(params: &'a [&'a str]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
 
 /// A PostgreSQL transaction of the ledger, with its connection's prepared statements.
 pub struct PgTx<'a, 'c> {
@@ -67,12 +77,17 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 
     fn exec_text(&mut self, sql: &str, params: &[&str]) -> Result<(), LedgerError> {
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        self.tx.execute(sql, &params)?;
+        self.tx.execute(sql, &text_params(params))?;
         Ok(())
+    }
+
+    fn texts(&mut self, sql: &str, params: &[&str]) -> Result<Rows, LedgerError> {
+        Ok(self
+            .tx
+            .query(sql, &text_params(params))?
+            .iter()
+            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+            .collect())
     }
 
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError> {

@@ -15,7 +15,7 @@ use postgres::{Client, Statement, Transaction};
 
 use super::LedgerError;
 use super::Outcome;
-use super::apply::{Entry, LedgerTx, Registered, Submitted, Target};
+use super::apply::{Entry, LedgerTx, Registered, Rows, Submitted, Target};
 
 /// The set-based statements, prepared once per connection.
 pub struct Statements {
@@ -24,6 +24,7 @@ pub struct Statements {
     programs: Statement,
     balances: Statement,
     devices: Statement,
+    org: Statement,
     insert_cards: Statement,
     upsert_balances: Statement,
     insert_ledger: Statement,
@@ -63,6 +64,15 @@ impl Statements {
             devices: c.prepare(
                 "SELECT d.id, d.kind, d.store, d.retired_at FROM unnest($1::text[]) AS k(id)
                  CROSS JOIN LATERAL (SELECT * FROM devices WHERE id = k.id LIMIT 1) d",
+            )?,
+            // The stores and the blocked cards the batch names, in one round trip.
+            org: c.prepare(
+                "SELECT 'store', s.id FROM unnest($1::text[]) AS k(id)
+                 CROSS JOIN LATERAL (SELECT id FROM stores WHERE id = k.id LIMIT 1) s
+                 UNION ALL
+                 SELECT 'card', b.card FROM unnest($2::text[]) AS k(card)
+                 CROSS JOIN LATERAL (SELECT card FROM card_blocks WHERE card = k.card
+                                     LIMIT 1) b",
             )?,
             insert_cards: c.prepare(
                 "INSERT INTO cards (card, created_at)
@@ -131,11 +141,14 @@ pub struct PgBatch<'a, 'c> {
     tx_ids: Vec<&'a str>,
     programs_named: Vec<&'a str>,
     devices_named: Vec<&'a str>,
+    stores_named: Vec<&'a str>,
 
     ledger: HashMap<String, LedgerRow>,
     programs: HashMap<String, String>,
     balances: HashMap<(String, String), i64>,
     devices: HashMap<String, Registered>,
+    stores: HashSet<String>,
+    blocked: HashSet<String>,
 
     cards: Vec<(String, String)>,
     cards_seen: HashSet<String>,
@@ -162,7 +175,13 @@ impl<'a, 'c> PgBatch<'a, 'c> {
         let mut programs_named: Vec<&str> = batch.iter().map(|s| s.txn.program.as_str()).collect();
         let mut devices_named: Vec<&str> =
             batch.iter().filter_map(|s| s.device.as_deref()).collect();
-        for v in [&mut tx_ids, &mut programs_named, &mut devices_named] {
+        let mut stores_named: Vec<&str> = batch.iter().map(|s| s.txn.store.as_str()).collect();
+        for v in [
+            &mut tx_ids,
+            &mut programs_named,
+            &mut devices_named,
+            &mut stores_named,
+        ] {
             v.sort_unstable();
             v.dedup();
         }
@@ -172,10 +191,13 @@ impl<'a, 'c> PgBatch<'a, 'c> {
             tx_ids,
             programs_named,
             devices_named,
+            stores_named,
             ledger: HashMap::new(),
             programs: HashMap::new(),
             balances: HashMap::new(),
             devices: HashMap::new(),
+            stores: HashSet::new(),
+            blocked: HashSet::new(),
             cards: Vec::new(),
             cards_seen: HashSet::new(),
             new_balances: Vec::new(),
@@ -282,6 +304,18 @@ impl<'a, 'c> PgBatch<'a, 'c> {
         for r in self.tx.query(&self.st.balances, &[&cards, &programs])? {
             self.balances.insert((r.get(0), r.get(1)), r.get(2));
         }
+        let mut named_cards = cards.clone();
+        named_cards.dedup();
+        for r in self
+            .tx
+            .query(&self.st.org, &[&self.stores_named, &named_cards])?
+        {
+            let (what, id): (&str, String) = (r.get(0), r.get(1));
+            match what {
+                "store" => self.stores.insert(id),
+                _ => self.blocked.insert(id),
+            };
+        }
         if !self.devices_named.is_empty() {
             for r in self.tx.query(&self.st.devices, &[&self.devices_named])? {
                 let registered = Registered {
@@ -353,6 +387,18 @@ impl LedgerTx for PgBatch<'_, '_> {
 
     fn exec_text(&mut self, _sql: &str, _params: &[&str]) -> Result<(), LedgerError> {
         Err(not_in_a_batch("a free statement"))
+    }
+
+    fn texts(&mut self, _sql: &str, _params: &[&str]) -> Result<Rows, LedgerError> {
+        Err(not_in_a_batch("a free query"))
+    }
+
+    fn store_known(&mut self, store: &str) -> Result<bool, LedgerError> {
+        Ok(self.stores.contains(store))
+    }
+
+    fn card_blocked(&mut self, card: &str) -> Result<bool, LedgerError> {
+        Ok(self.blocked.contains(card))
     }
 
     fn hold(&mut self, tx_id: &str, device: &str, at: &str) -> Result<(), LedgerError> {

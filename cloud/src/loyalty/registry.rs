@@ -135,10 +135,19 @@ impl Ledger {
 }
 
 /// Registers `id`, or changes its registration, in `tx`; a retired device is active again.
+/// The store it names must be a store record.
 pub fn put_device(tx: &mut dyn LedgerTx, id: &str, reg: &Registration) -> Result<(), LedgerError> {
     let now = ferry_shared::Timestamp::now().to_string();
     let upsert = "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, store = excluded.store,
                       registered_at = excluded.registered_at, retired_at = NULL";
+    if let Some(store) = &reg.store
+        && !tx.store_known(store)?
+    {
+        return Err(LedgerError::refused(
+            "unknown_store",
+            format!("store {store:?} is not a store: PUT /v1/stores/{{id}} first"),
+        ));
+    }
     let kind = reg.kind.name();
     match &reg.store {
         Some(store) => tx.exec_text(

@@ -4,9 +4,12 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::LedgerError;
-use super::apply::{Entry, LedgerTx, Registered, Target, sql};
+use super::apply::{Entry, LedgerTx, Registered, Rows, Target, sql};
 
-pub const SCHEMA: &str = include_str!("../../migrations/0002_ledger.sql");
+pub const SCHEMA: &str = concat!(
+    include_str!("../../migrations/0002_ledger.sql"),
+    include_str!("../../migrations/0006_organisation.sql"),
+);
 
 impl LedgerTx for Transaction<'_> {
     /// `BEGIN IMMEDIATE` already holds the one write lock.
@@ -63,6 +66,15 @@ impl LedgerTx for Transaction<'_> {
         self.prepare_cached(sql)?
             .execute(rusqlite::params_from_iter(params))?;
         Ok(())
+    }
+
+    fn texts(&mut self, sql: &str, params: &[&str]) -> Result<Rows, LedgerError> {
+        let mut stmt = self.prepare_cached(sql)?;
+        let columns = stmt.column_count();
+        let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
+            (0..columns).map(|i| r.get(i)).collect()
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn mark_reversed(&mut self, tx_id: &str, by: &str) -> Result<(), LedgerError> {

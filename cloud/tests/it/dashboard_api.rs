@@ -348,6 +348,7 @@ fn txn(v: Value) -> Txn {
 /// taken from 5), and a stamp at S-02 that counts there only.
 fn seed_ledger(url: &str) {
     let mut ledger = Ledger::open(url).expect("ledger");
+    crate::test_stores(&mut ledger);
     ledger
         .put_program(
             "coffee",
@@ -622,7 +623,9 @@ fn devices_readings_alarms_and_loyalty_figures() {
 
     let (status, body) = get(&d, "/v1/stores");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["stores"], json!(["S-01", "S-02"]));
+    // The store records, and the stores the ledger's transactions named (the same here).
+    assert_eq!(body["stores"], json!(ferry_tests::loyalty::TEST_STORES));
+    assert_eq!(body["records"][0]["time_zone"], "UTC", "{body}");
     let today = chrono::Utc::now().date_naive();
     let (status, body) = get(
         &d,

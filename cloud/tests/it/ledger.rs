@@ -13,7 +13,7 @@ use ferry_shared::{TxId, Txn, TxnOp};
 use ferry_tests::postgres::Postgres;
 
 /// Opens connections to one fresh database.
-type Open = Box<dyn Fn() -> Ledger + Send + Sync>;
+pub(crate) type Open = Box<dyn Fn() -> Ledger + Send + Sync>;
 
 /// A named check of one store.
 type Scenario = (&'static str, fn(&Open));
@@ -37,7 +37,19 @@ fn conformance_on_sqlite_and_postgres() {
     let _load = crate::beside_others();
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = Postgres::start();
-    let scenarios: [Scenario; 10] = [
+    let scenarios: [Scenario; 13] = [
+        (
+            "organisation",
+            crate::ledger_org::stores_are_records_and_others_are_held,
+        ),
+        (
+            "migration",
+            crate::ledger_org::an_older_ledgers_stores_become_records_once,
+        ),
+        (
+            "lifecycle",
+            crate::ledger_org::cards_are_blocked_replaced_merged_and_reviewed,
+        ),
         ("registry", the_registry_admits_only_tills_at_their_store),
         ("bounds", out_of_range_is_rejected_not_wrapped),
         ("idempotency", idempotency_and_rules_table),
@@ -58,7 +70,7 @@ fn conformance_on_sqlite_and_postgres() {
     }
 }
 
-fn from(device: &str, txn: Txn) -> Submitted {
+pub(crate) fn from(device: &str, txn: Txn) -> Submitted {
     Submitted {
         txn,
         device: Some(device.into()),
@@ -185,8 +197,9 @@ fn out_of_range_is_rejected_not_wrapped(open: &Open) {
     assert_eq!(balance(&mut l, "C-1", "points").0, 0);
 }
 
-fn with_programs(open: &Open) -> Ledger {
+pub(crate) fn with_programs(open: &Open) -> Ledger {
     let mut l = open();
+    crate::test_stores(&mut l);
     l.put_program(
         "coffee",
         &Program::Stamps {
@@ -208,7 +221,7 @@ fn with_programs(open: &Open) -> Ledger {
     l
 }
 
-fn txn(id: &str, op: TxnOp, program: &str, qty: Option<u64>) -> Txn {
+pub(crate) fn txn(id: &str, op: TxnOp, program: &str, qty: Option<u64>) -> Txn {
     Txn {
         tx_id: TxId::new(id).expect("id"),
         op,
@@ -221,10 +234,11 @@ fn txn(id: &str, op: TxnOp, program: &str, qty: Option<u64>) -> Txn {
         receipt: None,
         reverses: None,
         offline: false,
+        staff: None,
     }
 }
 
-fn balance(l: &mut Ledger, card: &str, program: &str) -> (i64, i64, bool) {
+pub(crate) fn balance(l: &mut Ledger, card: &str, program: &str) -> (i64, i64, bool) {
     l.balances(card)
         .expect("balances")
         .into_iter()
@@ -411,6 +425,7 @@ fn points_from_amounts_and_rewards_available(open: &Open) {
 /// nothing more, and a reversed redemption gives back points that may lapse in turn.
 fn points_lapse_oldest_first(open: &Open) {
     let mut l = open();
+    crate::test_stores(&mut l);
     l.put_program(
         "miles",
         &Program::Points {

@@ -195,7 +195,15 @@ fn programs_transactions_and_cards() {
     let (_, answer) = l.call("POST", "/v1/transactions", &offline.to_string());
     assert_eq!(answer["results"][0]["status"], "applied", "{answer}");
     let (_, flagged) = l.call("GET", "/v1/cards?flagged=true", "");
-    assert_eq!(flagged, json!({"flagged": ["C-2"]}));
+    assert_eq!(flagged["flagged"], json!(["C-2"]), "{flagged}");
+    assert_eq!(
+        (
+            &flagged["overdrafts"][0]["tx_id"],
+            &flagged["overdrafts"][0]["balance_after"]
+        ),
+        (&json!("t-7"), &json!(-10)),
+        "the entry that overdrew it: {flagged}"
+    );
     assert_eq!(l.balances("C-2")["coffee"], -10);
 
     // Whole-request errors.
@@ -244,4 +252,170 @@ fn bad_configuration_names_the_key() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loyalty.database"), "{err}");
+}
+
+/// The README's curls for the organisation and a card's life, on the binary: brands and
+/// stores with the errors a person can make, a txn held for a store set up later, a lost
+/// card blocked, replaced and its cashier-named overdraft reviewed, each in the audit trail.
+#[test]
+fn the_organisation_and_a_cards_life() {
+    let _load = crate::beside_others();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = started(&dir);
+    l.put_program(
+        "coffee",
+        json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "free coffee"}),
+    );
+    let store = |brand: &str, tz: &str, currency: &str| {
+        json!({"name": "Bean There Mitte", "brand": brand, "time_zone": tz, "currency": currency})
+            .to_string()
+    };
+    for (path, body, status, code) in [
+        (
+            "/v1/brands/bean",
+            json!({"name": ""}).to_string(),
+            400,
+            "invalid_brand",
+        ),
+        (
+            "/v1/brands/bean",
+            json!({"nom": "x"}).to_string(),
+            400,
+            "invalid_brand",
+        ),
+        (
+            "/v1/stores/B-01",
+            store("bean", "Europe/Berlin", "EUR"),
+            409,
+            "unknown_brand",
+        ),
+        (
+            "/v1/stores/B-01",
+            store("bean", "Mars/Olympus", "EUR"),
+            400,
+            "invalid_store",
+        ),
+        (
+            "/v1/stores/B-01",
+            store("bean", "Europe/Berlin", "euro"),
+            400,
+            "invalid_store",
+        ),
+    ] {
+        let (got, answer) = l.call("PUT", path, &body);
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path} {body}: {answer}"
+        );
+    }
+    let (status, brand) = l.call(
+        "PUT",
+        "/v1/brands/bean",
+        &json!({"name": "Bean There"}).to_string(),
+    );
+    assert_eq!(
+        (status, &brand["name"]),
+        (200, &json!("Bean There")),
+        "{brand}"
+    );
+
+    // A sale at a store that is not set up yet is held, and applies once it is.
+    let sale = json!({"tx_id": "B-01:1", "op": "stamp", "program": "coffee", "card": "C-7",
+                      "store": "B-01", "qty": 4, "staff": "anna"});
+    let (_, answer) = l.call("POST", "/v1/transactions", &sale.to_string());
+    assert_eq!(answer["results"][0]["reason"], "unknown_store", "{answer}");
+    let (status, put) = l.call(
+        "PUT",
+        "/v1/stores/B-01",
+        &store("bean", "Europe/Berlin", "EUR"),
+    );
+    assert_eq!(
+        (status, &put["time_zone"]),
+        (200, &json!("Europe/Berlin")),
+        "{put}"
+    );
+    let (_, answer) = l.call("POST", "/v1/transactions", &sale.to_string());
+    assert_eq!(answer["results"][0]["status"], "applied", "{answer}");
+    let (status, got) = l.call("GET", "/v1/stores/B-01", "");
+    assert_eq!((status, &got["brand"]), (200, &json!("bean")), "{got}");
+    let (status, _) = l.call("DELETE", "/v1/brands/bean", "");
+    assert_eq!(status, 409, "a brand with stores stays");
+
+    // Lost: blocked, then replaced by a new card; the old card's sales are refused.
+    for (action, body, status) in [
+        ("block", json!({}), 400),
+        ("block", json!({"reason": ""}), 400),
+        ("review", json!({"reason": "looked"}), 409),
+    ] {
+        let (got, answer) = l.call(
+            "POST",
+            &format!("/v1/cards/C-7/{action}"),
+            &body.to_string(),
+        );
+        assert_eq!(got, status, "{action} {body}: {answer}");
+    }
+    let (status, card) = l.call(
+        "POST",
+        "/v1/cards/C-7/block",
+        &json!({"reason": "reported lost"}).to_string(),
+    );
+    assert_eq!(
+        (status, &card["blocked"]["reason"]),
+        (200, &json!("reported lost")),
+        "{card}"
+    );
+    let again = json!({"tx_id": "B-01:2", "op": "stamp", "program": "coffee", "card": "C-7",
+                       "store": "B-01", "qty": 1});
+    let (_, answer) = l.call("POST", "/v1/transactions?balances=true", &again.to_string());
+    assert_eq!(answer["results"][0]["reason"], "card_blocked", "{answer}");
+    assert_eq!(
+        answer["cards"][0]["blocked"]["reason"], "reported lost",
+        "the till hears: {answer}"
+    );
+    let (status, handed) = l.call(
+        "POST",
+        "/v1/cards/C-7/replace",
+        &json!({"new_card": "C-8", "reason": "new card issued"}).to_string(),
+    );
+    assert_eq!(status, 200, "{handed}");
+    assert_eq!(handed["card"]["balances"][0]["balance"], 4, "{handed}");
+    let (_, old) = l.call("GET", "/v1/cards/C-7", "");
+    assert_eq!(old["blocked"]["successor"], "C-8", "{old}");
+
+    // The new card overdrawn offline, by a named cashier; reviewed by a person.
+    let redeem = json!({"tx_id": "B-01:3", "op": "redeem", "program": "coffee", "card": "C-8",
+                        "store": "B-01", "qty": 1, "offline": true, "staff": "ben"});
+    let (_, answer) = l.call("POST", "/v1/transactions", &redeem.to_string());
+    assert_eq!(answer["results"][0]["status"], "applied", "{answer}");
+    let (_, flagged) = l.call("GET", "/v1/cards?flagged=true", "");
+    assert_eq!(flagged["flagged"], json!(["C-8"]), "{flagged}");
+    assert_eq!(flagged["overdrafts"][0]["staff"], "ben", "{flagged}");
+    let (_, history) = l.call("GET", "/v1/cards/C-8/transactions", "");
+    assert_eq!(history["transactions"][0]["staff"], "ben", "{history}");
+    let (status, _) = l.call(
+        "POST",
+        "/v1/cards/C-8/review",
+        &json!({"reason": "cashier refunded"}).to_string(),
+    );
+    assert_eq!(status, 200);
+    let (_, flagged) = l.call("GET", "/v1/cards?flagged=true", "");
+    assert_eq!(flagged["flagged"], json!([]), "{flagged}");
+
+    let (_, audit) = l.call("GET", "/v1/audit", "");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in [
+        "put_brand",
+        "put_store",
+        "block_card",
+        "replace_card",
+        "review_card",
+    ] {
+        assert!(actions.contains(&action), "{action} audited: {actions:?}");
+    }
 }

@@ -14,6 +14,7 @@ mod hostile;
 mod hot;
 mod layout;
 mod ledger;
+mod ledger_org;
 mod link;
 mod loyalty_api;
 mod oidc;
@@ -30,6 +31,30 @@ use std::path::Path;
 pub use ferry_tests::cloud::{BUCKET, Ingest, Lake, assert_exactly_once, metric, spool_id};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry-cloud");
+
+/// Brand `test` and the suite's stores (UTC, EUR), on a ledger opened directly.
+pub fn test_stores(l: &mut ferry_cloud::loyalty::Ledger) {
+    use ferry_cloud::loyalty::{BrandFields, StoreFields};
+    l.put_brand(
+        "test",
+        &BrandFields {
+            name: "Test brand".into(),
+        },
+    )
+    .expect("brand");
+    for store in ferry_tests::loyalty::TEST_STORES {
+        l.put_store(
+            store,
+            &StoreFields {
+                name: format!("Store {store}"),
+                brand: "test".into(),
+                time_zone: "UTC".into(),
+                currency: "EUR".into(),
+            },
+        )
+        .expect("store");
+    }
+}
 
 static LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 

@@ -29,7 +29,7 @@ fn signed_in_users_get_the_role_of_their_group_and_bad_tokens_get_nothing() {
     let (issuer, fetches) = (provider.issuer.clone(), provider.key_fetches.clone());
     let hot = format!("sqlite://{}", dir.path().join("hot.db").display());
     let ledger = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    ferry_cloud::loyalty::Ledger::open(&ledger).expect("ledger");
+    crate::test_stores(&mut ferry_cloud::loyalty::Ledger::open(&ledger).expect("ledger"));
     let sections = format!(
         "[http.oidc]\nissuer = \"{issuer}\"\naudience = \"{AUDIENCE}\"\n\
          [dashboard]\ndatabase = \"{hot}\"\n\
@@ -71,6 +71,25 @@ fn signed_in_users_get_the_role_of_their_group_and_bad_tokens_get_nothing() {
     assert_eq!(status, 403, "another store's figures");
     let (status, _) = board.call_as(&shop, "GET", "/v1/devices", "");
     assert_eq!(status, 403, "a store's user sees no devices");
+    // A brand's group: every store of the brand, looked up in the ledger, and more of the
+    // same group's stores beside them.
+    let chain = ec.sign(&claims(json!(["brand:test", "store:S-elsewhere"])));
+    let (status, body) = me(&chain);
+    let mut want: Vec<&str> = ferry_tests::loyalty::TEST_STORES.to_vec();
+    want.push("S-elsewhere");
+    want.sort_unstable();
+    assert_eq!(
+        (status, &body["role"], &body["stores"], &body["brands"]),
+        (200, &json!("store"), &json!(want), &json!(["test"])),
+        "{body}"
+    );
+    let (status, body) = board.call_as(&chain, "GET", "/v1/stores", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["records"].as_array().map(Vec::len),
+        Some(ferry_tests::loyalty::TEST_STORES.len()),
+        "the brand's store records: {body}"
+    );
     // No Ferry group: known, but no role.
     let (status, body) = me(&ec.sign(&claims(json!(["staff"]))));
     assert_eq!(

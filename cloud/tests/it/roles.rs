@@ -68,8 +68,17 @@ static SENT: AtomicU32 = AtomicU32::new(0);
 
 /// A path of the table with sample values, and a body its method needs.
 fn sample(method: &str, path: &str) -> (String, String) {
+    // The organisation's writes act on records of their own, so the walk's other calls
+    // keep the test brand and its store S-01.
+    let (brand, store) = match method {
+        "GET" => ("test", "S-01"),
+        _ => ("walk", "S-walk"),
+    };
     let path = path
         .replace("/v1/devices/{id}", "/v1/devices/ws-1")
+        .replace("/v1/brands/{id}", &format!("/v1/brands/{brand}"))
+        .replace("/v1/stores/{id}/", "/v1/stores/S-01/")
+        .replace("/v1/stores/{id}", &format!("/v1/stores/{store}"))
         .replace(
             "{id}",
             match path {
@@ -87,7 +96,18 @@ fn sample(method: &str, path: &str) -> (String, String) {
         ("PUT", p) if p.starts_with("/v1/programs") => {
             json!({"kind": "stamps", "stamps_per_reward": 10, "reward": "coffee"}).to_string()
         }
+        ("PUT", p) if p.starts_with("/v1/brands") => json!({"name": "Walk"}).to_string(),
+        ("PUT", p) if p.starts_with("/v1/stores") => json!({"name": "Walk", "brand": "test",
+            "time_zone": "Europe/Berlin", "currency": "EUR"})
+        .to_string(),
         ("PUT", _) => json!({"kind": "station"}).to_string(),
+        ("POST", p) if p.ends_with("/replace") => json!({"reason": "walk",
+            "new_card": format!("C-new-{}", SENT.fetch_add(1, Ordering::Relaxed))})
+        .to_string(),
+        ("POST", p) if p.ends_with("/merge") => {
+            json!({"reason": "walk", "into": "C-1"}).to_string()
+        }
+        ("POST", p) if p.starts_with("/v1/cards/") => json!({"reason": "walk"}).to_string(),
         ("POST", _) => stamp(
             &format!("t-{}", SENT.fetch_add(1, Ordering::Relaxed)),
             "C-1",
@@ -341,16 +361,16 @@ fn every_write_is_in_the_audit_trail() {
             )
         })
         .collect();
-    // Newest first; the router's device transactions are not audited; the program put by
-    // `start` is the oldest.
+    // Newest first; the router's device transactions are not audited; `start` put the
+    // program and the suite's stores before.
     assert_eq!(
-        seen,
+        seen[..5],
         [
             ("till-s01", "transactions", "audited-1"),
             ("ops", "retire_device", "pos-9"),
             ("ops", "put_device", "pos-9"),
             ("admin", "put_program", "tea"),
-            ("admin", "put_program", "coffee"),
+            ("admin", "put_store", "S-other"),
         ],
         "{body}"
     );
