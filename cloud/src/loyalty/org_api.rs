@@ -107,25 +107,7 @@ pub async fn delete_brand(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    check_id("brand id", &id)?;
-    let (key, audit) = (id.clone(), record(&caller, "delete_brand", &id, json!({})));
-    let deleted = api
-        .pool
-        .run(move |l| {
-            l.audited(
-                |tx| org::delete_brand(tx, &key),
-                |deleted| deleted.then(|| audit.clone()),
-            )
-        })
-        .await?;
-    if deleted {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(
-            "unknown_brand",
-            format!("no brand {id:?}"),
-        ))
-    }
+    delete(api, caller, "brand", id, org::delete_brand).await
 }
 
 #[utoipa::path(get, path = "/v1/stores/{id}", tag = "organisation",
@@ -191,13 +173,29 @@ pub async fn delete_store(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    check_id("store id", &id)?;
-    let (key, audit) = (id.clone(), record(&caller, "delete_store", &id, json!({})));
+    delete(api, caller, "store", id, org::delete_store).await
+}
+
+/// Deletes the `what` (`brand` or `store`) named `id` with `work`, audited as `delete_{what}`
+/// in the same transaction: 204, or 404 `unknown_{what}`.
+async fn delete(
+    api: LoyaltyApi,
+    caller: Caller,
+    what: &'static str,
+    id: String,
+    work: fn(&mut dyn super::LedgerTx, &str) -> Result<bool, super::LedgerError>,
+) -> Result<StatusCode, ApiError> {
+    let (action, code, label) = match what {
+        "brand" => ("delete_brand", "unknown_brand", "brand id"),
+        _ => ("delete_store", "unknown_store", "store id"),
+    };
+    check_id(label, &id)?;
+    let (key, audit) = (id.clone(), record(&caller, action, &id, json!({})));
     let deleted = api
         .pool
         .run(move |l| {
             l.audited(
-                |tx| org::delete_store(tx, &key),
+                |tx| work(tx, &key),
                 |deleted| deleted.then(|| audit.clone()),
             )
         })
@@ -205,9 +203,6 @@ pub async fn delete_store(
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(
-            "unknown_store",
-            format!("no store {id:?}"),
-        ))
+        Err(ApiError::not_found(code, format!("no {what} {id:?}")))
     }
 }
