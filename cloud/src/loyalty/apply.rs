@@ -275,6 +275,11 @@ fn judge_one<T: LedgerTx + ?Sized>(
                 }) => return rejected("already_reversed"),
                 // A device's transaction is the device's, whoever relays it: an admin's
                 // token in the router does not widen what a till may reverse.
+                // A transfer moved a balance between two cards: undoing one side alone
+                // would count it twice. Its system entries have no store.
+                Some(t) if t.store.is_empty() && is_transfer(reversed) => {
+                    return rejected("transfer_entry");
+                }
                 Some(t) if (device.is_some() || !admin) && t.store.is_empty() => {
                     return rejected("system_entry");
                 }
@@ -310,6 +315,11 @@ fn judge_one<T: LedgerTx + ?Sized>(
         at: &at,
     })?;
     Ok(outcome(Status::Applied, None))
+}
+
+/// Whether `tx_id` names one side of a replace or merge (`lifecycle::hand_over`).
+fn is_transfer(tx_id: &str) -> bool {
+    tx_id.starts_with("replace:") || tx_id.starts_with("merge:")
 }
 
 enum Admit {

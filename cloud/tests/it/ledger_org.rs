@@ -310,6 +310,15 @@ pub fn cards_are_blocked_replaced_merged_and_reviewed(open: &Open) {
             .all(|e| e.op == "transfer" && e.content["from"] == "C-1"),
         "the new card's history names the old: {history:?}"
     );
+    // Not even an admin undoes one side of a transfer: the balance would count twice.
+    let mut undo_transfer = txn("r-t", TxnOp::Reverse, "coffee", None);
+    undo_transfer.card = "C-9".into();
+    undo_transfer.program = history[0].program.clone();
+    undo_transfer.reverses = Some(TxId::new(history[0].tx_id.as_str()).expect("id"));
+    assert_eq!(
+        l.apply(&[undo_transfer]).expect("apply")[0].reason,
+        Some("transfer_entry")
+    );
     let mut on_old = txn("s-4", TxnOp::Stamp, "coffee", Some(1));
     on_old.offline = true;
     assert_eq!(
